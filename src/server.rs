@@ -1,0 +1,1 @@
+//! Starts shards, handles signals, waits for shutdown.

@@ -1,0 +1,1 @@
+//! One worker thread: wires a `turn::Relay` to an `io` backend.
