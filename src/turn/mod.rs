@@ -1,15 +1,25 @@
 //! The TURN state machine (RFC 8656), sans-IO: no sockets, no clock, no
 //! threads. Inputs carry `now`; outputs say what to send where.
-// STUB: signatures are the contract; bodies are being written.
-#![allow(unused_variables, dead_code)]
-
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Authenticator;
-use crate::policy::{AllocationLedger, PeerPolicy, Quotas};
+use crate::policy::{AllocationLedger, PeerPolicy, Quotas, RateLimiter};
+use crate::stun::{self, channel, ChannelData, PacketKind};
+
+use allocation::{FiveTuple, Table};
+use ports::PortPool;
+use rng::Rng;
+
+mod allocation;
+mod control;
+mod ports;
+mod reply;
+mod rng;
+#[cfg(test)]
+mod tests;
 
 /// Bytes the io layer leaves free in front of a peer datagram so that a
 /// ChannelData header or a Data indication prefix is written in place.
@@ -100,25 +110,82 @@ pub struct Stats {
     pub drop_no_allocation: u64,
     pub drop_no_permission: u64,
     pub drop_rate_limited: u64,
+    pub drop_forbidden_peer: u64,
+    pub drop_encode: u64,
+    pub relay_bind_errors: u64,
     pub auth_failures: u64,
+    /// Error responses to authenticated requests, by code (see `ERROR_CODES`).
+    pub errors_by_code: [u64; ERROR_CODES.len()],
 }
+
+/// The error codes counted in `Stats::errors_by_code`, in order.
+pub const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+
+impl Stats {
+    pub(crate) fn count_error(&mut self, code: u16) {
+        if let Some(i) = ERROR_CODES.iter().position(|&c| c == code) {
+            self.errors_by_code[i] += 1;
+        }
+    }
+}
+
+/// A RESERVATION-TOKEN handed out with an even port (RFC 8656 §7.2): the
+/// next port stays out of the pool until redeemed or expired.
+struct Reservation {
+    token: [u8; 8],
+    port: u16,
+    expires: Instant,
+}
+
+/// RFC 8656 §7.2: a reservation is kept for about 30 seconds.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// How often expiry is swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One shard's TURN server state.
 pub struct Relay {
     cfg: TurnConfig,
+    auth: Arc<Authenticator>,
+    policy: Arc<PeerPolicy>,
+    ledger: Arc<AllocationLedger>,
+    table: Table,
+    ports: PortPool,
+    reservations: Vec<Reservation>,
+    limiter: RateLimiter,
+    rng: Rng,
+    stats: Stats,
+    next_sweep: Option<Instant>,
 }
 
 impl Relay {
     pub fn new(cfg: TurnConfig, auth: Arc<Authenticator>, policy: Arc<PeerPolicy>, ledger: Arc<AllocationLedger>) -> Self {
-        todo!()
+        let ports = PortPool::new(*cfg.ports.start(), *cfg.ports.end());
+        let limiter = RateLimiter::new(cfg.unauth_rate, cfg.unauth_burst);
+        Relay {
+            cfg,
+            auth,
+            policy,
+            ledger,
+            table: Table::default(),
+            ports,
+            reservations: Vec::new(),
+            limiter,
+            rng: Rng::from_os(),
+            stats: Stats::default(),
+            next_sweep: None,
+        }
     }
-    /// Replaces credentials and peer policy (reload); allocations stay.
+
+    /// Replaces credentials (reload); allocations stay.
     pub fn set_auth(&mut self, auth: Arc<Authenticator>) {
-        todo!()
+        self.auth = auth;
     }
+
+    /// Replaces the peer policy (reload); allocations stay.
     pub fn set_policy(&mut self, policy: Arc<PeerPolicy>) {
-        todo!()
+        self.policy = policy;
     }
+
     /// A datagram from `client` on `listener`. Responses are written into
     /// `scratch` (at least `MAX_REPLY` bytes).
     pub fn handle_client(
@@ -130,31 +197,176 @@ impl Relay {
         scratch: &mut [u8],
         sockets: &mut impl RelaySockets,
     ) -> ClientOutput {
-        todo!()
+        let five = FiveTuple { listener, client };
+        match stun::message::classify(pkt) {
+            PacketKind::ChannelData => self.channel_data_from_client(now, five, pkt),
+            PacketKind::Stun => self.control(now, five, pkt, scratch, sockets),
+            PacketKind::Other => {
+                self.stats.drop_malformed += 1;
+                ClientOutput::Nothing
+            }
+        }
     }
+
+    /// Fast path, client → peer: RFC 8656 §12.6.
+    fn channel_data_from_client(&mut self, now: Now, five: FiveTuple, pkt: &[u8]) -> ClientOutput {
+        let Ok(cd) = ChannelData::parse(pkt) else {
+            self.stats.drop_malformed += 1;
+            return ClientOutput::Nothing;
+        };
+        let Some(index) = self.table.index_of(&five) else {
+            self.stats.drop_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        let Some(alloc) = self.table.get(index).filter(|a| now.at < a.expires) else {
+            self.stats.drop_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        // RFC 8656 §12.6: an unbound channel number means the data is dropped.
+        let Some(peer) = alloc.channel_peer(cd.number, now.at) else {
+            self.stats.drop_no_permission += 1;
+            return ClientOutput::Nothing;
+        };
+        let family = allocation::family_of(&peer);
+        let relay = self.table.token(index, family);
+        let len = cd.payload.len();
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += len as u64;
+        ClientOutput::ToPeer { relay, peer, payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len }
+    }
+
     /// A datagram from `peer` on relay socket `relay`; its payload sits at
     /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` and `buf` has
     /// `PEER_TAILROOM` more bytes after it.
     pub fn handle_peer(&mut self, now: Now, relay: RelayToken, peer: SocketAddr, buf: &mut [u8], len: usize) -> Option<ToClient> {
-        todo!()
+        let Some((alloc, _family)) = self.table.by_token(relay) else {
+            self.stats.drop_no_allocation += 1;
+            return None;
+        };
+        if now.at >= alloc.expires {
+            self.stats.drop_no_allocation += 1;
+            return None;
+        }
+        // RFC 8656 §10.3: data from a peer without a permission is dropped.
+        if !alloc.has_permission(peer.ip(), now.at) {
+            self.stats.drop_no_permission += 1;
+            return None;
+        }
+        let (listener, client) = (alloc.five.listener, alloc.five.client);
+        let end = PEER_HEADROOM.checked_add(len)?;
+        if end > buf.len() || len > usize::from(u16::MAX) {
+            self.stats.drop_malformed += 1;
+            return None;
+        }
+        let range = match alloc.channel_for_peer(&peer, now.at) {
+            Some(number) => {
+                // RFC 8656 §12.5: with a channel bound, relay as ChannelData.
+                let start = PEER_HEADROOM - channel::CHANNEL_HEADER_LEN;
+                let mut header = [0u8; 4];
+                channel::write_header(&mut header, number, len as u16);
+                buf[start..PEER_HEADROOM].copy_from_slice(&header);
+                start..end
+            }
+            None => {
+                // RFC 8656 §10.3: otherwise as a Data indication.
+                let mut tid = [0u8; 12];
+                self.rng.fill(&mut tid);
+                match stun::writer::data_indication_in_place(buf, PEER_HEADROOM, len, peer, &tid) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.stats.drop_malformed += 1;
+                        return None;
+                    }
+                }
+            }
+        };
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += len as u64;
+        Some(ToClient { listener, client, range })
     }
+
     /// Expires allocations, permissions, channels and reservations.
     pub fn handle_timeout(&mut self, now: Now, sockets: &mut impl RelaySockets) {
-        todo!()
+        match self.next_sweep {
+            Some(t) if now.at >= t => {}
+            _ => return,
+        }
+        let expired: Vec<u32> = self
+            .table
+            .indices()
+            .filter(|&i| self.table.get(i).is_some_and(|a| now.at >= a.expires))
+            .collect();
+        for index in expired {
+            self.delete(index, sockets);
+            self.stats.allocations_expired += 1;
+        }
+        let live: Vec<u32> = self.table.indices().collect();
+        for index in live {
+            if let Some(a) = self.table.get_mut(index) {
+                a.sweep(now.at);
+            }
+        }
+        let ports = &mut self.ports;
+        self.reservations.retain(|r| {
+            let keep = now.at < r.expires;
+            if !keep {
+                ports.release(r.port);
+            }
+            keep
+        });
+        self.next_sweep = self.wants_sweep().then(|| now.at + SWEEP_INTERVAL);
     }
+
+    fn wants_sweep(&self) -> bool {
+        self.table.len() > 0 || !self.reservations.is_empty()
+    }
+
+    fn schedule_sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
     /// When `handle_timeout` next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.next_sweep
     }
+
     pub fn stats(&self) -> &Stats {
-        todo!()
+        &self.stats
     }
+
     /// Live allocations on this shard.
     pub fn allocation_count(&self) -> usize {
-        todo!()
+        self.table.len()
     }
+
     /// Deletes every allocation, closing their sockets (shutdown).
     pub fn close_all(&mut self, sockets: &mut impl RelaySockets) {
-        todo!()
+        let all: Vec<u32> = self.table.indices().collect();
+        for index in all {
+            self.delete(index, sockets);
+            self.stats.allocations_deleted += 1;
+        }
+        for r in self.reservations.drain(..) {
+            self.ports.release(r.port);
+        }
+        self.next_sweep = None;
+    }
+
+    /// Removes an allocation: sockets closed, ports and quota given back.
+    fn delete(&mut self, index: u32, sockets: &mut impl RelaySockets) {
+        let tokens = [
+            self.table.token(index, stun::AddressFamily::V4),
+            self.table.token(index, stun::AddressFamily::V6),
+        ];
+        let Some(alloc) = self.table.remove(index) else { return };
+        for (relay, token) in alloc.relays.iter().zip(tokens) {
+            if let Some(addr) = relay {
+                sockets.close(token);
+                self.ports.release(addr.port());
+            }
+        }
+        self.ledger.release(&alloc.quota_id);
     }
 }
