@@ -36,6 +36,7 @@ struct Request<'a> {
     additional_family: Option<AddressFamily>,
     even_port: Option<bool>,
     reservation: Option<&'a [u8; 8]>,
+    dont_fragment: bool,
     channel: Option<u16>,
     peers: [Option<SocketAddr>; MAX_PEERS],
     n_peers: usize,
@@ -76,6 +77,7 @@ impl<'a> Request<'a> {
                 Attribute::ReservationToken(t) => {
                     r.reservation.get_or_insert(t);
                 }
+                Attribute::DontFragment => r.dont_fragment = true,
                 Attribute::ChannelNumber(n) => {
                     r.channel.get_or_insert(n);
                 }

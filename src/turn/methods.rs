@@ -89,7 +89,7 @@ impl Relay {
         let primary_addr = match reserved {
             Some(port) => {
                 let addr = SocketAddr::new(primary_ip, port);
-                match sockets.bind(addr, token(primary), false) {
+                match sockets.bind(addr, token(primary), req.dont_fragment) {
                     Ok(()) => Some(addr),
                     Err(_) => {
                         self.ports.release(port);
@@ -97,7 +97,7 @@ impl Relay {
                     }
                 }
             }
-            None => self.bind_relay(primary_ip, parity, token(primary), sockets),
+            None => self.bind_relay(primary_ip, parity, token(primary), req.dont_fragment, sockets),
         };
         let Some(primary_addr) = primary_addr else {
             self.ledger.release(who.quota_id);
@@ -111,7 +111,7 @@ impl Relay {
             // allocation still succeeds and ADDRESS-ERROR-CODE says why.
             match self.relay_ip(AddressFamily::V6) {
                 None => family_error = Some(Code::AddressFamilyNotSupported),
-                Some(ip) => match self.bind_relay(ip, Parity::Any, token(AddressFamily::V6), sockets) {
+                Some(ip) => match self.bind_relay(ip, Parity::Any, token(AddressFamily::V6), req.dont_fragment, sockets) {
                     Some(addr) => relays[1] = Some(addr),
                     None => family_error = Some(Code::InsufficientCapacity),
                 },
@@ -159,12 +159,13 @@ impl Relay {
         ip: std::net::IpAddr,
         parity: Parity,
         token: RelayToken,
+        dont_fragment: bool,
         sockets: &mut impl RelaySockets,
     ) -> Option<SocketAddr> {
         for _ in 0..BIND_ATTEMPTS {
             let port = self.ports.pick(&mut self.rng, parity)?;
             let addr = SocketAddr::new(ip, port);
-            match sockets.bind(addr, token, false) {
+            match sockets.bind(addr, token, dont_fragment) {
                 Ok(()) => {
                     self.ports.mark(port);
                     return Some(addr);

@@ -252,7 +252,7 @@ fn reservation_expires_after_thirty_seconds() {
 }
 
 #[test]
-fn dont_fragment_is_accepted() {
+fn dont_fragment_sets_the_flag_on_the_relay_socket() {
     let mut h = Harness::new();
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|w| {
@@ -260,6 +260,10 @@ fn dont_fragment_is_accepted() {
         w.attr(&Attribute::DontFragment).unwrap();
     });
     assert_eq!(r.class(), Class::Success);
+    assert_eq!(h.sockets.df, vec![r.addr(attr::XOR_RELAYED_ADDRESS).unwrap()]);
+    let mut other = Client::new("203.0.113.12:1", md5("bob", "bob-pw"));
+    other.allocate(&mut h);
+    assert_eq!(h.sockets.df.len(), 1, "only when asked");
 }
 
 #[test]

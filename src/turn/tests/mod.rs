@@ -29,10 +29,15 @@ pub(crate) struct FakeSockets {
     /// Addresses "someone else" holds: bind fails with AddrInUse.
     pub taken: Vec<SocketAddr>,
     pub closed: Vec<RelayToken>,
+    /// Sockets bound with the don't-fragment flag.
+    pub df: Vec<SocketAddr>,
 }
 
 impl RelaySockets for FakeSockets {
-    fn bind(&mut self, addr: SocketAddr, token: RelayToken, _df: bool) -> std::io::Result<()> {
+    fn bind(&mut self, addr: SocketAddr, token: RelayToken, df: bool) -> std::io::Result<()> {
+        if df {
+            self.df.push(addr);
+        }
         if self.taken.contains(&addr) || self.bound.values().any(|a| *a == addr) {
             return Err(std::io::ErrorKind::AddrInUse.into());
         }
