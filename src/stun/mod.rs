@@ -3,6 +3,7 @@
 //! Borrowed views over `&[u8]`: nothing here copies or allocates, and no input
 //! can make anything here panic.
 
+pub mod addr;
 pub mod attr;
 pub mod channel;
 pub mod integrity;
