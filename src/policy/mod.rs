@@ -1,7 +1,5 @@
 //! Peer-address policy (SECURITY.md rules 6–8), quotas, and rate limits for
 //! unauthenticated replies.
-// STUB: signatures are the contract; bodies are being written.
-#![allow(unused_variables, dead_code)]
 
 pub mod peer;
 pub mod quota;
