@@ -168,7 +168,10 @@ impl Table {
                 i
             }
             None => {
-                self.slots.push(Slot { gen: 0, alloc: Some(alloc) });
+                self.slots.push(Slot {
+                    gen: 0,
+                    alloc: Some(alloc),
+                });
                 (self.slots.len() - 1) as u32
             }
         };

@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use super::allocation::{family_index, family_of, Allocation, Channel, FiveTuple, CHANNEL_COOLDOWN, CHANNEL_LIFETIME};
+use super::allocation::{
+    family_index, family_of, Allocation, Channel, FiveTuple, CHANNEL_COOLDOWN, CHANNEL_LIFETIME,
+};
 use super::ports::Parity;
 use super::reply::{self, Code};
 use super::{ClientOutput, Now, Relay, RelaySockets, Reservation, MAX_REPLY, RESERVATION_LIFETIME};
 use crate::auth::{AuthError, Authenticated, Authenticator};
 use crate::policy::QuotaExceeded;
 use crate::stun::integrity::{self, Integrity};
-use crate::stun::{attr, AddressFamily, Attribute, Class, EncodeError, Message, MessageWriter, Method};
+use crate::stun::{
+    attr, AddressFamily, Attribute, Class, EncodeError, Message, MessageWriter, Method,
+};
 
 /// RFC 8656 §7.2: the default allocation lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
@@ -154,9 +158,10 @@ impl Relay {
         };
         match (msg.class(), msg.method()) {
             (Class::Request, Method::Binding) => self.binding(now, five, &msg, scratch),
-            (Class::Request, Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind) => {
-                self.authenticated(now, five, &msg, scratch, sockets)
-            }
+            (
+                Class::Request,
+                Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind,
+            ) => self.authenticated(now, five, &msg, scratch, sockets),
             (Class::Indication, Method::Send) => self.send_indication(now, five, &msg),
             (Class::Request, _) => {
                 // RFC 8489 §6.3.1: a request for a method we do not serve gets 400.
@@ -164,7 +169,12 @@ impl Relay {
                     return ClientOutput::Nothing;
                 }
                 let fp = msg.get(attr::FINGERPRINT).is_some();
-                self.write(|w| reply::error(w, &msg, Code::BadRequest), None, fp, scratch)
+                self.write(
+                    |w| reply::error(w, &msg, Code::BadRequest),
+                    None,
+                    fp,
+                    scratch,
+                )
             }
             _ => {
                 self.stats.drop_malformed += 1;
@@ -204,7 +214,12 @@ impl Relay {
         }
     }
 
-    fn finish(&self, w: &mut MessageWriter<'_>, signer: Option<&Authenticated<'_>>, fingerprint: bool) -> Result<(), EncodeError> {
+    fn finish(
+        &self,
+        w: &mut MessageWriter<'_>,
+        signer: Option<&Authenticated<'_>>,
+        fingerprint: bool,
+    ) -> Result<(), EncodeError> {
         if let Some(s) = &self.cfg.software {
             w.raw(attr::SOFTWARE, s.as_bytes())?;
         }
@@ -217,13 +232,24 @@ impl Relay {
         Ok(())
     }
 
-    fn binding(&mut self, now: Now, five: FiveTuple, msg: &Message<'_>, scratch: &mut [u8]) -> ClientOutput {
+    fn binding(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        msg: &Message<'_>,
+        scratch: &mut [u8],
+    ) -> ClientOutput {
         if !self.unauth_allowed(now, five) {
             return ClientOutput::Nothing;
         }
         let Ok(req) = Request::decode(msg) else {
             let fp = msg.get(attr::FINGERPRINT).is_some();
-            return self.write(|b| reply::error(b, msg, Code::BadRequest), None, fp, scratch);
+            return self.write(
+                |b| reply::error(b, msg, Code::BadRequest),
+                None,
+                fp,
+                scratch,
+            );
         };
         if req.n_unknown > 0 {
             let unknown = &req.unknown[..req.n_unknown];
@@ -271,7 +297,12 @@ impl Relay {
             Ok(r) => r,
             Err(()) => {
                 let fp = msg.get(attr::FINGERPRINT).is_some();
-                return self.write(|b| reply::error(b, msg, Code::BadRequest), Some(&who), fp, scratch);
+                return self.write(
+                    |b| reply::error(b, msg, Code::BadRequest),
+                    Some(&who),
+                    fp,
+                    scratch,
+                );
             }
         };
         // RFC 8489 §6.3.1.1: unknown comprehension-required attributes → 420.
@@ -298,7 +329,12 @@ impl Relay {
             Ok(n) => ClientOutput::Reply(n),
             Err(Fail::Code(code)) => {
                 self.stats.count_error(code.number());
-                self.write(|b| reply::error(b, msg, code), Some(&who), req.fingerprint, scratch)
+                self.write(
+                    |b| reply::error(b, msg, code),
+                    Some(&who),
+                    req.fingerprint,
+                    scratch,
+                )
             }
             Err(Fail::Encode) => {
                 self.stats.drop_encode += 1;
@@ -348,12 +384,20 @@ impl Relay {
     /// the sweep has not reached yet counts as gone.
     fn live_index(&self, now: Now, five: &FiveTuple) -> Option<u32> {
         let index = self.table.index_of(five)?;
-        self.table.get(index).filter(|a| now.at < a.expires).map(|_| index)
+        self.table
+            .get(index)
+            .filter(|a| now.at < a.expires)
+            .map(|_| index)
     }
 
     /// The allocation a request acts on, checked against the credentials
     /// that made it (RFC 8656 §7.3: 437 without one, 441 for other credentials).
-    fn owned_allocation(&self, now: Now, five: &FiveTuple, who: &Authenticated<'_>) -> Result<u32, Fail> {
+    fn owned_allocation(
+        &self,
+        now: Now,
+        five: &FiveTuple,
+        who: &Authenticated<'_>,
+    ) -> Result<u32, Fail> {
         let index = self.live_index(now, five).ok_or(Code::AllocationMismatch)?;
         match self.table.get(index) {
             Some(a) if *a.username == *who.username => Ok(index),

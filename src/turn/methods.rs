@@ -24,7 +24,14 @@ impl Relay {
                     // A retransmission gets the same answer; anything else on
                     // a live 5-tuple is 437.
                     if a.alloc_tid == *msg.transaction_id() {
-                        return self.allocate_success(now, index, msg, who, req.fingerprint, scratch);
+                        return self.allocate_success(
+                            now,
+                            index,
+                            msg,
+                            who,
+                            req.fingerprint,
+                            scratch,
+                        );
                     }
                     return Err(Code::AllocationMismatch.into());
                 }
@@ -41,7 +48,9 @@ impl Relay {
         }
         // RFC 8656 §7.2: RESERVATION-TOKEN excludes EVEN-PORT and both family attributes.
         if req.reservation.is_some()
-            && (req.even_port.is_some() || req.requested_family.is_some() || req.additional_family.is_some())
+            && (req.even_port.is_some()
+                || req.requested_family.is_some()
+                || req.additional_family.is_some())
         {
             return Err(Code::BadRequest.into());
         }
@@ -58,7 +67,11 @@ impl Relay {
             return Err(Code::AddressFamilyNotSupported.into());
         };
         let reserved = match req.reservation {
-            Some(token) => match self.reservations.iter().position(|r| r.token == *token && now.at < r.expires) {
+            Some(token) => match self
+                .reservations
+                .iter()
+                .position(|r| r.token == *token && now.at < r.expires)
+            {
                 Some(i) => Some(self.reservations.swap_remove(i).port),
                 // RFC 8656 §7.2: an unknown or expired token → 508.
                 None => return Err(Code::InsufficientCapacity.into()),
@@ -97,7 +110,13 @@ impl Relay {
                     }
                 }
             }
-            None => self.bind_relay(primary_ip, parity, token(primary), req.dont_fragment, sockets),
+            None => self.bind_relay(
+                primary_ip,
+                parity,
+                token(primary),
+                req.dont_fragment,
+                sockets,
+            ),
         };
         let Some(primary_addr) = primary_addr else {
             self.ledger.release(who.quota_id);
@@ -111,7 +130,13 @@ impl Relay {
             // allocation still succeeds and ADDRESS-ERROR-CODE says why.
             match self.relay_ip(AddressFamily::V6) {
                 None => family_error = Some(Code::AddressFamilyNotSupported),
-                Some(ip) => match self.bind_relay(ip, Parity::Any, token(AddressFamily::V6), req.dont_fragment, sockets) {
+                Some(ip) => match self.bind_relay(
+                    ip,
+                    Parity::Any,
+                    token(AddressFamily::V6),
+                    req.dont_fragment,
+                    sockets,
+                ) {
                     Some(addr) => relays[1] = Some(addr),
                     None => family_error = Some(Code::InsufficientCapacity),
                 },
@@ -124,7 +149,11 @@ impl Relay {
             if getrandom::getrandom(&mut t).is_ok() {
                 let port = primary_addr.port() + 1;
                 self.ports.mark(port);
-                self.reservations.push(Reservation { token: t, port, expires: now.at + RESERVATION_LIFETIME });
+                self.reservations.push(Reservation {
+                    token: t,
+                    port,
+                    expires: now.at + RESERVATION_LIFETIME,
+                });
                 reservation = Some(t);
             }
         }
@@ -197,7 +226,11 @@ impl Relay {
             w.xor_address(attr::XOR_RELAYED_ADDRESS, *relay)?;
         }
         if let Some(code) = a.family_error {
-            let phrase = if code == 440 { "Address Family not Supported" } else { "Insufficient Capacity" };
+            let phrase = if code == 440 {
+                "Address Family not Supported"
+            } else {
+                "Insufficient Capacity"
+            };
             w.address_error_code(AddressFamily::V6, code, phrase)?;
         }
         w.u32(attr::LIFETIME, lifetime)?;
@@ -224,7 +257,11 @@ impl Relay {
         let index = self.owned_allocation(now, &five, who)?;
         if let Some(f) = req.requested_family {
             // RFC 8656 §7.3: a family the allocation does not have → 443.
-            if self.table.get(index).is_some_and(|a| a.relays[family_index(f)].is_none()) {
+            if self
+                .table
+                .get(index)
+                .is_some_and(|a| a.relays[family_index(f)].is_none())
+            {
                 return Err(Code::PeerAddressFamilyMismatch.into());
             }
         }
@@ -336,14 +373,19 @@ impl Relay {
             // the peer to another number — counting bindings that expired
             // less than 5 minutes ago.
             let held = |c: &&Channel| now.at < c.expires + CHANNEL_COOLDOWN;
-            if a.channels.iter().filter(held).any(|c| (c.number == number) != (c.peer == peer)) {
+            if a.channels
+                .iter()
+                .filter(held)
+                .any(|c| (c.number == number) != (c.peer == peer))
+            {
                 return Err(Code::BadRequest.into());
             }
             let exists = a.channels.iter().filter(held).any(|c| c.number == number);
             if !exists && a.channels.iter().filter(held).count() >= chan_limit {
                 return Err(Code::InsufficientCapacity.into());
             }
-            if !a.has_permission(peer.ip(), now.at) && a.perms.iter().filter(|p| now.at < p.expires).count() >= perm_limit
+            if !a.has_permission(peer.ip(), now.at)
+                && a.perms.iter().filter(|p| now.at < p.expires).count() >= perm_limit
             {
                 return Err(Code::InsufficientCapacity.into());
             }
@@ -352,7 +394,11 @@ impl Relay {
             let expires = now.at + CHANNEL_LIFETIME;
             match a.channels.iter_mut().find(|c| c.number == number) {
                 Some(c) => c.expires = expires,
-                None => a.channels.push(Channel { number, peer, expires }),
+                None => a.channels.push(Channel {
+                    number,
+                    peer,
+                    expires,
+                }),
             }
             // RFC 8656 §11.2: a binding installs or refreshes the permission too.
             a.permit(peer.ip(), now.at, perm_limit);
@@ -364,7 +410,12 @@ impl Relay {
 
     /// RFC 8656 §10.2: Send indications are never answered; whatever is
     /// wrong with one drops it.
-    pub(super) fn send_indication(&mut self, now: Now, five: FiveTuple, msg: &Message<'_>) -> ClientOutput {
+    pub(super) fn send_indication(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        msg: &Message<'_>,
+    ) -> ClientOutput {
         let Some(index) = self.live_index(now, &five) else {
             self.stats.drop_no_allocation += 1;
             return ClientOutput::Nothing;
@@ -402,6 +453,10 @@ impl Relay {
         let relay = self.table.token(index, family_of(&peer));
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
-        ClientOutput::ToPeer { relay, peer, payload }
+        ClientOutput::ToPeer {
+            relay,
+            peer,
+            payload,
+        }
     }
 }

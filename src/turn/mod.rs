@@ -52,7 +52,12 @@ pub trait RelaySockets {
     /// Binds a UDP socket to `addr` and starts receiving on it, tagging its
     /// datagrams with `token`. `AddrInUse` makes the state machine try
     /// another port.
-    fn bind(&mut self, addr: SocketAddr, token: RelayToken, dont_fragment: bool) -> std::io::Result<()>;
+    fn bind(
+        &mut self,
+        addr: SocketAddr,
+        token: RelayToken,
+        dont_fragment: bool,
+    ) -> std::io::Result<()>;
     /// Closes the socket bound for `token`.
     fn close(&mut self, token: RelayToken);
 }
@@ -84,7 +89,11 @@ pub enum ClientOutput {
     /// Send `scratch[..n]` back to the client through the same listener.
     Reply(usize),
     /// Send `pkt[payload]` to `peer` from the relay socket `relay`.
-    ToPeer { relay: RelayToken, peer: SocketAddr, payload: Range<usize> },
+    ToPeer {
+        relay: RelayToken,
+        peer: SocketAddr,
+        payload: Range<usize>,
+    },
 }
 
 /// A peer datagram turned into ChannelData or a Data indication, in place.
@@ -158,7 +167,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(cfg: TurnConfig, auth: Arc<Authenticator>, policy: Arc<PeerPolicy>, ledger: Arc<AllocationLedger>) -> Self {
+    pub fn new(
+        cfg: TurnConfig,
+        auth: Arc<Authenticator>,
+        policy: Arc<PeerPolicy>,
+        ledger: Arc<AllocationLedger>,
+    ) -> Self {
         let ports = PortPool::new(*cfg.ports.start(), *cfg.ports.end());
         let limiter = RateLimiter::new(cfg.unauth_rate, cfg.unauth_burst);
         Relay {
@@ -232,13 +246,24 @@ impl Relay {
         let len = cd.payload.len();
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += len as u64;
-        ClientOutput::ToPeer { relay, peer, payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len }
+        ClientOutput::ToPeer {
+            relay,
+            peer,
+            payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len,
+        }
     }
 
     /// A datagram from `peer` on relay socket `relay`; its payload sits at
     /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` and `buf` has
     /// `PEER_TAILROOM` more bytes after it.
-    pub fn handle_peer(&mut self, now: Now, relay: RelayToken, peer: SocketAddr, buf: &mut [u8], len: usize) -> Option<ToClient> {
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        relay: RelayToken,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ToClient> {
         let Some((alloc, _family)) = self.table.by_token(relay) else {
             self.stats.drop_no_allocation += 1;
             return None;
@@ -282,7 +307,11 @@ impl Relay {
         };
         self.stats.to_client_packets += 1;
         self.stats.to_client_bytes += len as u64;
-        Some(ToClient { listener, client, range })
+        Some(ToClient {
+            listener,
+            client,
+            range,
+        })
     }
 
     /// Expires allocations, permissions, channels and reservations.
@@ -360,7 +389,9 @@ impl Relay {
             self.table.token(index, stun::AddressFamily::V4),
             self.table.token(index, stun::AddressFamily::V6),
         ];
-        let Some(alloc) = self.table.remove(index) else { return };
+        let Some(alloc) = self.table.remove(index) else {
+            return;
+        };
         for (relay, token) in alloc.relays.iter().zip(tokens) {
             if let Some(addr) = relay {
                 sockets.close(token);

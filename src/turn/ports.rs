@@ -23,11 +23,17 @@ impl PortPool {
     pub(crate) fn new(lo: u16, hi: u16) -> PortPool {
         let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
         let n = usize::from(hi - lo) + 1;
-        PortPool { lo, hi, used: vec![0; n.div_ceil(64)] }
+        PortPool {
+            lo,
+            hi,
+            used: vec![0; n.div_ceil(64)],
+        }
     }
 
     fn index(&self, port: u16) -> Option<usize> {
-        (self.lo..=self.hi).contains(&port).then(|| usize::from(port - self.lo))
+        (self.lo..=self.hi)
+            .contains(&port)
+            .then(|| usize::from(port - self.lo))
     }
 
     pub(crate) fn is_free(&self, port: u16) -> bool {

@@ -58,12 +58,20 @@ impl Code {
 }
 
 /// Starts a response (success or error) to `req` in `buf`.
-pub(crate) fn start<'b>(buf: &'b mut [u8], req: &Message<'_>, class: Class) -> Result<MessageWriter<'b>, EncodeError> {
+pub(crate) fn start<'b>(
+    buf: &'b mut [u8],
+    req: &Message<'_>,
+    class: Class,
+) -> Result<MessageWriter<'b>, EncodeError> {
     MessageWriter::new(buf, req.method(), class, req.transaction_id())
 }
 
 /// Starts an error response carrying ERROR-CODE.
-pub(crate) fn error<'b>(buf: &'b mut [u8], req: &Message<'_>, code: Code) -> Result<MessageWriter<'b>, EncodeError> {
+pub(crate) fn error<'b>(
+    buf: &'b mut [u8],
+    req: &Message<'_>,
+    code: Code,
+) -> Result<MessageWriter<'b>, EncodeError> {
     let mut w = start(buf, req, Class::Error)?;
     w.error_code(code.number(), code.phrase())?;
     Ok(w)

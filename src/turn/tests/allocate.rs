@@ -19,8 +19,13 @@ fn allocate_without_credentials_gets_a_challenge_and_no_state() {
     let mut c = Client::new(C1, Cred::None);
     let r = c.request(&mut h, Method::Allocate, &udp);
     assert_eq!(r.code(), Some(401));
-    assert!(matches!(r.attr(attr::REALM), Some(Attribute::Realm(b"test.realm"))));
-    assert!(matches!(r.attr(attr::NONCE), Some(Attribute::Nonce(n)) if n.starts_with(b"obMatJos2")));
+    assert!(matches!(
+        r.attr(attr::REALM),
+        Some(Attribute::Realm(b"test.realm"))
+    ));
+    assert!(
+        matches!(r.attr(attr::NONCE), Some(Attribute::Nonce(n)) if n.starts_with(b"obMatJos2"))
+    );
     assert!(r.attr(attr::PASSWORD_ALGORITHMS).is_some());
     assert_eq!(h.relay.allocation_count(), 0);
     assert!(h.sockets.bound.is_empty());
@@ -38,8 +43,16 @@ fn allocate_succeeds_with_relayed_mapped_and_default_lifetime() {
     assert_eq!(r.addr(attr::XOR_MAPPED_ADDRESS), Some(addr(C1)));
     assert_eq!(r.lifetime(), Some(600));
     // The response is signed with the same key.
-    let key = derive_key(PasswordAlgorithm::Md5, b"alice", REALM.as_bytes(), b"alice-pw");
-    assert_eq!(crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()), crate::stun::integrity::Integrity::Valid);
+    let key = derive_key(
+        PasswordAlgorithm::Md5,
+        b"alice",
+        REALM.as_bytes(),
+        b"alice-pw",
+    );
+    assert_eq!(
+        crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()),
+        crate::stun::integrity::Integrity::Valid
+    );
     assert_eq!(h.relay.allocation_count(), 1);
     assert_eq!(h.sockets.bound.values().collect::<Vec<_>>(), vec![&relayed]);
 }
@@ -55,7 +68,10 @@ fn retransmitted_allocate_gets_the_same_answer() {
     let tid = *first.msg().transaction_id();
     let again = c.request_tid(&mut h, Method::Allocate, tid, &udp);
     assert_eq!(again.class(), Class::Success);
-    assert_eq!(again.addr(attr::XOR_RELAYED_ADDRESS), first.addr(attr::XOR_RELAYED_ADDRESS));
+    assert_eq!(
+        again.addr(attr::XOR_RELAYED_ADDRESS),
+        first.addr(attr::XOR_RELAYED_ADDRESS)
+    );
     assert_eq!(h.relay.allocation_count(), 1);
     assert_eq!(h.sockets.bound.len(), 1);
 }
@@ -75,14 +91,19 @@ fn requested_transport_is_required_and_only_udp_served() {
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|_| {});
     assert_eq!(r.code(), Some(400));
-    let r = c.request(&mut h, Method::Allocate, &|w| w.u32(attr::REQUESTED_TRANSPORT, 6 << 24).unwrap());
+    let r = c.request(&mut h, Method::Allocate, &|w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 6 << 24).unwrap()
+    });
     assert_eq!(r.code(), Some(442));
     assert_eq!(h.relay.allocation_count(), 0);
 }
 
 #[test]
 fn lifetimes_are_capped_and_floored() {
-    let mut h = Harness::with(Opts { max_lifetime: Duration::from_secs(1200), ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        max_lifetime: Duration::from_secs(1200),
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|w| {
         udp(w);
@@ -142,11 +163,20 @@ fn ipv6_family_unsupported_is_440_and_supported_when_configured() {
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let v6req = |w: &mut MessageWriter<'_>| {
         udp(w);
-        w.attr(&Attribute::RequestedAddressFamily(crate::stun::AddressFamily::V6)).unwrap();
+        w.attr(&Attribute::RequestedAddressFamily(
+            crate::stun::AddressFamily::V6,
+        ))
+        .unwrap();
     };
-    assert_eq!(c.request(&mut h, Method::Allocate, &v6req).code(), Some(440));
+    assert_eq!(
+        c.request(&mut h, Method::Allocate, &v6req).code(),
+        Some(440)
+    );
 
-    let mut h = Harness::with(Opts { relay_v6: true, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        relay_v6: true,
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &v6req);
     assert_eq!(r.class(), Class::Success);
@@ -158,9 +188,15 @@ fn ipv6_family_unsupported_is_440_and_supported_when_configured() {
 fn additional_address_family_gives_two_relayed_addresses() {
     let dual = |w: &mut MessageWriter<'_>| {
         udp(w);
-        w.attr(&Attribute::AdditionalAddressFamily(crate::stun::AddressFamily::V6)).unwrap();
+        w.attr(&Attribute::AdditionalAddressFamily(
+            crate::stun::AddressFamily::V6,
+        ))
+        .unwrap();
     };
-    let mut h = Harness::with(Opts { relay_v6: true, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        relay_v6: true,
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &dual);
     assert_eq!(r.class(), Class::Success);
@@ -175,24 +211,42 @@ fn additional_address_family_gives_two_relayed_addresses() {
     let r = c.request(&mut h, Method::Allocate, &dual);
     assert_eq!(r.class(), Class::Success);
     assert_eq!(r.relayed().len(), 1);
-    assert!(matches!(r.attr(attr::ADDRESS_ERROR_CODE), Some(Attribute::AddressErrorCode { code: 440, .. })));
+    assert!(matches!(
+        r.attr(attr::ADDRESS_ERROR_CODE),
+        Some(Attribute::AddressErrorCode { code: 440, .. })
+    ));
 }
 
 #[test]
 fn address_family_attribute_combinations_are_400() {
-    let mut h = Harness::with(Opts { relay_v6: true, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        relay_v6: true,
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let both = |w: &mut MessageWriter<'_>| {
         udp(w);
-        w.attr(&Attribute::RequestedAddressFamily(crate::stun::AddressFamily::V4)).unwrap();
-        w.attr(&Attribute::AdditionalAddressFamily(crate::stun::AddressFamily::V6)).unwrap();
+        w.attr(&Attribute::RequestedAddressFamily(
+            crate::stun::AddressFamily::V4,
+        ))
+        .unwrap();
+        w.attr(&Attribute::AdditionalAddressFamily(
+            crate::stun::AddressFamily::V6,
+        ))
+        .unwrap();
     };
     assert_eq!(c.request(&mut h, Method::Allocate, &both).code(), Some(400));
     let add_v4 = |w: &mut MessageWriter<'_>| {
         udp(w);
-        w.attr(&Attribute::AdditionalAddressFamily(crate::stun::AddressFamily::V4)).unwrap();
+        w.attr(&Attribute::AdditionalAddressFamily(
+            crate::stun::AddressFamily::V4,
+        ))
+        .unwrap();
     };
-    assert_eq!(c.request(&mut h, Method::Allocate, &add_v4).code(), Some(400));
+    assert_eq!(
+        c.request(&mut h, Method::Allocate, &add_v4).code(),
+        Some(400)
+    );
 }
 
 #[test]
@@ -217,7 +271,10 @@ fn even_port_and_reservation_token() {
         w.attr(&Attribute::ReservationToken(&token)).unwrap();
     });
     assert_eq!(r2.class(), Class::Success, "{:?}", r2.code());
-    assert_eq!(r2.addr(attr::XOR_RELAYED_ADDRESS).unwrap().port(), rtp.port() + 1);
+    assert_eq!(
+        r2.addr(attr::XOR_RELAYED_ADDRESS).unwrap().port(),
+        rtp.port() + 1
+    );
 
     // A token cannot be used twice, and never with EVEN-PORT.
     let mut third = Client::new("203.0.113.10:40002", md5("alice", "alice-pw"));
@@ -225,18 +282,27 @@ fn even_port_and_reservation_token() {
         udp(w);
         w.attr(&Attribute::ReservationToken(&token)).unwrap();
     };
-    assert_eq!(third.request(&mut h, Method::Allocate, &reuse).code(), Some(508));
+    assert_eq!(
+        third.request(&mut h, Method::Allocate, &reuse).code(),
+        Some(508)
+    );
     let with_even = move |w: &mut MessageWriter<'_>| {
         udp(w);
         w.attr(&Attribute::EvenPort(false)).unwrap();
         w.attr(&Attribute::ReservationToken(&token)).unwrap();
     };
-    assert_eq!(third.request(&mut h, Method::Allocate, &with_even).code(), Some(400));
+    assert_eq!(
+        third.request(&mut h, Method::Allocate, &with_even).code(),
+        Some(400)
+    );
 }
 
 #[test]
 fn reservation_expires_after_thirty_seconds() {
-    let mut h = Harness::with(Opts { ports: 50000..=50001, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        ports: 50000..=50001,
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|w| {
         udp(w);
@@ -245,7 +311,10 @@ fn reservation_expires_after_thirty_seconds() {
     assert_eq!(r.addr(attr::XOR_RELAYED_ADDRESS).unwrap().port(), 50000);
     // 50001 is reserved: nobody else gets it…
     let mut other = Client::new("203.0.113.11:1", md5("bob", "bob-pw"));
-    assert_eq!(other.request(&mut h, Method::Allocate, &udp).code(), Some(508));
+    assert_eq!(
+        other.request(&mut h, Method::Allocate, &udp).code(),
+        Some(508)
+    );
     // …until the reservation lapses.
     h.advance(31);
     assert_eq!(other.allocate(&mut h).port(), 50001);
@@ -260,7 +329,10 @@ fn dont_fragment_sets_the_flag_on_the_relay_socket() {
         w.attr(&Attribute::DontFragment).unwrap();
     });
     assert_eq!(r.class(), Class::Success);
-    assert_eq!(h.sockets.df, vec![r.addr(attr::XOR_RELAYED_ADDRESS).unwrap()]);
+    assert_eq!(
+        h.sockets.df,
+        vec![r.addr(attr::XOR_RELAYED_ADDRESS).unwrap()]
+    );
     let mut other = Client::new("203.0.113.12:1", md5("bob", "bob-pw"));
     other.allocate(&mut h);
     assert_eq!(h.sockets.df.len(), 1, "only when asked");
@@ -268,7 +340,10 @@ fn dont_fragment_sets_the_flag_on_the_relay_socket() {
 
 #[test]
 fn port_in_use_elsewhere_is_skipped_and_exhaustion_is_508() {
-    let mut h = Harness::with(Opts { ports: 50000..=50001, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        ports: 50000..=50001,
+        ..Opts::default()
+    });
     h.sockets.taken.push(addr("192.0.2.1:50000"));
     let mut a = Client::new(C1, md5("alice", "alice-pw"));
     assert_eq!(a.allocate(&mut h).port(), 50001);

@@ -16,10 +16,18 @@ fn send_indication_reaches_the_peer_only_with_a_permission() {
     let mut h = Harness::new();
     let (mut c, _) = ready(&mut h);
     let pkt = c.send_indication(PEER, b"hello");
-    assert_eq!(h.client(c.addr, &pkt), ClientOutput::Nothing, "no permission yet");
+    assert_eq!(
+        h.client(c.addr, &pkt),
+        ClientOutput::Nothing,
+        "no permission yet"
+    );
     assert_eq!(c.permit(&mut h, PEER).class(), Class::Success);
     match h.client(c.addr, &pkt) {
-        ClientOutput::ToPeer { peer, payload, relay } => {
+        ClientOutput::ToPeer {
+            peer,
+            payload,
+            relay,
+        } => {
             assert_eq!(peer, addr(PEER));
             assert_eq!(&pkt[payload], b"hello");
             assert!(h.sockets.bound.contains_key(&relay));
@@ -32,9 +40,15 @@ fn send_indication_reaches_the_peer_only_with_a_permission() {
 fn peer_data_becomes_a_data_indication_without_a_channel() {
     let mut h = Harness::new();
     let (mut c, relayed) = ready(&mut h);
-    assert_eq!(h.peer(relayed, addr(PEER), b"from peer"), None, "no permission: dropped");
+    assert_eq!(
+        h.peer(relayed, addr(PEER), b"from peer"),
+        None,
+        "no permission: dropped"
+    );
     c.permit(&mut h, PEER);
-    let out = h.peer(relayed, addr(PEER), b"from peer").expect("relayed to the client");
+    let out = h
+        .peer(relayed, addr(PEER), b"from peer")
+        .expect("relayed to the client");
     let m = Message::parse(&out).unwrap();
     assert_eq!((m.method(), m.class()), (Method::Data, Class::Indication));
     let tid = m.transaction_id();
@@ -42,7 +56,10 @@ fn peer_data_becomes_a_data_indication_without_a_channel() {
         Attribute::decode(m.get(attr::XOR_PEER_ADDRESS).unwrap(), tid).unwrap(),
         Attribute::XorPeerAddress(addr(PEER))
     );
-    assert_eq!(Attribute::decode(m.get(attr::DATA).unwrap(), tid).unwrap(), Attribute::Data(b"from peer"));
+    assert_eq!(
+        Attribute::decode(m.get(attr::DATA).unwrap(), tid).unwrap(),
+        Attribute::Data(b"from peer")
+    );
     // A permission is per IP address: another port of the same host passes.
     assert!(h.peer(relayed, addr("198.51.100.7:9"), b"x").is_some());
     assert!(h.peer(relayed, addr(PEER2), b"x").is_none());
@@ -79,9 +96,15 @@ fn channel_data_on_unbound_channel_or_other_five_tuple_is_dropped() {
     let mut h = Harness::new();
     let (mut c, _) = ready(&mut h);
     c.bind(&mut h, 0x4001, PEER);
-    assert_eq!(h.client(c.addr, &channel_data(0x4002, b"x")), ClientOutput::Nothing);
+    assert_eq!(
+        h.client(c.addr, &channel_data(0x4002, b"x")),
+        ClientOutput::Nothing
+    );
     // The same channel from another source port is not this allocation.
-    assert_eq!(h.client(addr("203.0.113.20:41001"), &channel_data(0x4001, b"x")), ClientOutput::Nothing);
+    assert_eq!(
+        h.client(addr("203.0.113.20:41001"), &channel_data(0x4001, b"x")),
+        ClientOutput::Nothing
+    );
     // A length past the datagram is malformed.
     let mut bad = channel_data(0x4001, b"abcd");
     bad.truncate(6);
@@ -92,14 +115,21 @@ fn channel_data_on_unbound_channel_or_other_five_tuple_is_dropped() {
 
 #[test]
 fn channel_binding_lasts_ten_minutes_and_cools_down_five_more() {
-    let mut h = Harness::with(Opts { max_lifetime: Duration::from_secs(3600), ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        max_lifetime: Duration::from_secs(3600),
+        ..Opts::default()
+    });
     let (mut c, relayed) = ready(&mut h);
     c.refresh(&mut h, 3600);
     c.bind(&mut h, 0x4001, PEER);
     h.advance(590);
     c.permit(&mut h, PEER); // keep the permission, not the channel
     h.advance(11);
-    assert_eq!(h.client(c.addr, &channel_data(0x4001, b"x")), ClientOutput::Nothing, "binding expired");
+    assert_eq!(
+        h.client(c.addr, &channel_data(0x4001, b"x")),
+        ClientOutput::Nothing,
+        "binding expired"
+    );
     // Peer data now arrives as a Data indication, not ChannelData.
     let out = h.peer(relayed, addr(PEER), b"y").unwrap();
     assert!(Message::parse(&out).is_ok());
@@ -107,7 +137,10 @@ fn channel_binding_lasts_ten_minutes_and_cools_down_five_more() {
     assert_eq!(c.bind(&mut h, 0x4001, PEER2).code(), Some(400));
     // …but may be bound again to the same one.
     assert_eq!(c.bind(&mut h, 0x4001, PEER).class(), Class::Success);
-    assert!(matches!(h.client(c.addr, &channel_data(0x4001, b"x")), ClientOutput::ToPeer { .. }));
+    assert!(matches!(
+        h.client(c.addr, &channel_data(0x4001, b"x")),
+        ClientOutput::ToPeer { .. }
+    ));
 }
 
 #[test]
@@ -128,7 +161,13 @@ fn permission_lasts_five_minutes_and_channel_bind_refreshes_it() {
     h.advance(299);
     assert!(h.peer(relayed, addr(PEER), b"a").is_some());
     h.advance(2);
-    assert!(h.peer(relayed, addr(PEER), b"a").is_none(), "permission expired at 300 s");
+    assert!(
+        h.peer(relayed, addr(PEER), b"a").is_none(),
+        "permission expired at 300 s"
+    );
     c.bind(&mut h, 0x4005, PEER);
-    assert!(h.peer(relayed, addr(PEER), b"a").is_some(), "ChannelBind installs a permission");
+    assert!(
+        h.peer(relayed, addr(PEER), b"a").is_some(),
+        "ChannelBind installs a permission"
+    );
 }

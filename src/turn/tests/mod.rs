@@ -81,14 +81,24 @@ pub(crate) struct Harness {
 pub(crate) fn user(name: &str, password: &str) -> StaticUser {
     StaticUser {
         name: name.into(),
-        key_md5: derive_key(PasswordAlgorithm::Md5, name.as_bytes(), REALM.as_bytes(), password.as_bytes())
-            .as_bytes()
-            .try_into()
-            .ok(),
-        key_sha256: derive_key(PasswordAlgorithm::Sha256, name.as_bytes(), REALM.as_bytes(), password.as_bytes())
-            .as_bytes()
-            .try_into()
-            .ok(),
+        key_md5: derive_key(
+            PasswordAlgorithm::Md5,
+            name.as_bytes(),
+            REALM.as_bytes(),
+            password.as_bytes(),
+        )
+        .as_bytes()
+        .try_into()
+        .ok(),
+        key_sha256: derive_key(
+            PasswordAlgorithm::Sha256,
+            name.as_bytes(),
+            REALM.as_bytes(),
+            password.as_bytes(),
+        )
+        .as_bytes()
+        .try_into()
+        .ok(),
     }
 }
 
@@ -109,7 +119,11 @@ impl Harness {
             [7; 32],
         );
         let relay_ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
-        let policy = PeerPolicy::new(vec!["198.51.100.0/24".parse().unwrap()], vec![], &[relay_ip]);
+        let policy = PeerPolicy::new(
+            vec!["198.51.100.0/24".parse().unwrap()],
+            vec![],
+            &[relay_ip],
+        );
         let cfg = TurnConfig {
             relay_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
             relay_v6: o.relay_v6.then(|| "2001:db8::1".parse().unwrap()),
@@ -131,7 +145,10 @@ impl Harness {
     }
 
     pub fn now(&self) -> Now {
-        Now { at: self.t0 + self.elapsed, unix: UNIX0 + self.elapsed.as_secs() }
+        Now {
+            at: self.t0 + self.elapsed,
+            unix: UNIX0 + self.elapsed.as_secs(),
+        }
     }
 
     /// Moves the fake clock and runs the timers.
@@ -144,7 +161,14 @@ impl Harness {
     /// Feeds a datagram from `from`; returns the reply bytes if any.
     pub fn client(&mut self, from: SocketAddr, pkt: &[u8]) -> ClientOutput {
         let now = self.now();
-        self.relay.handle_client(now, ListenerId(0), from, pkt, &mut self.scratch, &mut self.sockets)
+        self.relay.handle_client(
+            now,
+            ListenerId(0),
+            from,
+            pkt,
+            &mut self.scratch,
+            &mut self.sockets,
+        )
     }
 
     pub fn reply_bytes(&mut self, from: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
@@ -155,12 +179,19 @@ impl Harness {
     }
 
     /// A datagram from `peer` to the relay socket bound at `relayed`.
-    pub fn peer(&mut self, relayed: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    pub fn peer(
+        &mut self,
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
         let token = *self.sockets.bound.iter().find(|(_, a)| **a == relayed)?.0;
         let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
         buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
         let now = self.now();
-        let out = self.relay.handle_peer(now, token, peer, &mut buf, payload.len())?;
+        let out = self
+            .relay
+            .handle_peer(now, token, peer, &mut buf, payload.len())?;
         Some(buf[out.range].to_vec())
     }
 }
@@ -207,7 +238,9 @@ impl Resp {
     }
     pub fn addr(&self, typ: u16) -> Option<SocketAddr> {
         match self.attr(typ)? {
-            Attribute::XorRelayedAddress(a) | Attribute::XorMappedAddress(a) | Attribute::XorPeerAddress(a) => Some(a),
+            Attribute::XorRelayedAddress(a)
+            | Attribute::XorMappedAddress(a)
+            | Attribute::XorPeerAddress(a) => Some(a),
             _ => None,
         }
     }
@@ -230,7 +263,10 @@ impl Resp {
 }
 
 pub(crate) fn md5(user: &str, password: &str) -> Cred {
-    Cred::Md5 { user: user.into(), password: password.into() }
+    Cred::Md5 {
+        user: user.into(),
+        password: password.into(),
+    }
 }
 
 pub(crate) fn rest_username(expiry: u64, id: &str) -> String {
@@ -240,12 +276,21 @@ pub(crate) fn rest_username(expiry: u64, id: &str) -> String {
 pub(crate) fn rest_cred(expiry: u64, id: &str, secret: &str) -> Cred {
     let user = rest_username(expiry, id);
     let pw = crate::auth::key::rest_password(secret.as_bytes(), user.as_bytes());
-    Cred::Md5 { user, password: String::from_utf8(pw.to_vec()).unwrap() }
+    Cred::Md5 {
+        user,
+        password: String::from_utf8(pw.to_vec()).unwrap(),
+    }
 }
 
 impl Client {
     pub fn new(addr: &str, cred: Cred) -> Client {
-        Client { addr: addr.parse().unwrap(), cred, nonce: Vec::new(), algorithms: Vec::new(), next_tid: 0 }
+        Client {
+            addr: addr.parse().unwrap(),
+            cred,
+            nonce: Vec::new(),
+            algorithms: Vec::new(),
+            next_tid: 0,
+        }
     }
 
     pub fn tid(&mut self) -> [u8; 12] {
@@ -260,11 +305,21 @@ impl Client {
         match &self.cred {
             Cred::None => None,
             Cred::Md5 { user, password } => Some((
-                derive_key(PasswordAlgorithm::Md5, user.as_bytes(), REALM.as_bytes(), password.as_bytes()),
+                derive_key(
+                    PasswordAlgorithm::Md5,
+                    user.as_bytes(),
+                    REALM.as_bytes(),
+                    password.as_bytes(),
+                ),
                 false,
             )),
             Cred::Sha256 { user, password } => Some((
-                derive_key(PasswordAlgorithm::Sha256, user.as_bytes(), REALM.as_bytes(), password.as_bytes()),
+                derive_key(
+                    PasswordAlgorithm::Sha256,
+                    user.as_bytes(),
+                    REALM.as_bytes(),
+                    password.as_bytes(),
+                ),
                 true,
             )),
         }
@@ -272,7 +327,12 @@ impl Client {
 
     /// Builds a request: `body` adds the method's attributes; credentials
     /// and MESSAGE-INTEGRITY follow when a nonce is known.
-    pub fn build(&self, method: Method, tid: [u8; 12], body: &dyn Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+    pub fn build(
+        &self,
+        method: Method,
+        tid: [u8; 12],
+        body: &dyn Fn(&mut MessageWriter<'_>),
+    ) -> Vec<u8> {
         let mut buf = vec![0u8; 1500];
         let mut w = MessageWriter::new(&mut buf, method, Class::Request, &tid).unwrap();
         body(&mut w);
@@ -298,7 +358,12 @@ impl Client {
     }
 
     /// Sends a request; on 401/438 learns the nonce and retries once.
-    pub fn request(&mut self, h: &mut Harness, method: Method, body: &dyn Fn(&mut MessageWriter<'_>)) -> Resp {
+    pub fn request(
+        &mut self,
+        h: &mut Harness,
+        method: Method,
+        body: &dyn Fn(&mut MessageWriter<'_>),
+    ) -> Resp {
         let tid = self.tid();
         self.request_tid(h, method, tid, body)
     }
@@ -311,7 +376,9 @@ impl Client {
         body: &dyn Fn(&mut MessageWriter<'_>),
     ) -> Resp {
         let pkt = self.build(method, tid, body);
-        let resp = Resp { bytes: h.reply_bytes(self.addr, &pkt).expect("a reply") };
+        let resp = Resp {
+            bytes: h.reply_bytes(self.addr, &pkt).expect("a reply"),
+        };
         if matches!(resp.code(), Some(401) | Some(438)) && !matches!(self.cred, Cred::None) {
             let fresh = match resp.attr(attr::NONCE) {
                 Some(Attribute::Nonce(n)) => n.to_vec(),
@@ -326,7 +393,9 @@ impl Client {
             }
             let tid = self.tid();
             let pkt = self.build(method, tid, body);
-            return Resp { bytes: h.reply_bytes(self.addr, &pkt).expect("a reply") };
+            return Resp {
+                bytes: h.reply_bytes(self.addr, &pkt).expect("a reply"),
+            };
         }
         resp
     }
@@ -334,25 +403,36 @@ impl Client {
     /// Allocate for UDP; panics unless it succeeds; returns the relayed address.
     pub fn allocate(&mut self, h: &mut Harness) -> SocketAddr {
         let r = self.request(h, Method::Allocate, &udp);
-        assert_eq!(r.class(), Class::Success, "allocate failed with {:?}", r.code());
-        r.addr(attr::XOR_RELAYED_ADDRESS).expect("XOR-RELAYED-ADDRESS")
+        assert_eq!(
+            r.class(),
+            Class::Success,
+            "allocate failed with {:?}",
+            r.code()
+        );
+        r.addr(attr::XOR_RELAYED_ADDRESS)
+            .expect("XOR-RELAYED-ADDRESS")
     }
 
     pub fn permit(&mut self, h: &mut Harness, peer: &str) -> Resp {
         let p: SocketAddr = peer.parse().unwrap();
-        self.request(h, Method::CreatePermission, &move |w| w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap())
+        self.request(h, Method::CreatePermission, &move |w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap()
+        })
     }
 
     pub fn bind(&mut self, h: &mut Harness, number: u16, peer: &str) -> Resp {
         let p: SocketAddr = peer.parse().unwrap();
         self.request(h, Method::ChannelBind, &move |w| {
-            w.u32(attr::CHANNEL_NUMBER, u32::from(number) << 16).unwrap();
+            w.u32(attr::CHANNEL_NUMBER, u32::from(number) << 16)
+                .unwrap();
             w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap();
         })
     }
 
     pub fn refresh(&mut self, h: &mut Harness, lifetime: u32) -> Resp {
-        self.request(h, Method::Refresh, &move |w| w.u32(attr::LIFETIME, lifetime).unwrap())
+        self.request(h, Method::Refresh, &move |w| {
+            w.u32(attr::LIFETIME, lifetime).unwrap()
+        })
     }
 
     pub fn send_indication(&mut self, peer: &str, data: &[u8]) -> Vec<u8> {

@@ -21,13 +21,25 @@ fn channel_bind_rules() {
     assert_eq!(c.bind(&mut h, 0x4FFF, PEER2).class(), Class::Success);
     // Rebinding the same pair refreshes; crossing pairs is 400.
     assert_eq!(c.bind(&mut h, 0x4000, PEER).class(), Class::Success);
-    assert_eq!(c.bind(&mut h, 0x4000, PEER2).code(), Some(400), "number bound to another peer");
-    assert_eq!(c.bind(&mut h, 0x4100, PEER).code(), Some(400), "peer bound to another number");
+    assert_eq!(
+        c.bind(&mut h, 0x4000, PEER2).code(),
+        Some(400),
+        "number bound to another peer"
+    );
+    assert_eq!(
+        c.bind(&mut h, 0x4100, PEER).code(),
+        Some(400),
+        "peer bound to another number"
+    );
     // Missing attributes → 400.
-    let no_peer = c.request(&mut h, Method::ChannelBind, &|w| w.u32(attr::CHANNEL_NUMBER, 0x4200 << 16).unwrap());
+    let no_peer = c.request(&mut h, Method::ChannelBind, &|w| {
+        w.u32(attr::CHANNEL_NUMBER, 0x4200 << 16).unwrap()
+    });
     assert_eq!(no_peer.code(), Some(400));
     let p = addr(PEER);
-    let no_number = c.request(&mut h, Method::ChannelBind, &move |w| w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap());
+    let no_number = c.request(&mut h, Method::ChannelBind, &move |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, p).unwrap()
+    });
     assert_eq!(no_number.code(), Some(400));
 }
 
@@ -37,7 +49,10 @@ fn create_permission_needs_a_peer_and_an_allocation() {
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     assert_eq!(c.permit(&mut h, PEER).code(), Some(437));
     c.allocate(&mut h);
-    assert_eq!(c.request(&mut h, Method::CreatePermission, &|_| {}).code(), Some(400));
+    assert_eq!(
+        c.request(&mut h, Method::CreatePermission, &|_| {}).code(),
+        Some(400)
+    );
     // Several peers in one request.
     let (a, b) = (addr(PEER), addr(PEER2));
     let r = c.request(&mut h, Method::CreatePermission, &move |w| {
@@ -75,7 +90,11 @@ fn denied_peers_get_403_and_nothing_is_installed() {
     assert_eq!(h.client(c.addr, &send), ClientOutput::Nothing);
     assert!(h.relay.stats().drop_forbidden_peer >= 1);
     let send_ok_looking = c.send_indication(PEER, b"x");
-    assert_eq!(h.client(c.addr, &send_ok_looking), ClientOutput::Nothing, "PEER was never permitted");
+    assert_eq!(
+        h.client(c.addr, &send_ok_looking),
+        ClientOutput::Nothing,
+        "PEER was never permitted"
+    );
 }
 
 #[test]
@@ -88,22 +107,43 @@ fn ipv6_peers_on_an_ipv4_allocation_are_443() {
 
 #[test]
 fn ipv6_mapped_forms_of_denied_addresses_are_denied() {
-    let mut h = Harness::with(Opts { relay_v6: true, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        relay_v6: true,
+        ..Opts::default()
+    });
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|w| {
         udp(w);
-        w.attr(&Attribute::RequestedAddressFamily(crate::stun::AddressFamily::V6)).unwrap();
+        w.attr(&Attribute::RequestedAddressFamily(
+            crate::stun::AddressFamily::V6,
+        ))
+        .unwrap();
     });
     assert_eq!(r.class(), Class::Success);
-    for peer in ["[::ffff:127.0.0.1]:1", "[::127.0.0.1]:1", "[64:ff9b::7f00:1]:1", "[2002:7f00:1::]:1", "[::1]:1", "[fe80::1]:1"] {
+    for peer in [
+        "[::ffff:127.0.0.1]:1",
+        "[::127.0.0.1]:1",
+        "[64:ff9b::7f00:1]:1",
+        "[2002:7f00:1::]:1",
+        "[::1]:1",
+        "[fe80::1]:1",
+    ] {
         assert_eq!(c.permit(&mut h, peer).code(), Some(403), "{peer}");
     }
 }
 
 #[test]
 fn quotas_per_user_total_permissions_channels() {
-    let quotas = Quotas { allocations_per_user: 2, total_allocations: 3, permissions_per_allocation: 2, channels_per_allocation: 1 };
-    let mut h = Harness::with(Opts { quotas, ..Opts::default() });
+    let quotas = Quotas {
+        allocations_per_user: 2,
+        total_allocations: 3,
+        permissions_per_allocation: 2,
+        channels_per_allocation: 1,
+    };
+    let mut h = Harness::with(Opts {
+        quotas,
+        ..Opts::default()
+    });
     let mut a1 = Client::new("203.0.113.31:1", md5("alice", "alice-pw"));
     let mut a2 = Client::new("203.0.113.31:2", md5("alice", "alice-pw"));
     let mut a3 = Client::new("203.0.113.31:3", md5("alice", "alice-pw"));
@@ -121,7 +161,11 @@ fn quotas_per_user_total_permissions_channels() {
     assert_eq!(a2.permit(&mut h, PEER).class(), Class::Success);
     assert_eq!(a2.permit(&mut h, PEER2).class(), Class::Success);
     assert_eq!(a2.permit(&mut h, "198.51.100.9:1").code(), Some(508));
-    assert_eq!(a2.permit(&mut h, PEER).class(), Class::Success, "refreshing is not a new permission");
+    assert_eq!(
+        a2.permit(&mut h, PEER).class(),
+        Class::Success,
+        "refreshing is not a new permission"
+    );
     assert_eq!(a2.bind(&mut h, 0x4001, PEER).class(), Class::Success);
     assert_eq!(a2.bind(&mut h, 0x4002, PEER2).code(), Some(508));
 }

@@ -17,7 +17,10 @@ fn unknown_comprehension_required_attribute_is_420_with_the_list() {
     assert_eq!(r.code(), Some(420));
     match r.attr(attr::UNKNOWN_ATTRIBUTES) {
         Some(Attribute::UnknownAttributes(list)) => {
-            assert_eq!(crate::stun::attr::unknown_attributes(list).collect::<Vec<_>>(), vec![0x7F01]);
+            assert_eq!(
+                crate::stun::attr::unknown_attributes(list).collect::<Vec<_>>(),
+                vec![0x7F01]
+            );
         }
         other => panic!("no UNKNOWN-ATTRIBUTES: {other:?}"),
     }
@@ -44,12 +47,20 @@ fn stale_nonce_is_438_and_the_client_recovers() {
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     c.allocate(&mut h);
     h.advance(500);
-    assert_eq!(c.refresh(&mut h, 600).class(), Class::Success, "nonce from t=0 still valid");
+    assert_eq!(
+        c.refresh(&mut h, 600).class(),
+        Class::Success,
+        "nonce from t=0 still valid"
+    );
     h.advance(200); // the nonce (600 s) is stale now; the allocation (until t=1100) is not
-    // The request() helper retries once on 438 with the fresh nonce.
+                    // The request() helper retries once on 438 with the fresh nonce.
     let tid = c.tid();
-    let pkt = c.build(Method::Refresh, tid, &|w| w.u32(attr::LIFETIME, 600).unwrap());
-    let r = Resp { bytes: h.reply_bytes(c.addr, &pkt).unwrap() };
+    let pkt = c.build(Method::Refresh, tid, &|w| {
+        w.u32(attr::LIFETIME, 600).unwrap()
+    });
+    let r = Resp {
+        bytes: h.reply_bytes(c.addr, &pkt).unwrap(),
+    };
     assert_eq!(r.code(), Some(438));
     assert!(r.attr(attr::NONCE).is_some());
     assert_eq!(c.refresh(&mut h, 600).class(), Class::Success);
@@ -58,7 +69,13 @@ fn stale_nonce_is_438_and_the_client_recovers() {
 #[test]
 fn sha256_password_algorithm_works() {
     let mut h = Harness::new();
-    let mut c = Client::new(C1, Cred::Sha256 { user: "alice".into(), password: "alice-pw".into() });
+    let mut c = Client::new(
+        C1,
+        Cred::Sha256 {
+            user: "alice".into(),
+            password: "alice-pw".into(),
+        },
+    );
     let relayed = c.allocate(&mut h);
     assert!(relayed.port() >= 50000);
     assert_eq!(c.permit(&mut h, PEER).class(), Class::Success);
@@ -70,11 +87,24 @@ fn rest_credentials_expire_at_allocate_but_refresh_keeps_working() {
     let mut c = Client::new(C1, rest_cred(UNIX0 + 60, "carol", SECRET));
     c.allocate(&mut h);
     h.advance(120);
-    assert_eq!(c.refresh(&mut h, 600).class(), Class::Success, "refresh of a live allocation");
+    assert_eq!(
+        c.refresh(&mut h, 600).class(),
+        Class::Success,
+        "refresh of a live allocation"
+    );
     let mut late = Client::new("203.0.113.40:43001", rest_cred(UNIX0 + 60, "carol", SECRET));
-    assert_eq!(late.request(&mut h, Method::Allocate, &udp).code(), Some(401));
-    let mut forged = Client::new("203.0.113.40:43002", rest_cred(UNIX0 + 6000, "carol", "not-the-secret"));
-    assert_eq!(forged.request(&mut h, Method::Allocate, &udp).code(), Some(401));
+    assert_eq!(
+        late.request(&mut h, Method::Allocate, &udp).code(),
+        Some(401)
+    );
+    let mut forged = Client::new(
+        "203.0.113.40:43002",
+        rest_cred(UNIX0 + 6000, "carol", "not-the-secret"),
+    );
+    assert_eq!(
+        forged.request(&mut h, Method::Allocate, &udp).code(),
+        Some(401)
+    );
 }
 
 #[test]
@@ -90,17 +120,28 @@ fn attributes_after_message_integrity_are_ignored() {
     pkt.extend_from_slice(&[0x7F, 0x02, 0x00, 0x00]);
     let len = (pkt.len() - 20) as u16;
     pkt[2..4].copy_from_slice(&len.to_be_bytes());
-    let r = Resp { bytes: h.reply_bytes(c.addr, &pkt).unwrap() };
+    let r = Resp {
+        bytes: h.reply_bytes(c.addr, &pkt).unwrap(),
+    };
     assert_eq!(r.class(), Class::Success, "{:?}", r.code());
-    assert_eq!(r.lifetime(), Some(600), "the LIFETIME after MESSAGE-INTEGRITY was not used");
+    assert_eq!(
+        r.lifetime(),
+        Some(600),
+        "the LIFETIME after MESSAGE-INTEGRITY was not used"
+    );
 }
 
 #[test]
 fn unauthenticated_replies_are_rate_limited_per_source() {
-    let mut h = Harness::with(Opts { rate: 5, ..Opts::default() });
+    let mut h = Harness::with(Opts {
+        rate: 5,
+        ..Opts::default()
+    });
     let c = Client::new(C1, Cred::None);
     let pkt = c.build(Method::Allocate, [1; 12], &udp);
-    let answered = (0..50).filter(|_| h.reply_bytes(c.addr, &pkt).is_some()).count();
+    let answered = (0..50)
+        .filter(|_| h.reply_bytes(c.addr, &pkt).is_some())
+        .count();
     assert!((5..=6).contains(&answered), "answered {answered} of 50");
     assert!(h.relay.stats().drop_rate_limited >= 44);
     // Another source is not affected.
@@ -134,7 +175,9 @@ fn responses_and_indications_from_clients_are_dropped() {
     let mut buf = [0u8; 64];
     let w = MessageWriter::new(&mut buf, Method::Other(0x0AB), Class::Request, &tid).unwrap();
     let n = w.finish();
-    let r = Resp { bytes: h.reply_bytes(addr(C1), &buf[..n]).unwrap() };
+    let r = Resp {
+        bytes: h.reply_bytes(addr(C1), &buf[..n]).unwrap(),
+    };
     assert_eq!(r.code(), Some(400));
 }
 
@@ -154,7 +197,10 @@ fn flow_still_works(h: &mut Harness, port: u16) {
     let mut c = Client::new(&format!("203.0.113.50:{port}"), md5("alice", "alice-pw"));
     c.allocate(h);
     assert_eq!(c.bind(h, 0x4001, PEER).class(), Class::Success);
-    assert!(matches!(h.client(c.addr, &channel_data(0x4001, b"ok")), ClientOutput::ToPeer { .. }));
+    assert!(matches!(
+        h.client(c.addr, &channel_data(0x4001, b"ok")),
+        ClientOutput::ToPeer { .. }
+    ));
 }
 
 proptest! {

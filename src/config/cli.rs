@@ -1,0 +1,129 @@
+//! Command-line flags. Each run flag overrides the matching key of the
+//! configuration file; a repeatable flag given at least once replaces the
+//! file's whole list.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "uturn",
+    version,
+    about = "uturn: a TURN relay (RFC 8656) over UDP",
+    long_about = "uturn: a TURN relay (RFC 8656) over UDP.\n\n\
+        Run without a subcommand to serve. Every run flag overrides the matching key of the \
+        --config file, and a repeatable flag replaces the file's whole list. With neither \
+        --config nor --user/--rest-secret, uturn serves on 127.0.0.1:3478 with a demo user and \
+        a REST secret generated at start-up (printed on standard output).",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a users entry (name, key_md5, key_sha256) for the configuration file.
+    DeriveKey(DeriveKeyArgs),
+    /// Validate a configuration file and print a summary; exit status 2 on error.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeriveKeyArgs {
+    /// User name (as the client sends it in USERNAME).
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Realm the keys are bound to; must equal `realm` in the configuration.
+    #[arg(long, value_name = "REALM")]
+    pub realm: String,
+    /// Password. If omitted, one line is read from standard input (safer: it
+    /// stays out of the shell history and the process list).
+    #[arg(long, value_name = "PW")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Configuration file to check.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see uturn.example.toml). [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// UDP address to serve clients on (see `help` for the text shown).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        help = "UDP address to serve clients on, IP:PORT or [IPv6]:PORT; port 0 picks a free \
+                port, the same for every worker. Repeatable. [default: 127.0.0.1:3478]"
+    )]
+    pub listen: Vec<String>,
+
+    /// Address relayed transport addresses are allocated on (and given to clients);
+    /// at most one IPv4 and one IPv6. Repeatable. [default: the listen address, when
+    /// it is not a wildcard]
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ip: Vec<String>,
+
+    /// UDP port range for relayed addresses, inclusive, split evenly between
+    /// workers. [default: 49152-65535]
+    #[arg(long, value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+
+    /// Realm of the long-term credentials. [default: uturn.local]
+    #[arg(long, value_name = "R")]
+    pub realm: Option<String>,
+
+    /// A static user for lab use, NAME:PASSWORD; the keys are derived in memory at
+    /// start-up. Configuration files hold derived keys instead (`uturn derive-key`).
+    /// Visible in the process list. Repeatable; replaces the file's users entries.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+
+    /// TURN REST API shared secret (see `help` for the text shown).
+    #[arg(
+        long = "rest-secret",
+        value_name = "S",
+        help = "TURN REST API shared secret (username \"<unix-expiry>[:<id>]\", password \
+                base64(HMAC-SHA1(secret, username))). Visible in the process list; files can use \
+                rest_secret_files. Repeatable; replaces the file's secrets."
+    )]
+    pub rest_secret: Vec<String>,
+
+    /// Peer addresses clients may relay to although the built-in deny list (private,
+    /// loopback, link-local…) or the relay's own addresses cover them, as CIDR (or a
+    /// single IP). Allow beats deny. Repeatable. [default: none]
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    pub allow_peer: Vec<String>,
+
+    /// Peer addresses to refuse in addition to the built-in deny list, as CIDR (or a
+    /// single IP). Repeatable. [default: none]
+    #[arg(long = "deny-peer", value_name = "CIDR")]
+    pub deny_peer: Vec<String>,
+
+    /// Worker threads, one per core, each with its own sockets. [default: number of
+    /// CPUs available]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Longest allocation lifetime granted, in seconds; a client that asks for none
+    /// gets RFC 8656's 600 s (or this, if lower). [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    pub max_lifetime: Option<u64>,
+
+    /// Log level: trace, debug, info, warn, error or off (or a filter such as
+    /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
+    /// standard error. [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}

@@ -1,0 +1,450 @@
+use std::path::Path;
+
+use clap::{CommandFactory, Parser};
+use md5::Digest;
+
+use super::*;
+
+fn args(flags: &[&str]) -> RunArgs {
+    let mut argv = vec!["uturn"];
+    argv.extend_from_slice(flags);
+    Cli::try_parse_from(argv).expect("flags parse").run
+}
+
+fn with_file(flags: &[&str], text: &str) -> Result<Config, ConfigError> {
+    Config::from_parts(&args(flags), Some((Path::new("test.toml"), text)))
+}
+
+fn err(r: Result<Config, ConfigError>) -> String {
+    r.expect_err("should be refused").to_string()
+}
+
+const MD5_A: &str = "0123456789abcdef0123456789abcdef";
+const SHA_A: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn minimal() -> String {
+    format!("[[users]]\nname = \"alice\"\nkey_md5 = \"{MD5_A}\"\n")
+}
+
+#[test]
+fn every_key_parses() {
+    let dir = std::env::temp_dir().join(format!("uturn-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "from-file\n").unwrap();
+    let text = format!(
+        r#"
+listen = ["127.0.0.1:3478", "[::1]:3479"]
+relay_ips = ["192.0.2.10", "2001:db8::10"]
+relay_ports = "50000-50999"
+realm = "example.org"
+workers = 4
+max_lifetime_secs = 1200
+software = "uturn"
+rest_secrets = ["s1"]
+rest_secret_files = [{secret_file:?}]
+offer_sha256 = false
+nonce_lifetime_secs = 300
+log_level = "debug"
+
+[[users]]
+name = "alice"
+key_md5 = "{MD5_A}"
+key_sha256 = "{SHA_A}"
+
+[[users]]
+name = "bob"
+key_sha256 = "{SHA_A}"
+
+[peers]
+allow = ["10.1.0.0/16", "192.168.1.7"]
+deny = ["203.0.113.0/24"]
+
+[quotas]
+allocations_per_user = 3
+total_allocations = 100
+permissions_per_allocation = 5
+channels_per_allocation = 6
+
+[rate_limit]
+unauth_per_second = 7
+unauth_burst = 9
+"#
+    );
+    let c = with_file(&[], &text).unwrap();
+    assert_eq!(
+        c.listen,
+        vec![
+            "127.0.0.1:3478".parse().unwrap(),
+            "[::1]:3479".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.relay_v4, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(c.relay_v6, Some("2001:db8::10".parse().unwrap()));
+    assert_eq!(c.relay_ports, 50000..=50999);
+    assert_eq!(c.realm, "example.org");
+    assert_eq!(c.workers, 4);
+    assert_eq!(c.max_lifetime, Duration::from_secs(1200));
+    assert_eq!(c.software.as_deref(), Some("uturn"));
+    assert_eq!(c.rest_secrets, vec![b"s1".to_vec(), b"from-file".to_vec()]);
+    assert!(!c.offer_sha256);
+    assert_eq!(c.nonce_lifetime_secs, 300);
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(c.users.len(), 2);
+    assert_eq!(c.users[0].key_md5.map(|k| hex(&k)).as_deref(), Some(MD5_A));
+    assert_eq!(
+        c.users[0].key_sha256.map(|k| hex(&k)).as_deref(),
+        Some(SHA_A)
+    );
+    assert_eq!(c.users[1].key_md5, None);
+    assert_eq!(
+        c.allow_peers,
+        vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "192.168.1.7/32".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.deny_peers, vec!["203.0.113.0/24".parse().unwrap()]);
+    assert_eq!(
+        c.quotas,
+        Quotas {
+            allocations_per_user: 3,
+            total_allocations: 100,
+            permissions_per_allocation: 5,
+            channels_per_allocation: 6
+        }
+    );
+    assert_eq!((c.unauth_per_second, c.unauth_burst), (7, 9));
+    assert!(c.demo.is_none());
+    assert!(c.summary().contains("2 static users, 2 REST secrets"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn defaults_apply() {
+    let c = with_file(&[], &minimal()).unwrap();
+    assert_eq!(c.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+    assert_eq!(c.relay_v4, Some(Ipv4Addr::LOCALHOST));
+    assert_eq!(c.relay_v6, None);
+    assert_eq!(c.relay_ports, 49152..=65535);
+    assert_eq!(c.realm, DEFAULT_REALM);
+    assert_eq!(c.max_lifetime, Duration::from_secs(3600));
+    assert!(c.offer_sha256);
+    assert_eq!(c.nonce_lifetime_secs, 600);
+    assert_eq!(c.quotas, Quotas::default());
+    assert_eq!((c.unauth_per_second, c.unauth_burst), (20, 40));
+    assert!(c.software.is_none());
+    assert!(c.workers >= 1);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err(with_file(
+        &[],
+        &format!("lisen = [\"127.0.0.1:1\"]\n{}", minimal()),
+    ));
+    assert!(e.contains("unknown field `lisen`"), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+    let e = err(with_file(
+        &[],
+        &format!("{}\n[quotas]\nchannels = 3\n", minimal()),
+    ));
+    assert!(e.contains("unknown field `channels`"), "{e}");
+    let e = err(with_file(&[], &format!("{}key_sha1 = \"00\"\n", minimal())));
+    assert!(e.contains("unknown field `key_sha1`"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_carry_the_position() {
+    let e = err(with_file(&[], "realm = \"x\"\nworkers = = 3\n"));
+    assert!(e.contains("test.toml") && e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn bad_port_ranges() {
+    for bad in ["70000-80000", "0-10", "500-400", "1000", "a-b", ""] {
+        let e = err(with_file(
+            &[],
+            &format!("relay_ports = \"{bad}\"\n{}", minimal()),
+        ));
+        assert_eq!(
+            e,
+            format!("relay_ports: \"{bad}\" is not LOW-HIGH with 1 ≤ LOW ≤ HIGH ≤ 65535")
+        );
+    }
+    let e = err(with_file(&["--relay-ports", "9-3"], &minimal()));
+    assert!(e.starts_with("--relay-ports: "), "{e}");
+    let e = err(with_file(
+        &["--relay-ports", "1000-1002", "--workers", "4"],
+        &minimal(),
+    ));
+    assert!(
+        e.starts_with("--relay-ports: \"1000-1002\" has 3 ports, fewer than the 4 workers"),
+        "{e}"
+    );
+}
+
+#[test]
+fn port_slices_partition_the_range() {
+    let s = port_slices(&(49152..=65535), 3).unwrap();
+    assert_eq!(s, vec![49152..=54613, 54614..=60074, 60075..=65535]);
+    assert_eq!(port_slices(&(10..=10), 1).unwrap(), vec![10..=10]);
+    assert_eq!(port_slices(&(1..=65535), 1024).unwrap().len(), 1024);
+    assert_eq!(port_slices(&(10..=11), 3), None);
+    let all: Vec<u16> = port_slices(&(100..=200), 7)
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(all, (100..=200).collect::<Vec<_>>());
+}
+
+#[test]
+fn flags_override_the_file() {
+    let file = format!(
+        "listen = [\"127.0.0.2:3478\"]\nrelay_ports = \"50000-50009\"\nrealm = \"file\"\nworkers = 2\n\
+         max_lifetime_secs = 100\nlog_level = \"warn\"\n[peers]\nallow = [\"10.0.0.0/8\"]\n{}",
+        minimal()
+    );
+    let c = with_file(
+        &[
+            "--listen",
+            "127.0.0.3:1",
+            "--listen",
+            "[::1]:2",
+            "--relay-ports",
+            "60000-60001",
+            "--realm",
+            "flag",
+            "--workers",
+            "1",
+            "--max-lifetime",
+            "50",
+            "--log-level",
+            "error",
+            "--allow-peer",
+            "127.0.0.0/8",
+        ],
+        &file,
+    )
+    .unwrap();
+    assert_eq!(
+        c.listen,
+        vec!["127.0.0.3:1".parse().unwrap(), "[::1]:2".parse().unwrap()]
+    );
+    assert_eq!(c.relay_v4, Some("127.0.0.3".parse().unwrap()));
+    assert_eq!(c.relay_v6, Some(Ipv6Addr::LOCALHOST));
+    assert_eq!(c.relay_ports, 60000..=60001);
+    assert_eq!(c.realm, "flag");
+    assert_eq!(c.workers, 1);
+    assert_eq!(c.max_lifetime, Duration::from_secs(50));
+    assert_eq!(c.log_level, "error");
+    assert_eq!(c.allow_peers, vec!["127.0.0.0/8".parse().unwrap()]);
+    // Without flags the file's values stand.
+    let c = with_file(&[], &file).unwrap();
+    assert_eq!(
+        (c.realm.as_str(), c.workers, c.log_level.as_str()),
+        ("file", 2, "warn")
+    );
+}
+
+#[test]
+fn user_flag_derives_keys() {
+    let c = with_file(&["--user", "a:b:c", "--realm", "r"], &minimal()).unwrap();
+    assert_eq!(c.users.len(), 1, "--user replaces the file's users");
+    let u = &c.users[0];
+    assert_eq!(u.name, "a");
+    // The password is everything after the first colon.
+    assert_eq!(u.key_md5.unwrap()[..], md5::Md5::digest(b"a:r:b:c")[..]);
+    assert_eq!(
+        u.key_sha256.unwrap()[..],
+        sha2::Sha256::digest(b"a:r:b:c")[..]
+    );
+    let e = err(with_file(&["--user", "nocolon"], &minimal()));
+    assert!(e.starts_with("--user: "), "{e}");
+}
+
+#[test]
+fn listen_errors_name_the_flag_or_key() {
+    let e = err(with_file(&["--listen", "localhost:3478"], &minimal()));
+    assert!(
+        e.starts_with("--listen: \"localhost:3478\" is not IP:PORT"),
+        "{e}"
+    );
+    let e = err(with_file(&["--listen", "::1:3478"], &minimal()));
+    assert!(e.starts_with("--listen: "), "{e}");
+    let e = err(with_file(
+        &[],
+        &format!("listen = [\"127.0.0.1:1\", \"127.0.0.1\"]\n{}", minimal()),
+    ));
+    assert!(e.starts_with("listen[1]: "), "{e}");
+    let e = err(with_file(&[], &format!("listen = []\n{}", minimal())));
+    assert!(e.starts_with("listen: at least one"), "{e}");
+}
+
+#[test]
+fn wildcard_listen_needs_relay_ips() {
+    let e = err(with_file(&["--listen", "0.0.0.0:3478"], &minimal()));
+    assert!(e.starts_with("relay_ips: "), "{e}");
+    let c = with_file(
+        &["--listen", "0.0.0.0:3478", "--relay-ip", "192.0.2.1"],
+        &minimal(),
+    )
+    .unwrap();
+    assert_eq!(c.relay_ips(), vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    let e = err(with_file(
+        &["--relay-ip", "192.0.2.1", "--relay-ip", "192.0.2.2"],
+        &minimal(),
+    ));
+    assert!(e.starts_with("--relay-ip: at most one"), "{e}");
+    let e = err(with_file(
+        &[],
+        &format!("relay_ips = [\"::1\", \"0.0.0.0\"]\n{}", minimal()),
+    ));
+    assert!(e.starts_with("relay_ips[1]: "), "{e}");
+}
+
+#[test]
+fn bad_user_entries_are_named() {
+    let text = format!(
+        "{}[[users]]\nname = \"bob\"\nkey_md5 = \"xyz\"\n",
+        minimal()
+    );
+    assert_eq!(
+        err(with_file(&[], &text)),
+        "users[1].key_md5: is not 32 hex digits"
+    );
+    let text = format!(
+        "{}[[users]]\nname = \"bob\"\nkey_sha256 = \"{MD5_A}\"\n",
+        minimal()
+    );
+    assert_eq!(
+        err(with_file(&[], &text)),
+        "users[1].key_sha256: is not 64 hex digits"
+    );
+    let text = "[[users]]\nname = \"bob\"\npassword = \"hunter2\"\n";
+    assert!(err(with_file(&[], text)).starts_with("users[0].password: "));
+    let text = "[[users]]\nname = \"bob\"\n";
+    assert!(err(with_file(&[], text)).starts_with("users[0].key_md5: "));
+    let text = format!("{}{}", minimal(), minimal());
+    assert!(err(with_file(&[], &text)).starts_with("users[1].name: "));
+}
+
+#[test]
+fn a_file_without_credentials_is_refused() {
+    assert!(err(with_file(&[], "realm = \"x\"\n")).starts_with("users/rest_secrets: "));
+    // A REST secret alone is enough.
+    let c = with_file(&[], "rest_secrets = [\"s\"]\n").unwrap();
+    assert!(c.users.is_empty() && c.demo.is_none());
+}
+
+#[test]
+fn demo_credentials_without_config_or_credential_flags() {
+    let c = Config::from_parts(&args(&[]), None).unwrap();
+    let d = c.demo.clone().expect("demo credentials");
+    assert_eq!(d.user, DEMO_USER);
+    assert_eq!(d.password.len(), 20);
+    assert_eq!(d.rest_secret.len(), 32);
+    assert!(d.password.chars().all(|ch| ch.is_ascii_alphanumeric()));
+    assert_eq!(c.rest_secrets, vec![d.rest_secret.as_bytes().to_vec()]);
+    assert_eq!(c.users.len(), 1);
+    assert_eq!(c.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+    assert_eq!(c.relay_v4, Some(Ipv4Addr::LOCALHOST));
+    assert!(c.allow_peers.is_empty());
+    let other = Config::from_parts(&args(&[]), None).unwrap().demo.unwrap();
+    assert_ne!(other.password, d.password);
+    // Any credential flag turns the demo off.
+    let c = Config::from_parts(&args(&["--rest-secret", "s"]), None).unwrap();
+    assert!(c.demo.is_none() && c.users.is_empty());
+}
+
+#[test]
+fn other_values_are_checked() {
+    let cases = [
+        ("workers = 0\n", "workers: "),
+        ("max_lifetime_secs = 0\n", "max_lifetime_secs: "),
+        ("nonce_lifetime_secs = 0\n", "nonce_lifetime_secs: "),
+        ("realm = \"\"\n", "realm: "),
+        ("log_level = \"loud\"\n", "log_level: "),
+        ("rest_secrets = [\"\"]\n", "rest_secrets[0]: "),
+        (
+            "rest_secret_files = [\"/nonexistent/uturn-secret\"]\n",
+            "rest_secret_files[0]: ",
+        ),
+        ("[peers]\nallow = [\"10.0.0.0/33\"]\n", "peers.allow[0]: "),
+        (
+            "[quotas]\ntotal_allocations = 0\n",
+            "quotas.total_allocations: ",
+        ),
+        (
+            "[rate_limit]\nunauth_burst = 0\n",
+            "rate_limit.unauth_burst: ",
+        ),
+    ];
+    for (text, prefix) in cases {
+        let e = err(with_file(&[], &format!("{text}{}", minimal())));
+        assert!(e.starts_with(prefix), "{text:?} gave {e}");
+    }
+    let e = err(with_file(&["--deny-peer", "nonsense"], &minimal()));
+    assert!(e.starts_with("--deny-peer: "), "{e}");
+    let c = with_file(&["--log-level", "uturn=debug,warn"], &minimal()).unwrap();
+    assert_eq!(c.log_level, "uturn=debug,warn");
+}
+
+#[test]
+fn cli_shape() {
+    Cli::command().debug_assert();
+    let cli = Cli::try_parse_from(["uturn", "derive-key", "--user", "u", "--realm", "r"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Some(Command::DeriveKey(DeriveKeyArgs { password: None, .. }))
+    ));
+    let cli = Cli::try_parse_from(["uturn", "check-config", "--config", "x.toml"]).unwrap();
+    assert!(matches!(cli.command, Some(Command::CheckConfig(_))));
+    assert!(Cli::try_parse_from(["uturn", "--workers", "x"]).is_err());
+    assert!(Cli::try_parse_from(["uturn", "--listen", "127.0.0.1:1", "derive-key"]).is_err());
+}
+
+#[test]
+fn hex_round_trip() {
+    let k: [u8; 16] = unhex(MD5_A).unwrap();
+    assert_eq!(hex(&k), MD5_A);
+    assert_eq!(unhex::<16>(&MD5_A.to_uppercase()), Some(k));
+    assert_eq!(unhex::<16>("0g23456789abcdef0123456789abcdef"), None);
+    assert_eq!(strip_newline(b"abc\r\n"), b"abc");
+    assert_eq!(strip_newline(b"abc\n\n"), b"abc\n");
+}
+
+#[test]
+fn example_file_documents_every_key() {
+    // Uncomment every `# key = …` line and the sample user, so the parser
+    // sees each documented key.
+    let text: String = include_str!("../../uturn.example.toml")
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[[users]]")
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let f: file::FileConfig = toml::from_str(&text).expect("the example parses");
+    assert!(
+        f.listen.is_some() && f.relay_ips.is_some() && f.relay_ports.is_some() && f.realm.is_some()
+    );
+    assert!(f.workers.is_some() && f.max_lifetime_secs.is_some() && f.software.is_some());
+    assert!(f.rest_secrets.is_some() && f.rest_secret_files.is_some() && f.offer_sha256.is_some());
+    assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some());
+    assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
+    let user = f.users.expect("sample user").into_iter().next().unwrap();
+    assert!(user.key_md5.is_some() && user.key_sha256.is_some());
+    // The file as shipped holds no credentials, so it is refused as-is.
+    let e = err(with_file(&[], include_str!("../../uturn.example.toml")));
+    assert!(e.starts_with("users/rest_secrets: "), "{e}");
+}

@@ -1,0 +1,143 @@
+//! Creating the UDP sockets a shard uses: listeners (one per shard and listen
+//! address, grouped by SO_REUSEPORT) and relay sockets (one per allocation).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn new_udp(addr: &SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(*addr),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // An IPv6 socket never receives IPv4-mapped traffic, so an IPv4 and an
+        // IPv6 listener can share a port and every source address is native.
+        sock.set_only_v6(true)?;
+    }
+    Ok(sock)
+}
+
+/// A non-blocking listener socket bound to `addr` with SO_REUSEPORT, so that
+/// every shard binds its own socket to the same address and the kernel
+/// spreads clients across them by 5-tuple hash.
+pub fn udp_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = new_udp(&addr)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// A non-blocking relay socket bound to `addr` (no SO_REUSEPORT: a relayed
+/// transport address belongs to exactly one allocation).
+///
+/// With `dont_fragment` the kernel sets DF and refuses to fragment
+/// (IP_PMTUDISC_DO; for IPv6, no local fragmentation). Without it IPv4
+/// datagrams leave with DF clear (IP_PMTUDISC_DONT): RFC 8656's alternate
+/// behaviour for the DF bit, since the incoming DF bit is not visible here.
+pub fn udp_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<UdpSocket> {
+    let sock = new_udp(&addr)?;
+    match (addr.is_ipv6(), dont_fragment) {
+        (false, true) => set_int_opt(
+            &sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )?,
+        (false, false) => set_int_opt(
+            &sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )?,
+        (true, true) => set_int_opt(
+            &sock,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )?,
+        (true, false) => {}
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+fn set_int_opt(
+    sock: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `sock` owns an open descriptor for the duration of the call;
+    // the option value pointer and length describe a live `c_int` on the stack.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+fn get_int_opt(sock: &UdpSocket, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `sock` is open; value/len point to live stack variables of the
+    // sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_share_a_port_relays_do_not() {
+        let a = udp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port_addr = a.local_addr().unwrap();
+        let b = udp_listener(port_addr).unwrap();
+        assert_eq!(b.local_addr().unwrap(), port_addr);
+
+        let r = udp_relay("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let err = udp_relay(r.local_addr().unwrap(), false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn dont_fragment_sets_pmtudisc() {
+        let df = udp_relay("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        assert_eq!(
+            get_int_opt(&df, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap(),
+            libc::IP_PMTUDISC_DO
+        );
+        let no_df = udp_relay("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert_eq!(
+            get_int_opt(&no_df, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap(),
+            libc::IP_PMTUDISC_DONT
+        );
+    }
+}
