@@ -1,0 +1,458 @@
+//! Shared test harness: a guard that runs the real `uturn` binary on loopback,
+//! a small synchronous TURN client built on `uturn::stun`, and a UDP peer.
+//!
+//! Every wait is bounded: socket reads carry timeouts, start-up and shutdown
+//! have deadlines, and every loop has a count or a deadline.
+#![allow(dead_code)]
+
+mod client;
+mod flow;
+
+pub use client::*;
+pub use flow::*;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use uturn::auth::{derive_key, userhash, PasswordAlgorithm};
+use uturn::stun::attr::{self, Attribute};
+use uturn::stun::channel::{self, ChannelData};
+use uturn::stun::integrity::{self, Integrity};
+use uturn::stun::{
+    AddressFamily, Class, EncodeError, Message, MessageWriter, Method, TransactionId,
+};
+
+/// How long to wait for something that should arrive.
+pub const WAIT: Duration = Duration::from_secs(2);
+/// How long to listen when asserting that nothing arrives.
+pub const QUIET: Duration = Duration::from_millis(400);
+/// Bound on start-up (until `uturn: ready`) and on shutdown.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Path of the binary under test.
+pub fn uturn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_uturn")
+}
+
+/// A fresh path under cargo's per-target scratch directory.
+pub fn scratch_path(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).expect("create CARGO_TARGET_TMPDIR");
+    dir.join(format!("{}-{}-{}", std::process::id(), n, name))
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// Collects a child's output on a thread so that a full pipe never blocks it.
+fn drain<R: Read + Send + 'static>(r: R, sink: Arc<Mutex<Vec<u8>>>) {
+    thread::spawn(move || {
+        let mut r = r;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+}
+
+/// Sends `sig` to a process by PID.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Waits for `child` to exit, at most `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// The outcome of a command run to completion (or killed at its deadline).
+pub struct Finished {
+    /// None when the command had to be killed at the deadline.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command with a deadline, capturing its output; panics if it cannot start.
+pub fn run_bounded(cmd: Command, limit: Duration) -> Finished {
+    try_run_bounded(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a command with a deadline, capturing its output.
+pub fn try_run_bounded(mut cmd: Command, limit: Duration) -> Result<Finished, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    drain(child.stdout.take().unwrap(), out.clone());
+    drain(child.stderr.take().unwrap(), err.clone());
+    let status = wait_bounded(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Let the drain threads see EOF.
+    thread::sleep(Duration::from_millis(50));
+    let stdout = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// A running `uturn` process; SIGTERM (then SIGKILL) on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// Every `uturn: listening on udp ADDR` line, in order.
+    pub listen: Vec<SocketAddr>,
+    /// The first listen address: where clients send.
+    pub addr: SocketAddr,
+    /// `uturn: relay <ip> ports <low>-<high>`, as printed.
+    pub relay_line: String,
+    /// `(name, password, realm)` from the demo-user line, when printed.
+    pub demo_user: Option<(String, String, String)>,
+    /// The demo REST secret, when printed.
+    pub demo_rest_secret: Option<String>,
+    /// Everything printed on stdout up to `uturn: ready`.
+    pub banner: Vec<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    args: Vec<String>,
+}
+
+fn has_flag(args: &[&str], flag: &str) -> bool {
+    args.iter()
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+}
+
+/// Parses `"name" password "pw" realm "r"` style quoted values in order.
+fn quoted(line: &str) -> Vec<String> {
+    line.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Server {
+    /// Starts uturn with `args`, adding `--listen 127.0.0.1:0`,
+    /// `--relay-ip 127.0.0.1` and `--workers 2` unless `args` names them.
+    /// Panics (with the server's stderr) if it is not ready within 10 s.
+    pub fn start(args: &[&str]) -> Server {
+        match Server::try_start(args) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn try_start(args: &[&str]) -> Result<Server, String> {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !has_flag(args, "--listen") && !has_flag(args, "--config") {
+            full.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        if !has_flag(args, "--relay-ip") && !has_flag(args, "--config") {
+            full.extend(["--relay-ip".into(), "127.0.0.1".into()]);
+        }
+        if !has_flag(args, "--workers") {
+            full.extend(["--workers".into(), "2".into()]);
+        }
+        Server::spawn_exact(full)
+    }
+
+    /// Starts uturn with exactly these arguments.
+    pub fn spawn_exact(args: Vec<String>) -> Result<Server, String> {
+        let mut child = Command::new(uturn_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot spawn {}: {e}", uturn_bin()))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain(child.stderr.take().unwrap(), stderr.clone());
+
+        // Lines from stdout go through a channel so that the wait is bounded.
+        let (tx, rx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        // The receiver goes away after `ready`; keep draining.
+                        let _ = tx.send(line.trim_end().to_owned());
+                    }
+                }
+            }
+        });
+
+        let mut server = Server {
+            child: Some(child),
+            listen: Vec::new(),
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            relay_line: String::new(),
+            demo_user: None,
+            demo_rest_secret: None,
+            banner: Vec::new(),
+            stderr,
+            args,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(server.failure("no `uturn: ready` on stdout within 10 s"));
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    server.banner.push(line.clone());
+                    if let Some(rest) = line.strip_prefix("uturn: listening on udp ") {
+                        let a: SocketAddr = rest.trim().parse().map_err(|e| {
+                            server.failure(&format!("bad listen line {line:?}: {e}"))
+                        })?;
+                        server.listen.push(a);
+                    } else if line.starts_with("uturn: relay ") {
+                        server.relay_line = line;
+                    } else if line.starts_with("uturn: demo user ") {
+                        let q = quoted(&line);
+                        if q.len() == 3 {
+                            server.demo_user = Some((q[0].clone(), q[1].clone(), q[2].clone()));
+                        }
+                    } else if line.starts_with("uturn: demo rest-secret ") {
+                        server.demo_rest_secret = quoted(&line).into_iter().next();
+                    } else if line == "uturn: ready" {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(st) = server
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten())
+                    {
+                        return Err(server.failure(&format!("exited before ready: {st}")));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let st = server
+                        .child
+                        .as_mut()
+                        .and_then(|c| wait_bounded(c, Duration::from_secs(2)));
+                    return Err(
+                        server.failure(&format!("stdout closed before ready (exit: {st:?})"))
+                    );
+                }
+            }
+        }
+        if server.listen.is_empty() {
+            return Err(server.failure("ready, but no `uturn: listening on udp` line came first"));
+        }
+        server.addr = server.listen[0];
+        Ok(server)
+    }
+
+    fn failure(&self, what: &str) -> String {
+        format!(
+            "uturn {:?}: {what}\n--- stdout so far:\n{}\n--- stderr:\n{}",
+            self.args,
+            self.banner.join("\n"),
+            self.stderr_text()
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Panics with the server's stderr if the process has exited.
+    pub fn assert_alive(&mut self, context: &str) {
+        let st = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if let Some(st) = st {
+            panic!(
+                "uturn died ({st}) {context}\n--- stderr:\n{}",
+                self.stderr_text()
+            );
+        }
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit status; SIGKILL if it hangs.
+    pub fn stop_with(mut self, sig: nix::sys::signal::Signal) -> Option<ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), sig);
+        let st = wait_bounded(&mut child, STOP_TIMEOUT);
+        if st.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        st
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+            if wait_bounded(&mut child, STOP_TIMEOUT).is_none() {
+                eprintln!(
+                    "uturn (pid {}) ignored SIGTERM for 10 s; killing it",
+                    child.id()
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if thread::panicking() {
+            let text = self.stderr_text();
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(6000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!("--- uturn {:?} stderr (tail):\n{tail}", self.args);
+        }
+    }
+}
+
+/// A free UDP port on `ip` at the moment of asking (for tools that cannot take port 0).
+pub fn free_udp_port(ip: IpAddr) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .expect("bind ephemeral")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// Peers
+// ---------------------------------------------------------------------------
+
+/// A UDP socket standing in for a TURN peer.
+pub struct Peer {
+    pub sock: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    pub fn bind(ip: IpAddr) -> Peer {
+        let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind peer on {ip}: {e}"));
+        let addr = sock.local_addr().unwrap();
+        Peer { sock, addr }
+    }
+
+    pub fn v4() -> Peer {
+        Peer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) {
+        self.sock
+            .send_to(data, to)
+            .unwrap_or_else(|e| panic!("peer send to {to}: {e}"));
+    }
+
+    /// The next datagram within `limit`.
+    pub fn recv(&self, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        recv_within(&self.sock, limit)
+    }
+
+    /// Panics if anything arrives within `QUIET`.
+    pub fn expect_nothing(&self, context: &str) {
+        if let Some((d, from)) = self.recv(QUIET) {
+            panic!(
+                "{context}: peer {} received {} bytes from {from}: {:?}",
+                self.addr,
+                d.len(),
+                show(&d)
+            );
+        }
+    }
+}
+
+/// One datagram within `limit`, or None.
+pub fn recv_within(sock: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let deadline = Instant::now() + limit;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => return Some((buf[..n].to_vec(), from)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            // ICMP port unreachable from an earlier send shows up as an error here.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => panic!("recv on {:?}: {e}", sock.local_addr()),
+        }
+    }
+}
+
+/// Short printable form of a datagram for failure messages.
+pub fn show(d: &[u8]) -> String {
+    let head = &d[..d.len().min(48)];
+    format!("{}{}", hex(head), if d.len() > 48 { "…" } else { "" })
+}
+
+/// Reads a file, panicking with its path.
+pub fn read_to_string(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
