@@ -232,6 +232,40 @@ impl Relay {
         Ok(())
     }
 
+    /// Decodes a request's attributes, or answers 400 (malformed
+    /// comprehension-required attribute) or 420 with UNKNOWN-ATTRIBUTES
+    /// (RFC 8489 §6.3.1.1), signed when the request was authenticated.
+    fn decode_or_reject<'a>(
+        &mut self,
+        msg: &Message<'a>,
+        signer: Option<&Authenticated<'_>>,
+        scratch: &mut [u8],
+    ) -> Result<Request<'a>, ClientOutput> {
+        let Ok(req) = Request::decode(msg) else {
+            let fp = msg.get(attr::FINGERPRINT).is_some();
+            return Err(self.write(
+                |b| reply::error(b, msg, Code::BadRequest),
+                signer,
+                fp,
+                scratch,
+            ));
+        };
+        if req.n_unknown > 0 {
+            let unknown = &req.unknown[..req.n_unknown];
+            return Err(self.write(
+                |b| {
+                    let mut w = reply::error(b, msg, Code::UnknownAttribute)?;
+                    w.unknown_attributes(unknown)?;
+                    Ok(w)
+                },
+                signer,
+                req.fingerprint,
+                scratch,
+            ));
+        }
+        Ok(req)
+    }
+
     fn binding(
         &mut self,
         now: Now,
@@ -242,28 +276,10 @@ impl Relay {
         if !self.unauth_allowed(now, five) {
             return ClientOutput::Nothing;
         }
-        let Ok(req) = Request::decode(msg) else {
-            let fp = msg.get(attr::FINGERPRINT).is_some();
-            return self.write(
-                |b| reply::error(b, msg, Code::BadRequest),
-                None,
-                fp,
-                scratch,
-            );
+        let req = match self.decode_or_reject(msg, None, scratch) {
+            Ok(r) => r,
+            Err(out) => return out,
         };
-        if req.n_unknown > 0 {
-            let unknown = &req.unknown[..req.n_unknown];
-            return self.write(
-                |b| {
-                    let mut w = reply::error(b, msg, Code::UnknownAttribute)?;
-                    w.unknown_attributes(unknown)?;
-                    Ok(w)
-                },
-                None,
-                req.fingerprint,
-                scratch,
-            );
-        }
         let client = five.client;
         self.write(
             |b| {
@@ -293,32 +309,10 @@ impl Relay {
             Ok(who) => who,
             Err(e) => return self.auth_error(now, five, msg, scratch, &auth, e),
         };
-        let req = match Request::decode(msg) {
+        let req = match self.decode_or_reject(msg, Some(&who), scratch) {
             Ok(r) => r,
-            Err(()) => {
-                let fp = msg.get(attr::FINGERPRINT).is_some();
-                return self.write(
-                    |b| reply::error(b, msg, Code::BadRequest),
-                    Some(&who),
-                    fp,
-                    scratch,
-                );
-            }
+            Err(out) => return out,
         };
-        // RFC 8489 §6.3.1.1: unknown comprehension-required attributes → 420.
-        if req.n_unknown > 0 {
-            let unknown = &req.unknown[..req.n_unknown];
-            return self.write(
-                |b| {
-                    let mut w = reply::error(b, msg, Code::UnknownAttribute)?;
-                    w.unknown_attributes(unknown)?;
-                    Ok(w)
-                },
-                Some(&who),
-                req.fingerprint,
-                scratch,
-            );
-        }
         let result = match msg.method() {
             Method::Allocate => self.allocate(now, five, msg, &req, &who, scratch, sockets),
             Method::Refresh => self.refresh(now, five, msg, &req, &who, scratch, sockets),

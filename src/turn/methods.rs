@@ -2,8 +2,9 @@
 //! Send indications.
 
 use super::*;
+use crate::policy::PeerPolicy;
 use crate::stun::channel::{CHANNEL_MAX, CHANNEL_MIN};
-use crate::turn::RelayToken;
+use crate::turn::{RelayToken, Stats};
 
 impl Relay {
     /// RFC 8656 §7.2.
@@ -284,11 +285,34 @@ impl Relay {
 
     /// Every peer a request names passes here: family first (443), then the
     /// one policy choke point (403). SECURITY.md rule 8.
-    fn check_peer(&self, a: &Allocation, peer: SocketAddr) -> Result<(), Code> {
+    /// Refusals by the policy are counted here. An associated function so
+    /// that callers can hold `a` (borrowed from the table) at the same time.
+    fn check_peer(
+        policy: &PeerPolicy,
+        stats: &mut Stats,
+        a: &Allocation,
+        peer: SocketAddr,
+    ) -> Result<(), Code> {
         if a.relay_for(&peer).is_none() {
             return Err(Code::PeerAddressFamilyMismatch);
         }
-        self.policy.check(peer).map_err(|_| Code::Forbidden)
+        policy.check(peer).map_err(|_| {
+            stats.drop_forbidden_peer += 1;
+            Code::Forbidden
+        })
+    }
+
+    /// A signed success response with no attributes of its own.
+    fn empty_success(
+        &self,
+        msg: &Message<'_>,
+        who: &Authenticated<'_>,
+        fingerprint: bool,
+        scratch: &mut [u8],
+    ) -> Result<usize, Fail> {
+        let mut w = reply::start(scratch, msg, Class::Success)?;
+        self.finish(&mut w, Some(who), fingerprint)?;
+        Ok(w.finish())
     }
 
     /// RFC 8656 §9.2.
@@ -312,12 +336,7 @@ impl Relay {
         {
             let a = self.table.get(index).ok_or(Code::AllocationMismatch)?;
             for peer in req.peers() {
-                if let Err(code) = self.check_peer(a, peer) {
-                    if code == Code::Forbidden {
-                        self.stats.drop_forbidden_peer += 1;
-                    }
-                    return Err(code.into());
-                }
+                Self::check_peer(&self.policy, &mut self.stats, a, peer)?;
             }
             // All or nothing: refuse before installing any when they would not all fit.
             let live = a.perms.iter().filter(|p| now.at < p.expires).count();
@@ -338,9 +357,7 @@ impl Relay {
                 a.permit(peer.ip(), now.at, limit);
             }
         }
-        let mut w = reply::start(scratch, msg, Class::Success)?;
-        self.finish(&mut w, Some(who), req.fingerprint)?;
-        Ok(w.finish())
+        self.empty_success(msg, who, req.fingerprint, scratch)
     }
 
     /// RFC 8656 §11.2.
@@ -363,12 +380,7 @@ impl Relay {
         let chan_limit = self.cfg.quotas.channels_per_allocation as usize;
         {
             let a = self.table.get(index).ok_or(Code::AllocationMismatch)?;
-            if let Err(code) = self.check_peer(a, peer) {
-                if code == Code::Forbidden {
-                    self.stats.drop_forbidden_peer += 1;
-                }
-                return Err(code.into());
-            }
+            Self::check_peer(&self.policy, &mut self.stats, a, peer)?;
             // RFC 8656 §11.2: the number must not be bound to another peer, nor
             // the peer to another number — counting bindings that expired
             // less than 5 minutes ago.
@@ -403,9 +415,7 @@ impl Relay {
             // RFC 8656 §11.2: a binding installs or refreshes the permission too.
             a.permit(peer.ip(), now.at, perm_limit);
         }
-        let mut w = reply::start(scratch, msg, Class::Success)?;
-        self.finish(&mut w, Some(who), req.fingerprint)?;
-        Ok(w.finish())
+        self.empty_success(msg, who, req.fingerprint, scratch)
     }
 
     /// RFC 8656 §10.2: Send indications are never answered; whatever is
@@ -435,12 +445,9 @@ impl Relay {
             self.stats.drop_no_allocation += 1;
             return ClientOutput::Nothing;
         };
-        match self.check_peer(a, peer) {
+        match Self::check_peer(&self.policy, &mut self.stats, a, peer) {
             Ok(()) => {}
-            Err(Code::Forbidden) => {
-                self.stats.drop_forbidden_peer += 1;
-                return ClientOutput::Nothing;
-            }
+            Err(Code::Forbidden) => return ClientOutput::Nothing,
             Err(_) => {
                 self.stats.drop_malformed += 1;
                 return ClientOutput::Nothing;
