@@ -1,0 +1,792 @@
+//! `floor`: the kernel floor — a bare TURN-shaped UDP forwarder.
+//!
+//! It has the socket layout of a relay (one client-facing socket, one relay
+//! socket per allocation), the same system-call strategy as uturn's portable
+//! backend (level-triggered epoll over every socket, `recvmmsg` into a
+//! preallocated batch of 32 slots, `sendmmsg` grouped by socket, at most 8
+//! batches per ready socket per turn), and a fixed channel → peer map. On the
+//! data path there is no TURN logic at all: no permissions, no lifetimes, no
+//! authentication, no statistics beyond counters. What a relay achieves
+//! divided by what the floor achieves is how close it is to what the kernel
+//! allows on this machine.
+//!
+//! # Data path
+//!
+//! * client → peer: a ChannelData datagram (first byte 0x40–0x4F) from a
+//!   client is looked up by (client address, channel number); the 4-byte
+//!   header is stripped by sending the payload straight from the receive slot
+//!   (no copy) out of that allocation's relay socket to the bound peer.
+//!   Unknown channels and bad lengths are dropped and counted.
+//! * peer → client: a datagram arriving on a relay socket from a bound peer
+//!   gets the 4-byte ChannelData header written into the free headroom in
+//!   front of it in the receive slot (no copy) and is sent from the
+//!   client-facing socket to the allocation's client. Datagrams from peers
+//!   without a channel are dropped and counted (no Data indications).
+//!
+//! # Set-up handshake (not TURN: no authentication, no 401 round)
+//!
+//! Requests arrive on the client-facing socket as STUN messages (parsed and
+//! written with `uturn::stun`); integrity and fingerprint attributes are
+//! ignored and never sent.
+//!
+//! * **Allocate** → success with XOR-RELAYED-ADDRESS (a new UDP socket bound
+//!   on `--relay-ip`:0, owned by this client; like uturn's relay sockets it
+//!   sends IPv4 with DF clear), XOR-MAPPED-ADDRESS (the
+//!   client's source address) and LIFETIME 600. A repeated Allocate from the
+//!   same client gets the same relayed address again. 508 when the socket
+//!   cannot be created, 486 past `--max-allocations`.
+//! * **ChannelBind** (CHANNEL-NUMBER + XOR-PEER-ADDRESS) → success; records
+//!   channel → peer for that client and peer → channel on its relay socket
+//!   (a re-bind replaces either mapping). 400 without the two attributes or
+//!   with a channel number outside 0x4000–0x4FFF, 437 without an allocation.
+//! * **CreatePermission** → success (nothing recorded).
+//! * **Refresh** → success with LIFETIME echoed (600 when absent); LIFETIME 0
+//!   deletes the allocation: its channels are forgotten and its relay socket
+//!   closed.
+//! * **Binding** → success with XOR-MAPPED-ADDRESS (handy as a liveness probe).
+//! * Anything else (indications, responses, other methods, non-STUN,
+//!   non-ChannelData) is dropped.
+//!
+//! At start it prints `floor: listening on udp <addr>` and then
+//! `floor: ready` on stdout; it stops on SIGINT/SIGTERM or after
+//! `--duration`, printing its counters (JSON with `--json`).
+
+#[path = "floor/sys.rs"]
+mod sys;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use uturn::stun::{
+    attr, channel::CHANNEL_HEADER_LEN, message::classify, Class, Message, MessageWriter, Method,
+    PacketKind, TransactionId,
+};
+
+use crate::output::Output;
+pub(crate) use sys::{pin_current_thread, signal_pid};
+use sys::{Batch, Epoll, Src};
+
+/// Same as uturn's shard: datagrams per `recvmmsg` and sends per flush.
+const DEFAULT_BATCH: usize = 32;
+/// Largest datagram received whole (uturn's receive capacity).
+const RECV_CAPACITY: usize = 2048;
+/// Batches read from one ready socket before moving to the next.
+const MAX_BATCHES_PER_READY: usize = 8;
+/// Readiness events per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Longest wait, so that the stop flag and the deadline are noticed.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Bytes per reply slot (set-up responses are small).
+const REPLY_LEN: usize = 256;
+/// LIFETIME granted by Allocate (seconds; never enforced).
+const LIFETIME: u32 = 600;
+/// epoll key of the client-facing socket; relay keys are `generation << 32 | index`
+/// with a generation of at least 1.
+const LISTENER_KEY: u64 = 0;
+
+/// The handshake and behaviour, shown after the flags in `floor --help`.
+const FLOOR_HELP: &str = "\
+The floor is a bare TURN-shaped forwarder: one client-facing UDP socket, one \
+relay socket per allocation, epoll + recvmmsg/sendmmsg in batches of --batch \
+(uturn's portable backend uses 32), a fixed channel map and no TURN logic on \
+the data path. ChannelData from a client loses its 4-byte header and leaves \
+the allocation's relay socket for the bound peer; a datagram from that peer \
+gets the header written in front of it in place and goes to the client. \
+Send/Data indications are not forwarded.
+
+Set-up handshake (STUN, no authentication, no 401 round):
+  Allocate          -> success: XOR-RELAYED-ADDRESS (new socket on --relay-ip:0),
+                       XOR-MAPPED-ADDRESS, LIFETIME 600 (same relay on repeat)
+  ChannelBind       -> success: CHANNEL-NUMBER + XOR-PEER-ADDRESS recorded as
+                       channel->peer for the client, peer->channel for its relay
+                       socket (400 if either is missing, 437 without allocation)
+  CreatePermission  -> success (nothing recorded)
+  Refresh           -> success; LIFETIME 0 deletes the allocation and closes
+                       its relay socket
+  Binding           -> success with XOR-MAPPED-ADDRESS (liveness probe)
+  anything else     -> dropped
+Drive it with `uturn-loadgen relay --no-auth` (or allocate/churn --no-auth).
+
+It prints `floor: listening on udp ADDR` and then `floor: ready` on stdout, \
+runs until SIGINT/SIGTERM or --duration, then prints its counters (one JSON \
+object with --json). The global --cpu pins the floor itself to those cores.";
+
+/// Arguments of `floor` (see [`FLOOR_HELP`] and the module documentation).
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_long_help = FLOOR_HELP)]
+pub struct FloorArgs {
+    /// Client-facing UDP address to listen on (address:port).
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    pub listen: SocketAddr,
+    /// IP address relay sockets are bound on (port chosen by the kernel).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub relay_ip: IpAddr,
+    /// Datagrams per recvmmsg/sendmmsg call (uturn uses 32).
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub batch: usize,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Most allocations (relay sockets) at once; further Allocates get 486.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_allocations: usize,
+}
+
+/// What the floor did, printed when it stops.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FloorReport {
+    pub listen: String,
+    pub batch: usize,
+    pub run_secs: f64,
+    pub allocations_created: u64,
+    pub allocations_at_exit: usize,
+    pub channels_bound: u64,
+    pub stun_requests: u64,
+    /// ChannelData datagrams forwarded client → peer (queued for sending).
+    pub to_peer: u64,
+    /// Datagrams forwarded peer → client (queued for sending).
+    pub to_client: u64,
+    /// ChannelData on a channel the client has not bound, or with a bad length.
+    pub dropped_unknown_channel: u64,
+    /// Datagrams on a relay socket from a peer without a channel.
+    pub dropped_unknown_peer: u64,
+    /// Anything else on the client-facing socket.
+    pub dropped_other: u64,
+    pub epoll_wakeups: u64,
+    pub io: sys::IoCounters,
+}
+
+/// Multiplicative hasher for the channel map (keys come from the network,
+/// but this is a benchmark tool on loopback, not a server).
+#[derive(Default)]
+struct MulHasher(u64);
+
+impl Hasher for MulHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MulHasher>>;
+
+/// Where a client's channel goes.
+#[derive(Copy, Clone, Debug)]
+struct Route {
+    fd: RawFd,
+    peer: SocketAddr,
+}
+
+/// One allocation: its relay socket, its client and its peer → channel list
+/// (short: a linear scan beats a hash for the one or few peers of a flow).
+struct Allocation {
+    sock: UdpSocket,
+    generation: u32,
+    client: SocketAddr,
+    peers: Vec<(SocketAddr, u16)>,
+}
+
+struct Floor {
+    listener: UdpSocket,
+    relay_ip: IpAddr,
+    max_allocations: usize,
+    epoll: Epoll,
+    batch: Batch,
+    /// Indexed by the low 32 bits of a relay's epoll key.
+    allocations: Vec<Option<Allocation>>,
+    free: Vec<usize>,
+    next_generation: u32,
+    by_client: FastMap<SocketAddr, usize>,
+    channels: FastMap<(SocketAddr, u16), Route>,
+    /// Relay sockets deleted this turn: closed once every queued send has
+    /// been flushed, so a descriptor number is never reused under a send.
+    closing: Vec<UdpSocket>,
+    report: FloorReport,
+}
+
+pub fn run(args: &FloorArgs, out: &Output) -> anyhow::Result<()> {
+    sys::pin_current_thread(&out.cpus).context("pinning to --cpu")?;
+    sys::install_stop_signals().context("installing signal handlers")?;
+    sys::raise_fd_limit();
+    let listener =
+        UdpSocket::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let epoll = Epoll::new(EVENTS)?;
+    epoll.add(&listener, LISTENER_KEY)?;
+    let mut floor = Floor {
+        listener,
+        relay_ip: args.relay_ip,
+        max_allocations: args.max_allocations,
+        epoll,
+        batch: Batch::new(args.batch, CHANNEL_HEADER_LEN, RECV_CAPACITY, REPLY_LEN),
+        allocations: Vec::with_capacity(args.max_allocations.min(16_384)),
+        free: Vec::new(),
+        next_generation: 1,
+        by_client: FastMap::default(),
+        channels: FastMap::default(),
+        closing: Vec::new(),
+        report: FloorReport {
+            listen: local.to_string(),
+            batch: args.batch,
+            ..FloorReport::default()
+        },
+    };
+    {
+        let mut so = std::io::stdout().lock();
+        writeln!(so, "floor: listening on udp {local}")?;
+        writeln!(so, "floor: ready")?;
+        so.flush()?;
+    }
+    let started = Instant::now();
+    let deadline = args
+        .duration
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(|d| started + Duration::from_secs_f64(d));
+    floor.event_loop(deadline)?;
+    floor.report.run_secs = started.elapsed().as_secs_f64();
+    floor.report.allocations_at_exit = floor.by_client.len();
+    floor.report.io = floor.batch.counters.clone();
+    print_report(&floor.report, out)
+}
+
+fn print_report(r: &FloorReport, out: &Output) -> anyhow::Result<()> {
+    let mut so = std::io::stdout().lock();
+    if out.json {
+        writeln!(so, "{}", serde_json::to_string(r)?)?;
+    } else {
+        let secs = r.run_secs.max(1e-9);
+        writeln!(so, "floor: stopped after {:.1} s", r.run_secs)?;
+        writeln!(
+            so,
+            "  allocations {} (at exit {}), channels bound {}, set-up requests {}",
+            r.allocations_created, r.allocations_at_exit, r.channels_bound, r.stun_requests
+        )?;
+        writeln!(
+            so,
+            "  forwarded client→peer {} ({:.0}/s), peer→client {} ({:.0}/s)",
+            r.to_peer,
+            r.to_peer as f64 / secs,
+            r.to_client,
+            r.to_client as f64 / secs
+        )?;
+        writeln!(
+            so,
+            "  dropped: unknown channel {}, unknown peer {}, other {}, send buffer full {}, send errors {}",
+            r.dropped_unknown_channel,
+            r.dropped_unknown_peer,
+            r.dropped_other,
+            r.io.tx_would_block,
+            r.io.tx_errors
+        )?;
+        writeln!(
+            so,
+            "  syscalls: epoll_wait {}, recvmmsg {} ({:.1} dgrams/call), sendmmsg {} ({:.1} dgrams/call)",
+            r.epoll_wakeups,
+            r.io.recv_calls,
+            r.io.rx_datagrams as f64 / r.io.recv_calls.max(1) as f64,
+            r.io.send_calls,
+            r.io.tx_datagrams as f64 / r.io.send_calls.max(1) as f64
+        )?;
+    }
+    so.flush()?;
+    Ok(())
+}
+
+impl Floor {
+    fn event_loop(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
+        while !sys::stop_requested() {
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    (d - now).min(MAX_WAIT)
+                }
+                None => MAX_WAIT,
+            };
+            let ready = self.epoll.wait(wait).context("epoll_wait")?;
+            self.report.epoll_wakeups += 1;
+            for e in 0..ready {
+                let key = self.epoll.key(e);
+                if key == LISTENER_KEY {
+                    self.drain_listener();
+                } else {
+                    self.drain_relay(key);
+                }
+            }
+            self.batch.flush();
+            self.closing.clear();
+        }
+        self.batch.flush();
+        Ok(())
+    }
+
+    /// Client datagrams: ChannelData forwarded, set-up requests answered.
+    fn drain_listener(&mut self) {
+        let lfd = self.listener.as_raw_fd();
+        for _ in 0..MAX_BATCHES_PER_READY {
+            let n = match self.batch.recv(lfd) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("floor: receive on the listener failed: {e}");
+                    break;
+                }
+            };
+            for i in 0..n {
+                let Some((client, len)) = self.batch.meta(i) else {
+                    continue;
+                };
+                let off = self.batch.data_offset(i);
+                let head = &self.batch.rx_mut()[off..off + len];
+                match classify(head) {
+                    PacketKind::ChannelData if len >= CHANNEL_HEADER_LEN => {
+                        let number = u16::from_be_bytes([head[0], head[1]]);
+                        let plen = usize::from(u16::from_be_bytes([head[2], head[3]]));
+                        match self.channels.get(&(client, number)) {
+                            Some(r) if CHANNEL_HEADER_LEN + plen <= len => {
+                                let (fd, peer) = (r.fd, r.peer);
+                                self.batch.queue(
+                                    fd,
+                                    peer,
+                                    Src::Rx {
+                                        offset: off + CHANNEL_HEADER_LEN,
+                                        len: plen,
+                                    },
+                                );
+                                self.report.to_peer += 1;
+                            }
+                            _ => self.report.dropped_unknown_channel += 1,
+                        }
+                    }
+                    PacketKind::Stun => {
+                        if let Some(rlen) = self.handle_stun(i, client, len) {
+                            self.batch
+                                .queue(lfd, client, Src::Reply { slot: i, len: rlen });
+                        }
+                    }
+                    _ => self.report.dropped_other += 1,
+                }
+            }
+            self.batch.flush();
+            if n < self.batch.slots() {
+                break;
+            }
+        }
+    }
+
+    /// Peer datagrams on relay socket `key`: header prepended in place, sent to the client.
+    fn drain_relay(&mut self, key: u64) {
+        let idx = (key & 0xFFFF_FFFF) as usize;
+        let generation = (key >> 32) as u32;
+        let lfd = self.listener.as_raw_fd();
+        for _ in 0..MAX_BATCHES_PER_READY {
+            // Deleted (or replaced) earlier in this turn: a stale event.
+            let Some(Some(alloc)) = self.allocations.get(idx) else {
+                return;
+            };
+            if alloc.generation != generation {
+                return;
+            }
+            let n = match self.batch.recv(alloc.sock.as_raw_fd()) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("floor: receive on a relay socket failed: {e}");
+                    break;
+                }
+            };
+            let Some(Some(alloc)) = self.allocations.get(idx) else {
+                return;
+            };
+            let client = alloc.client;
+            for i in 0..n {
+                let Some((peer, len)) = self.batch.meta(i) else {
+                    continue;
+                };
+                let Some(&(_, number)) = alloc.peers.iter().find(|(p, _)| *p == peer) else {
+                    self.report.dropped_unknown_peer += 1;
+                    continue;
+                };
+                let Ok(wire_len) = u16::try_from(len) else {
+                    self.report.dropped_unknown_peer += 1;
+                    continue;
+                };
+                let off = self.batch.data_offset(i);
+                let start = off - CHANNEL_HEADER_LEN;
+                let rx = self.batch.rx_mut();
+                rx[start..start + 2].copy_from_slice(&number.to_be_bytes());
+                rx[start + 2..off].copy_from_slice(&wire_len.to_be_bytes());
+                self.batch.queue(
+                    lfd,
+                    client,
+                    Src::Rx {
+                        offset: start,
+                        len: len + CHANNEL_HEADER_LEN,
+                    },
+                );
+                self.report.to_client += 1;
+            }
+            self.batch.flush();
+            if n < self.batch.slots() {
+                break;
+            }
+        }
+    }
+
+    /// Answers set-up request `i` from `client`; returns the reply length.
+    fn handle_stun(&mut self, i: usize, client: SocketAddr, len: usize) -> Option<usize> {
+        let (pkt, _) = self.batch.datagram_and_reply(i, len);
+        let Ok(msg) = Message::parse(pkt) else {
+            self.report.dropped_other += 1;
+            return None;
+        };
+        if msg.class() != Class::Request {
+            self.report.dropped_other += 1;
+            return None;
+        }
+        self.report.stun_requests += 1;
+        let method = msg.method();
+        let tid: TransactionId = *msg.transaction_id();
+        // Everything needed from the request, read before the batch is borrowed again.
+        let lifetime = msg
+            .get(attr::LIFETIME)
+            .and_then(|a| <[u8; 4]>::try_from(a.value).ok())
+            .map(u32::from_be_bytes);
+        let channel = msg
+            .get(attr::CHANNEL_NUMBER)
+            .and_then(|a| a.value.get(..2))
+            .map(|v| u16::from_be_bytes([v[0], v[1]]));
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|a| attr::decode_xor_address(a.value, &tid).ok());
+        let outcome = match method {
+            Method::Binding => Outcome::Binding,
+            Method::Allocate => self.allocate(client),
+            Method::ChannelBind => self.channel_bind(client, channel, peer),
+            Method::CreatePermission => Outcome::Ok,
+            Method::Refresh => {
+                let l = lifetime.unwrap_or(LIFETIME);
+                if l == 0 {
+                    self.delete(client);
+                }
+                Outcome::Refreshed(l)
+            }
+            _ => {
+                self.report.dropped_other += 1;
+                return None;
+            }
+        };
+        let (_, reply) = self.batch.datagram_and_reply(i, len);
+        write_reply(reply, method, &tid, client, outcome)
+    }
+
+    fn allocate(&mut self, client: SocketAddr) -> Outcome {
+        if let Some(&idx) = self.by_client.get(&client) {
+            if let Some(Some(a)) = self.allocations.get(idx) {
+                if let Ok(addr) = a.sock.local_addr() {
+                    return Outcome::Allocated(addr);
+                }
+            }
+        }
+        if self.by_client.len() >= self.max_allocations {
+            return Outcome::Error(486, "Allocation Quota Reached");
+        }
+        let sock = match UdpSocket::bind(SocketAddr::new(self.relay_ip, 0)).and_then(|s| {
+            s.set_nonblocking(true)?;
+            sys::clear_df(&s, self.relay_ip.is_ipv4())?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("floor: cannot create a relay socket: {e}");
+                return Outcome::Error(508, "Insufficient Capacity");
+            }
+        };
+        let Ok(addr) = sock.local_addr() else {
+            return Outcome::Error(508, "Insufficient Capacity");
+        };
+        let idx = self.free.pop().unwrap_or(self.allocations.len());
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let key = (u64::from(generation) << 32) | idx as u64;
+        if let Err(e) = self.epoll.add(&sock, key) {
+            eprintln!("floor: epoll add failed: {e}");
+            if idx < self.allocations.len() {
+                self.free.push(idx);
+            }
+            return Outcome::Error(508, "Insufficient Capacity");
+        }
+        let a = Allocation {
+            sock,
+            generation,
+            client,
+            peers: Vec::with_capacity(1),
+        };
+        if idx == self.allocations.len() {
+            self.allocations.push(Some(a));
+        } else {
+            self.allocations[idx] = Some(a);
+        }
+        self.by_client.insert(client, idx);
+        self.report.allocations_created += 1;
+        Outcome::Allocated(addr)
+    }
+
+    fn channel_bind(
+        &mut self,
+        client: SocketAddr,
+        channel: Option<u16>,
+        peer: Option<SocketAddr>,
+    ) -> Outcome {
+        let (Some(number), Some(peer)) = (channel, peer) else {
+            return Outcome::Error(400, "Bad Request");
+        };
+        if !(0x4000..=0x4FFF).contains(&number) {
+            return Outcome::Error(400, "Bad Request");
+        }
+        let Some(Some(a)) = self
+            .by_client
+            .get(&client)
+            .and_then(|&i| self.allocations.get_mut(i))
+        else {
+            return Outcome::Error(437, "Allocation Mismatch");
+        };
+        // A re-bind replaces the old mapping in either direction.
+        let mut removed = Vec::new();
+        a.peers.retain(|&(p, n)| {
+            let keep = p != peer && n != number;
+            if !keep {
+                removed.push(n);
+            }
+            keep
+        });
+        a.peers.push((peer, number));
+        let fd = a.sock.as_raw_fd();
+        for n in removed {
+            self.channels.remove(&(client, n));
+        }
+        self.channels.insert((client, number), Route { fd, peer });
+        self.report.channels_bound += 1;
+        Outcome::Ok
+    }
+
+    fn delete(&mut self, client: SocketAddr) {
+        let Some(idx) = self.by_client.remove(&client) else {
+            return;
+        };
+        let Some(a) = self.allocations.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        for &(_, n) in &a.peers {
+            self.channels.remove(&(client, n));
+        }
+        if let Err(e) = self.epoll.delete(&a.sock) {
+            eprintln!("floor: epoll delete failed: {e}");
+        }
+        self.closing.push(a.sock);
+        self.free.push(idx);
+    }
+}
+
+/// What a set-up request gets back.
+#[derive(Copy, Clone, Debug)]
+enum Outcome {
+    Ok,
+    Binding,
+    Allocated(SocketAddr),
+    Refreshed(u32),
+    Error(u16, &'static str),
+}
+
+/// Writes the response to a `method` request into `buf`; returns its length.
+fn write_reply(
+    buf: &mut [u8],
+    method: Method,
+    tid: &TransactionId,
+    client: SocketAddr,
+    outcome: Outcome,
+) -> Option<usize> {
+    let class = match outcome {
+        Outcome::Error(..) => Class::Error,
+        _ => Class::Success,
+    };
+    let mut w = MessageWriter::new(buf, method, class, tid).ok()?;
+    match outcome {
+        Outcome::Ok => {}
+        Outcome::Binding => w.xor_address(attr::XOR_MAPPED_ADDRESS, client).ok()?,
+        Outcome::Allocated(relayed) => {
+            w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed).ok()?;
+            w.xor_address(attr::XOR_MAPPED_ADDRESS, client).ok()?;
+            w.u32(attr::LIFETIME, LIFETIME).ok()?;
+        }
+        Outcome::Refreshed(l) => w.u32(attr::LIFETIME, l).ok()?,
+        Outcome::Error(code, reason) => w.error_code(code, reason).ok()?,
+    }
+    Some(w.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uturn::stun::{Attribute, ChannelData};
+
+    fn request(method: Method, tid: &TransactionId, attrs: &[Attribute<'_>]) -> Vec<u8> {
+        let mut buf = vec![0u8; 512];
+        let mut w = MessageWriter::new(&mut buf, method, Class::Request, tid).unwrap();
+        for a in attrs {
+            w.attr(a).unwrap();
+        }
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    fn exchange(sock: &UdpSocket, server: SocketAddr, req: &[u8]) -> Vec<u8> {
+        sock.send_to(req, server).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Full handshake and both directions through a floor on a thread.
+    #[test]
+    fn handshake_and_forwarding() {
+        let port_probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = port_probe.local_addr().unwrap();
+        drop(port_probe);
+        let args = FloorArgs {
+            listen,
+            relay_ip: "127.0.0.1".parse().unwrap(),
+            batch: 32,
+            duration: Some(3.0),
+            max_allocations: 4,
+        };
+        let out = Output {
+            json: true,
+            cpus: Vec::new(),
+        };
+        let t = std::thread::spawn(move || run(&args, &out).unwrap());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // The floor may not be bound yet: retry the Allocate a few times.
+        let tid = [1u8; 12];
+        let req = request(Method::Allocate, &tid, &[Attribute::RequestedTransport(17)]);
+        let mut resp = None;
+        for _ in 0..20 {
+            client.send_to(&req, listen).unwrap();
+            let mut buf = vec![0u8; 512];
+            client
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Ok((n, _)) = client.recv_from(&mut buf) {
+                buf.truncate(n);
+                resp = Some(buf);
+                break;
+            }
+        }
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let resp = resp.expect("no Allocate response");
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!((m.method(), m.class()), (Method::Allocate, Class::Success));
+        let relayed =
+            attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap().value, &tid)
+                .unwrap();
+        let mapped =
+            attr::decode_xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap().value, &tid).unwrap();
+        assert_eq!(mapped, client.local_addr().unwrap());
+        assert_eq!(m.get(attr::LIFETIME).unwrap().value, &600u32.to_be_bytes());
+
+        let tid = [2u8; 12];
+        let resp = exchange(
+            &client,
+            listen,
+            &request(
+                Method::ChannelBind,
+                &tid,
+                &[
+                    Attribute::ChannelNumber(0x4001),
+                    Attribute::XorPeerAddress(peer.local_addr().unwrap()),
+                ],
+            ),
+        );
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!(
+            (m.method(), m.class()),
+            (Method::ChannelBind, Class::Success)
+        );
+
+        // client → peer: header stripped.
+        client
+            .send_to(
+                &[0x40, 0x01, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0, 0],
+                listen,
+            )
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"hello"[..], relayed));
+        // peer → client: header added.
+        peer.send_to(b"world!", relayed).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let cd = ChannelData::parse(&buf[..n]).unwrap();
+        assert_eq!((cd.number, cd.payload), (0x4001, &b"world!"[..]));
+
+        // Refresh with LIFETIME 0 deletes: the channel is gone.
+        let tid = [3u8; 12];
+        let resp = exchange(
+            &client,
+            listen,
+            &request(Method::Refresh, &tid, &[Attribute::Lifetime(0)]),
+        );
+        let m = Message::parse(&resp).unwrap();
+        assert_eq!((m.method(), m.class()), (Method::Refresh, Class::Success));
+        let tid = [4u8; 12];
+        let resp = exchange(
+            &client,
+            listen,
+            &request(
+                Method::ChannelBind,
+                &tid,
+                &[
+                    Attribute::ChannelNumber(0x4001),
+                    Attribute::XorPeerAddress(peer.local_addr().unwrap()),
+                ],
+            ),
+        );
+        assert_eq!(Message::parse(&resp).unwrap().class(), Class::Error);
+        t.join().unwrap();
+    }
+}
