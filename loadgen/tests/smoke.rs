@@ -1,0 +1,366 @@
+//! Smoke tests: every scenario runs for about two seconds against the real
+//! uturn binary (and the floor) on loopback, and must report non-zero work.
+//! No thresholds: these prove the tool works, not how fast anything is.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn loadgen() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_uturn-loadgen"))
+}
+
+/// The uturn binary of the same build (`cargo test --workspace` builds it
+/// next to ours); built on demand when only this package is tested.
+fn uturn() -> PathBuf {
+    let dir = loadgen()
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf();
+    let bin = dir.join("uturn");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "uturn", "--bin", "uturn"])
+            .status()
+            .expect("run cargo build for the uturn binary");
+        assert!(status.success(), "building uturn failed");
+    }
+    assert!(bin.exists(), "no uturn binary at {}", bin.display());
+    bin
+}
+
+/// A child process stopped by PID when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first (clean shutdown), then make sure.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a process and waits (bounded) for "<prefix>: ready", returning the
+/// address of its "listening on udp ADDR" line.
+fn start(mut cmd: Command, prefix: &str) -> Proc {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut addr = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.strip_prefix(&format!("{prefix}: listening on udp ")) {
+                addr = Some(a.trim().to_string());
+            }
+            if line.trim() == format!("{prefix}: ready") {
+                let _ = tx.send(addr.take());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).ok().flatten();
+    let mut proc = Proc {
+        child,
+        addr: String::new(),
+    };
+    proc.addr = addr.expect("the process printed its address and became ready within 20 s");
+    proc
+}
+
+fn config_file() -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.toml", std::process::id()));
+    // Load tests come from one loopback address: lift the per-source limit on
+    // unauthenticated replies and the per-user quota, and open loopback peers.
+    std::fs::write(
+        &path,
+        r#"listen = ["127.0.0.1:0"]
+relay_ips = ["127.0.0.1"]
+relay_ports = "46000-47999"
+realm = "smoke.test"
+workers = 1
+[peers]
+allow = ["127.0.0.0/8"]
+[quotas]
+allocations_per_user = 10000
+total_allocations = 10000
+[rate_limit]
+unauth_per_second = 100000
+unauth_burst = 100000
+"#,
+    )
+    .expect("write config");
+    path
+}
+
+fn start_uturn() -> Proc {
+    let mut cmd = Command::new(uturn());
+    cmd.arg("--config")
+        .arg(config_file())
+        .args(["--user", "lg:lgpw", "--log-level", "warn"]);
+    start(cmd, "uturn")
+}
+
+/// Runs `uturn-loadgen --json ARGS` (bounded) and parses its JSON.
+fn run(args: &[&str]) -> Value {
+    let mut cmd = Command::new(loadgen());
+    cmd.arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn uturn-loadgen");
+    let out = child.wait_with_output().expect("uturn-loadgen output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "uturn-loadgen {args:?} exited {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+#[test]
+fn allocate_reports_flows_and_no_errors() {
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let r = run(&[
+        "allocate",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--duration",
+        "2",
+        "--concurrency",
+        "8",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(num(&r, "completed") > 0.0, "{r}");
+    assert!(num(&r, "flows_per_sec") > 0.0, "{r}");
+    assert_eq!(num(&r, "failed"), 0.0, "{r}");
+    assert!(num(&r, "server_cpu_secs") >= 0.0, "{r}");
+    assert!(r["latency_ms"]["p50"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn relay_channel_data_both_ways_with_server_cpu() {
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let r = run(&[
+        "relay",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--flows",
+        "10",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+        "--direction",
+        "both",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(num(&r, "sent") > 0.0 && num(&r, "delivered") > 0.0, "{r}");
+    assert!(num(&r, "bytes") > 0.0, "{r}");
+    assert!(
+        r["latency_us"]["p50"].as_f64().is_some_and(|v| v > 0.0),
+        "{r}"
+    );
+    assert_eq!(r["per_direction"].as_array().map(Vec::len), Some(2), "{r}");
+    assert!(r["delivered_per_server_cpu_sec"].is_number(), "{r}");
+}
+
+#[test]
+fn relay_send_and_data_indications() {
+    let u = start_uturn();
+    let r = run(&[
+        "relay",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--flows",
+        "5",
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "--mode",
+        "indication",
+    ]);
+    assert!(num(&r, "delivered") > 0.0, "{r}");
+}
+
+#[test]
+fn relay_with_gso_bursts() {
+    let u = start_uturn();
+    let r = run(&[
+        "relay",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--flows",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+        "--direction",
+        "c2p",
+        "--gso",
+    ]);
+    assert!(num(&r, "delivered") > 0.0, "{r}");
+    assert_eq!(r["gso"], Value::Bool(true), "{r}");
+}
+
+#[test]
+fn churn_reports_server_memory_series() {
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let r = run(&[
+        "churn",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(num(&r, "created") > 0.0 && num(&r, "deleted") > 0.0, "{r}");
+    assert!(
+        num(&r, "c2p_received") > 0.0 && num(&r, "p2c_received") > 0.0,
+        "{r}"
+    );
+    assert!(r["series"].as_array().is_some_and(|s| !s.is_empty()), "{r}");
+}
+
+#[test]
+fn sweep_finds_a_rate_and_draws_a_chart() {
+    let u = start_uturn();
+    let svg = std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.svg", std::process::id()));
+    let svg_s = svg.to_string_lossy().to_string();
+    let r = run(&[
+        "sweep",
+        "--server",
+        &u.addr,
+        "--user",
+        "lg:lgpw",
+        "--flows",
+        "5",
+        "--duration",
+        "1",
+        "--rates",
+        "1000,2000",
+        "--svg",
+        &svg_s,
+    ]);
+    assert_eq!(r["points"].as_array().map(Vec::len), Some(2), "{r}");
+    assert!(
+        r["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|p| p["delivered_pps"].as_f64() > Some(0.0)),
+        "{r}"
+    );
+    let chart = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(chart.contains("<svg"), "not an SVG");
+    let _ = std::fs::remove_file(svg);
+}
+
+#[test]
+fn floor_forwards_with_its_own_handshake() {
+    let mut cmd = Command::new(loadgen());
+    cmd.args([
+        "floor",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay-ip",
+        "127.0.0.1",
+        "--duration",
+        "30",
+    ]);
+    let f = start(cmd, "floor");
+    let r = run(&[
+        "relay",
+        "--server",
+        &f.addr,
+        "--no-auth",
+        "--flows",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+    ]);
+    assert!(num(&r, "delivered") > 0.0, "{r}");
+}
+
+#[test]
+fn compare_writes_a_report_with_ratios() {
+    let out = std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.md", std::process::id()));
+    let out_s = out.to_string_lossy().to_string();
+    let bin = uturn().to_string_lossy().to_string();
+    let r = run(&[
+        "compare",
+        "--rounds",
+        "1",
+        "--scenario",
+        "relay",
+        "--flows",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+        "--uturn-bin",
+        &bin,
+        "--out",
+        &out_s,
+    ]);
+    let report = std::fs::read_to_string(&out).expect("the report was written");
+    assert!(
+        report.contains("uturn/floor"),
+        "no ratio in the report:\n{report}"
+    );
+    assert!(r.is_object(), "{r}");
+    let _ = std::fs::remove_file(out);
+}
