@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{self, Engine, Event, FlowError, Step, TurnFlow};
+use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
-use crate::output::{fmt_count, Output, Table};
+use crate::output::{fmt_code_counts, fmt_count, Output, Table};
 use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
 use crate::sys;
@@ -168,16 +168,7 @@ pub fn run(args: &AllocateArgs, out: &Output) -> anyhow::Result<()> {
         ),
     );
     t.row("started / failed", format!("{} / {}", r.started, r.failed));
-    let codes = if r.errors_by_code.is_empty() {
-        "none".to_string()
-    } else {
-        r.errors_by_code
-            .iter()
-            .map(|(c, n)| format!("{c}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    t.row("errors by code", codes);
+    t.row("errors by code", fmt_code_counts(&r.errors_by_code));
     t.row(
         "timeouts / other / abandoned",
         format!("{} / {} / {}", r.timeouts, r.other_errors, r.abandoned),
@@ -230,11 +221,7 @@ pub fn run_allocate(
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
-    if let Some(pid) = args.server_pid {
-        if !cpu::process_exists(pid) {
-            anyhow::bail!("--server-pid {pid}: no such process");
-        }
-    }
+    cpu::require_process(args.server_pid)?;
     let auth = Auth::from_flags(
         args.user.as_deref(),
         args.rest_secret.as_deref(),
@@ -249,8 +236,8 @@ pub fn run_allocate(
     let mut phase: Vec<Option<(Phase, Instant)>> = Vec::new();
     let mut setup_hist = stats::new_histogram();
     let mut cycle_hist = stats::new_histogram();
-    let mut errors_by_code: BTreeMap<u16, u64> = BTreeMap::new();
-    let (mut timeouts, mut other, mut started, mut failed) = (0u64, 0u64, 0u64, 0u64);
+    let mut failures = FailureCounts::default();
+    let (mut started, mut failed) = (0u64, 0u64);
     let (mut completed, mut completed_late) = (0u64, 0u64);
     let mut active = 0usize;
     let mut next_index = 0u64;
@@ -260,7 +247,7 @@ pub fn run_allocate(
     let mut notes = Vec::new();
 
     let gen0 = cpu::self_cpu_secs();
-    let srv0 = args.server_pid.and_then(cpu::process_cpu_secs);
+    let server_cpu = cpu::CpuMeter::start(args.server_pid);
     let t0 = Instant::now();
     let end = t0 + duration;
     let mut last_bar = t0;
@@ -268,9 +255,10 @@ pub fn run_allocate(
         let now = Instant::now();
         if now < end {
             while active < args.concurrency {
-                let sock = match client::udp_socket(
-                    client::client_addr(&args.server, next_index, args.client_ips),
-                    Some(args.server),
+                let sock = match client::client_socket(
+                    args.server,
+                    next_index,
+                    args.client_ips,
                     1 << 16,
                 ) {
                     Ok(s) => s,
@@ -327,13 +315,7 @@ pub fn run_allocate(
                 (Phase::Cleanup, _) => {}
                 (Phase::Setup | Phase::Delete, false) => {
                     failed += 1;
-                    match flow.error.as_ref() {
-                        Some(FlowError::Timeout(_)) => timeouts += 1,
-                        e => match e.and_then(FlowError::code) {
-                            Some(c) => *errors_by_code.entry(c).or_default() += 1,
-                            None => other += 1,
-                        },
-                    }
+                    failures.count(flow.error.as_ref());
                     // Free what was allocated before the failure.
                     if ph == Phase::Setup && flow.relayed.is_some() {
                         phase[slot] = Some((Phase::Cleanup, t_start));
@@ -365,10 +347,7 @@ pub fn run_allocate(
     }
     let wall = t0.elapsed().as_secs_f64();
     let gen_cpu = cpu::self_cpu_secs() - gen0;
-    let server_cpu_secs = match (srv0, args.server_pid.and_then(cpu::process_cpu_secs)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let server_cpu_secs = server_cpu.and_then(|c| c.secs());
     let abandoned = active as u64;
     if abandoned > 0 {
         notes.push(format!(
@@ -397,9 +376,9 @@ pub fn run_allocate(
         failed,
         latency_ms: stats::percentiles(&setup_hist, 1e6),
         cycle_latency_ms: stats::percentiles(&cycle_hist, 1e6),
-        errors_by_code,
-        timeouts,
-        other_errors: other,
+        errors_by_code: failures.by_code,
+        timeouts: failures.timeouts,
+        other_errors: failures.other,
         abandoned,
         requests: engine.stats.requests,
         retransmits: engine.stats.retransmits,

@@ -10,16 +10,16 @@
 //! series that keeps growing while the live population stays flat.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{self, Engine, Event, FlowError, Step, TurnFlow, EXTRA_TOKEN};
+use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow, EXTRA_TOKEN};
 use crate::cpu;
 use crate::creds::Auth;
-use crate::output::{fmt_bytes, print_grid, Output, Table};
+use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
 use crate::payload;
 use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
@@ -196,18 +196,7 @@ pub fn run(args: &ChurnArgs, out: &Output) -> anyhow::Result<()> {
             r.started, r.created, r.deleted, r.failed
         ),
     );
-    t.row(
-        "errors by code",
-        if r.errors_by_code.is_empty() {
-            "none".to_string()
-        } else {
-            r.errors_by_code
-                .iter()
-                .map(|(c, n)| format!("{c}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-    );
+    t.row("errors by code", fmt_code_counts(&r.errors_by_code));
     t.row("timeouts", r.timeouts.to_string());
     t.row(
         "packets c2p / p2c",
@@ -257,11 +246,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     if args.payload < payload::HEADER_LEN || args.payload > 1400 {
         anyhow::bail!("--payload must be {}–1400 bytes", payload::HEADER_LEN);
     }
-    if let Some(pid) = args.server_pid {
-        if !cpu::process_exists(pid) {
-            anyhow::bail!("--server-pid {pid}: no such process");
-        }
-    }
+    cpu::require_process(args.server_pid)?;
     let auth = Auth::from_flags(
         args.user.as_deref(),
         args.rest_secret.as_deref(),
@@ -278,8 +263,8 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     let mut phase: Vec<Option<Phase>> = Vec::new();
     let mut holding: VecDeque<(Instant, usize)> = VecDeque::new();
     let mut setup_hist = stats::new_histogram();
-    let mut errors_by_code: BTreeMap<u16, u64> = BTreeMap::new();
-    let (mut started, mut created, mut deleted, mut failed, mut timeouts) = (0u64, 0, 0, 0, 0);
+    let mut failures = FailureCounts::default();
+    let (mut started, mut created, mut deleted, mut failed) = (0u64, 0, 0, 0);
     let (mut c2p_sent, mut c2p_recv, mut p2c_sent, mut p2c_recv) = (0u64, 0u64, 0u64, 0u64);
     let mut live = 0u64;
     let mut active = 0usize;
@@ -302,7 +287,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     };
 
     let gen0 = cpu::self_cpu_secs();
-    let srv0 = pid.and_then(cpu::process_cpu_secs);
+    let server_cpu = cpu::CpuMeter::start(pid);
     let t0 = Instant::now();
     let end = t0 + duration;
     series.push(sample(t0, 0, 0, 0, 0));
@@ -314,12 +299,8 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         if now < end {
             let due = ((now - t0).as_secs_f64() * args.rate) as u64;
             while started < due {
-                let sock = client::udp_socket(
-                    client::client_addr(&args.server, index, args.client_ips),
-                    Some(args.server),
-                    1 << 16,
-                )
-                .context("creating a client socket")?;
+                let sock = client::client_socket(args.server, index, args.client_ips, 1 << 16)
+                    .context("creating a client socket")?;
                 let slot = engine.insert(TurnFlow::new(
                     index,
                     sock,
@@ -388,11 +369,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
                 }
                 Event::Extra(token) => {
                     debug_assert_eq!(token, PEER_TOKEN);
-                    while let Ok((n, _)) = peer_sock.recv_from(&mut pbuf) {
-                        if payload::read(&pbuf[..n]).is_some() {
-                            c2p_recv += 1;
-                        }
-                    }
+                    c2p_recv += drain_peer(&peer_sock, &mut pbuf);
                     continue;
                 }
             };
@@ -447,14 +424,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
                     if ph == Phase::Delete {
                         live -= 1;
                     }
-                    match flow.error.as_ref() {
-                        Some(FlowError::Timeout(_)) => timeouts += 1,
-                        e => {
-                            if let Some(c) = e.and_then(FlowError::code) {
-                                *errors_by_code.entry(c).or_default() += 1;
-                            }
-                        }
-                    }
+                    failures.count(flow.error.as_ref());
                     if ph == Phase::Setup && flow.relayed.is_some() {
                         phase[slot] = Some(Phase::Cleanup);
                         engine.start(slot, &[Step::Delete]);
@@ -477,33 +447,12 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     }
     // Let the server settle, then the final sample.
     std::thread::sleep(Duration::from_secs(1));
-    while let Ok((n, _)) = peer_sock.recv_from(&mut pbuf) {
-        if payload::read(&pbuf[..n]).is_some() {
-            c2p_recv += 1;
-        }
-    }
+    c2p_recv += drain_peer(&peer_sock, &mut pbuf);
     series.push(sample(t0, live, created, deleted, failed));
     let gen_cpu = cpu::self_cpu_secs() - gen0;
-    let server_cpu_secs = match (srv0, pid.and_then(cpu::process_cpu_secs)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let first = series.first().cloned();
-    let last = series.last().cloned();
-    let rss_growth_bytes = match (&first, &last) {
-        (Some(a), Some(b)) => match (a.rss_bytes, b.rss_bytes) {
-            (Some(x), Some(y)) => Some(y as i64 - x as i64),
-            _ => None,
-        },
-        _ => None,
-    };
-    let fd_growth = match (&first, &last) {
-        (Some(a), Some(b)) => match (a.open_fds, b.open_fds) {
-            (Some(x), Some(y)) => Some(y as i64 - x as i64),
-            _ => None,
-        },
-        _ => None,
-    };
+    let server_cpu_secs = server_cpu.and_then(|c| c.secs());
+    let rss_growth_bytes = growth(&series, |s| s.rss_bytes.map(|b| b as i64));
+    let fd_growth = growth(&series, |s| s.open_fds.map(|f| f as i64));
     if pid.is_none() {
         notes.push("give --server-pid to sample the server's memory and descriptors".into());
     }
@@ -514,8 +463,8 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         created,
         deleted,
         failed,
-        errors_by_code,
-        timeouts,
+        errors_by_code: failures.by_code,
+        timeouts: failures.timeouts,
         c2p_sent,
         c2p_received: c2p_recv,
         p2c_sent,
@@ -529,4 +478,21 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         duration_secs: args.duration,
         notes,
     })
+}
+
+/// Reads every datagram queued on the peer socket; returns how many carry
+/// a payload header (sent client→peer by this generator).
+fn drain_peer(peer: &UdpSocket, buf: &mut [u8]) -> u64 {
+    let mut n_ours = 0;
+    while let Ok((n, _)) = peer.recv_from(buf) {
+        if payload::read(&buf[..n]).is_some() {
+            n_ours += 1;
+        }
+    }
+    n_ours
+}
+
+/// How much `value` changed from the first sample to the last.
+fn growth(series: &[Sample], value: impl Fn(&Sample) -> Option<i64>) -> Option<i64> {
+    Some(value(series.last()?)? - value(series.first()?)?)
 }

@@ -1,20 +1,12 @@
 //! CPU time, memory and descriptors of a process (ours or the server's),
 //! and per-socket drop counters, read from /proc and getrusage.
-#![allow(unsafe_code)]
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
-/// Clock ticks per second for /proc/PID/stat times.
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf takes an integer name and touches no memory.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
+use crate::sys;
+pub use crate::sys::self_cpu_secs;
 
 /// User + system CPU seconds used so far by every thread of `pid`
 /// (/proc/PID/stat `utime` + `stime`, in clock ticks of 1/CLK_TCK s;
@@ -28,20 +20,52 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     let mut f = rest.split_whitespace().skip(11);
     let utime: f64 = f.next()?.parse().ok()?;
     let stime: f64 = f.next()?.parse().ok()?;
-    Some((utime + stime) / clk_tck())
+    Some((utime + stime) / sys::clock_ticks_per_sec())
 }
 
-/// User + system CPU seconds used so far by this process, all threads
-/// (getrusage, microsecond resolution).
-pub fn self_cpu_secs() -> f64 {
-    // SAFETY: rusage is plain integers; all-zero is valid.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, exclusive rusage for the kernel to fill.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
+/// The CPU seconds a process (the server) uses from the moment it is started.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMeter {
+    pid: u32,
+    start: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring `pid` (`None` without a pid, or when it cannot be read).
+    pub fn start(pid: Option<u32>) -> Option<CpuMeter> {
+        let pid = pid?;
+        Some(CpuMeter {
+            pid,
+            start: process_cpu_secs(pid)?,
+        })
     }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+
+    /// CPU seconds since the start (`None` when it can no longer be read).
+    pub fn secs(&self) -> Option<f64> {
+        Some(process_cpu_secs(self.pid)? - self.start)
+    }
+}
+
+/// How much of one core the calling thread uses from the moment it is started.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadMeter {
+    cpu_ns: u64,
+    wall: Instant,
+}
+
+impl ThreadMeter {
+    pub fn start() -> ThreadMeter {
+        ThreadMeter {
+            cpu_ns: sys::thread_cpu_ns(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// The thread's CPU time over the wall time since the start (1.0: one core).
+    pub fn utilisation(&self) -> f64 {
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
+        (sys::thread_cpu_ns().saturating_sub(self.cpu_ns)) as f64 / 1e9 / wall
+    }
 }
 
 /// Resident memory of `pid` in bytes (VmRSS of /proc/PID/status).
@@ -60,6 +84,14 @@ pub fn open_fds(pid: u32) -> Option<usize> {
 /// Whether `pid` names a live process we can read.
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+}
+
+/// Refuses a `--server-pid` that names no process.
+pub fn require_process(pid: Option<u32>) -> anyhow::Result<()> {
+    match pid {
+        Some(pid) if !process_exists(pid) => anyhow::bail!("--server-pid {pid}: no such process"),
+        _ => Ok(()),
+    }
 }
 
 /// Cumulative time counters of one CPU from /proc/stat, in clock ticks.
@@ -183,6 +215,13 @@ mod tests {
         assert!(open_fds(pid).unwrap() >= 3);
         assert!(self_cpu_secs() >= 0.0);
         assert!(process_exists(pid));
+        assert!(require_process(Some(pid)).is_ok() && require_process(None).is_ok());
+        assert!(CpuMeter::start(Some(pid)).unwrap().secs().unwrap() >= 0.0);
+        assert!(CpuMeter::start(None).is_none());
+        let t = ThreadMeter::start();
+        let spin = std::time::Instant::now();
+        while spin.elapsed().as_millis() < 5 {}
+        assert!(t.utilisation() > 0.0);
         let s = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
         let a = s.local_addr().unwrap();
         assert_eq!(udp_drops(&HashSet::from([a])), 0);

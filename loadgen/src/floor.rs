@@ -51,14 +51,11 @@
 //! `floor: ready` on stdout; it stops on SIGINT/SIGTERM or after
 //! `--duration`, printing its counters (JSON with `--json`).
 
-#[path = "floor/sys.rs"]
-mod sys;
-
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -68,8 +65,7 @@ use uturn::stun::{
 };
 
 use crate::output::Output;
-pub(crate) use sys::{pin_current_thread, signal_pid};
-use sys::{Batch, Epoll, Src};
+use crate::sys::{self, Epoll, ForwardBatch, Src};
 
 /// Same as uturn's shard: datagrams per `recvmmsg` and sends per flush.
 const DEFAULT_BATCH: usize = 32;
@@ -216,7 +212,7 @@ struct Floor {
     relay_ip: IpAddr,
     max_allocations: usize,
     epoll: Epoll,
-    batch: Batch,
+    batch: ForwardBatch,
     /// Indexed by the low 32 bits of a relay's epoll key.
     allocations: Vec<Option<Allocation>>,
     free: Vec<usize>,
@@ -232,19 +228,19 @@ struct Floor {
 pub fn run(args: &FloorArgs, out: &Output) -> anyhow::Result<()> {
     sys::pin_current_thread(&out.cpus).context("pinning to --cpu")?;
     sys::install_stop_signals().context("installing signal handlers")?;
-    sys::raise_fd_limit();
+    sys::raise_nofile_limit();
     let listener =
         UdpSocket::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let epoll = Epoll::new(EVENTS)?;
-    epoll.add(&listener, LISTENER_KEY)?;
+    epoll.add(listener.as_raw_fd(), LISTENER_KEY)?;
     let mut floor = Floor {
         listener,
         relay_ip: args.relay_ip,
         max_allocations: args.max_allocations,
         epoll,
-        batch: Batch::new(args.batch, CHANNEL_HEADER_LEN, RECV_CAPACITY, REPLY_LEN),
+        batch: ForwardBatch::new(args.batch, CHANNEL_HEADER_LEN, RECV_CAPACITY, REPLY_LEN),
         allocations: Vec::with_capacity(args.max_allocations.min(16_384)),
         free: Vec::new(),
         next_generation: 1,
@@ -331,10 +327,11 @@ impl Floor {
                 }
                 None => MAX_WAIT,
             };
-            let ready = self.epoll.wait(wait).context("epoll_wait")?;
+            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+            let ready = self.epoll.wait(ms).context("epoll_wait")?;
             self.report.epoll_wakeups += 1;
             for e in 0..ready {
-                let key = self.epoll.key(e);
+                let key = self.epoll.token(e);
                 if key == LISTENER_KEY {
                     self.drain_listener();
                 } else {
@@ -352,7 +349,7 @@ impl Floor {
     fn drain_listener(&mut self) {
         let lfd = self.listener.as_raw_fd();
         for _ in 0..MAX_BATCHES_PER_READY {
-            let n = match self.batch.recv(lfd) {
+            let n = match self.batch.recv(self.listener.as_fd()) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("floor: receive on the listener failed: {e}");
@@ -414,7 +411,7 @@ impl Floor {
             if alloc.generation != generation {
                 return;
             }
-            let n = match self.batch.recv(alloc.sock.as_raw_fd()) {
+            let n = match self.batch.recv(alloc.sock.as_fd()) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("floor: receive on a relay socket failed: {e}");
@@ -535,7 +532,7 @@ impl Floor {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let key = (u64::from(generation) << 32) | idx as u64;
-        if let Err(e) = self.epoll.add(&sock, key) {
+        if let Err(e) = self.epoll.add(sock.as_raw_fd(), key) {
             eprintln!("floor: epoll add failed: {e}");
             if idx < self.allocations.len() {
                 self.free.push(idx);
@@ -606,7 +603,7 @@ impl Floor {
         for &(_, n) in &a.peers {
             self.channels.remove(&(client, n));
         }
-        if let Err(e) = self.epoll.delete(&a.sock) {
+        if let Err(e) = self.epoll.remove(a.sock.as_raw_fd()) {
             eprintln!("floor: epoll delete failed: {e}");
         }
         self.closing.push(a.sock);
@@ -729,19 +726,14 @@ mod tests {
         assert_eq!(mapped, client.local_addr().unwrap());
         assert_eq!(m.get(attr::LIFETIME).unwrap().value, &600u32.to_be_bytes());
 
-        let tid = [2u8; 12];
-        let resp = exchange(
-            &client,
-            listen,
-            &request(
-                Method::ChannelBind,
-                &tid,
-                &[
-                    Attribute::ChannelNumber(0x4001),
-                    Attribute::XorPeerAddress(peer.local_addr().unwrap()),
-                ],
-            ),
-        );
+        let bind = |tid: &TransactionId| {
+            let attrs = [
+                Attribute::ChannelNumber(0x4001),
+                Attribute::XorPeerAddress(peer.local_addr().unwrap()),
+            ];
+            exchange(&client, listen, &request(Method::ChannelBind, tid, &attrs))
+        };
+        let resp = bind(&[2u8; 12]);
         let m = Message::parse(&resp).unwrap();
         assert_eq!(
             (m.method(), m.class()),
@@ -773,19 +765,7 @@ mod tests {
         );
         let m = Message::parse(&resp).unwrap();
         assert_eq!((m.method(), m.class()), (Method::Refresh, Class::Success));
-        let tid = [4u8; 12];
-        let resp = exchange(
-            &client,
-            listen,
-            &request(
-                Method::ChannelBind,
-                &tid,
-                &[
-                    Attribute::ChannelNumber(0x4001),
-                    Attribute::XorPeerAddress(peer.local_addr().unwrap()),
-                ],
-            ),
-        );
+        let resp = bind(&[4u8; 12]);
         assert_eq!(Message::parse(&resp).unwrap().class(), Class::Error);
         t.join().unwrap();
     }

@@ -1,6 +1,7 @@
 //! Output: human-readable tables, one JSON object with `--json`, CPU pinning
 //! of generator threads and the progress line.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ impl Output {
             return None;
         }
         let core = self.cpus[index % self.cpus.len()];
-        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        if crate::sys::pin_current_thread(&[core]).is_ok() {
             Some(core)
         } else {
             eprintln!("uturn-loadgen: warning: could not pin a thread to CPU {core}");
@@ -210,6 +211,18 @@ pub fn fmt_pct(ratio: f64) -> String {
     }
 }
 
+/// Failures per STUN error code as `486: 3, 508: 1` (`none` when empty).
+pub fn fmt_code_counts(by_code: &BTreeMap<u16, u64>) -> String {
+    if by_code.is_empty() {
+        return "none".into();
+    }
+    by_code
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Bytes in a human unit (KiB/MiB/GiB).
 pub fn fmt_bytes(b: u64) -> String {
     const K: f64 = 1024.0;
@@ -239,6 +252,11 @@ mod tests {
         assert_eq!(fmt_pct(0.5), "50.0 %");
         assert_eq!(fmt_pct(0.001), "0.100 %");
         assert_eq!(fmt_bytes(2048), "2.0 KiB");
+        assert_eq!(fmt_code_counts(&BTreeMap::new()), "none");
+        assert_eq!(
+            fmt_code_counts(&BTreeMap::from([(486, 3), (508, 1)])),
+            "486: 3, 508: 1"
+        );
     }
 
     #[test]

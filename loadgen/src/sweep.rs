@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -349,6 +350,34 @@ fn nice_ceiling(v: f64) -> f64 {
     10.0 * mag
 }
 
+/// A panel of the chart: its caption, margins and label areas.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .margin_right(45)
+        .x_label_area_size(45)
+        .y_label_area_size(80);
+    builder
+}
+
+/// The legend of a panel, in its upper left corner.
+fn draw_legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Two panels, one above the other, in one SVG file.
 fn draw_svg(
     path: &Path,
@@ -379,15 +408,7 @@ fn draw_svg(
 
     // Panel 1: offered vs delivered.
     {
-        let mut chart = ChartBuilder::on(&top)
-            .caption(
-                format!("Offered vs delivered rate ({caption})"),
-                ("sans-serif", 20),
-            )
-            .margin(15)
-            .margin_right(45)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
+        let mut chart = panel(&top, &format!("Offered vs delivered rate ({caption})"))
             .build_cartesian_2d(0f64..x_max, 0f64..y_max)
             .map_err(|e| err(&e))?;
         chart
@@ -436,13 +457,7 @@ fn draw_svg(
                 ))
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(0, 140, 0)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart)?;
     }
 
     // Panel 2: latency percentiles (log scale).
@@ -469,15 +484,7 @@ fn draw_svg(
         } else {
             (1.0, 1000.0)
         };
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption(
-                "One-way latency percentiles vs offered rate",
-                ("sans-serif", 20),
-            )
-            .margin(15)
-            .margin_right(45)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
+        let mut chart = panel(&bottom, "One-way latency percentiles vs offered rate")
             .build_cartesian_2d(0f64..x_max, (lo..hi).log_scale())
             .map_err(|e| err(&e))?;
         chart
@@ -511,13 +518,7 @@ fn draw_svg(
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart)?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())

@@ -1,245 +1,19 @@
-//! A TURN client over UDP (RFC 8656), built for running many flows at once.
-//!
-//! A [`TurnFlow`] is one client: its own UDP socket (connected to the
-//! server), its credentials and the state of its current request. The
-//! [`Engine`] drives any number of flows from one thread: it watches their
-//! sockets with epoll, matches responses to requests by transaction id,
-//! retransmits every 500 ms (5 sends at most), answers 401 with the
-//! long-term credential round (RFC 8489 §9.2) and 438 with the fresh nonce,
-//! and moves each flow through a plan of steps — Allocate, CreatePermission,
-//! ChannelBind, Refresh with LIFETIME 0 (delete).
-//!
-//! Requests are authenticated with MESSAGE-INTEGRITY and the MD5 key
-//! (MD5(username:realm:password)); neither PASSWORD-ALGORITHM attribute is
-//! sent, which RFC 8489 §9.2.4 treats as MD5 whatever the server offers.
+//! The [`Engine`]: many [`TurnFlow`]s driven from one thread over epoll,
+//! with retransmissions, the 401 and 438 rounds and a plan of steps per
+//! flow; and [`run_plan`], which runs one plan over many flows.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-use uturn::stun::{
-    attr, channel::CHANNEL_MIN, Attribute, ChannelData, Class, Message, MessageWriter, Method,
-};
+use uturn::stun::{attr, Attribute, ChannelData, Class, Message, Method};
 
-use crate::creds::{key_md5, Auth};
+use super::flow::{FlowError, Step, TurnFlow, Tx};
+use super::{EXTRA_TOKEN, MAX_STALE, MAX_TRIES, READS_PER_TURN, RTO};
 use crate::stats::Rng;
 use crate::sys::Epoll;
-
-/// Retransmission interval of a request without an answer.
-pub const RTO: Duration = Duration::from_millis(500);
-/// Sends of one request before it counts as timed out.
-pub const MAX_TRIES: u32 = 5;
-/// 438 (stale nonce) answers tolerated for one request.
-const MAX_STALE: u32 = 3;
-/// REQUESTED-TRANSPORT value for UDP.
-const UDP: u8 = 17;
-/// epoll tokens at or above this are the caller's own descriptors.
-pub const EXTRA_TOKEN: u64 = 1 << 62;
-/// Datagrams read from one ready socket per turn.
-const READS_PER_TURN: usize = 64;
-
-/// One step of a flow's plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Step {
-    /// Allocate (REQUESTED-TRANSPORT UDP), answering the 401 if challenged.
-    Allocate,
-    /// CreatePermission for the flow's peer.
-    Permission,
-    /// ChannelBind of the flow's channel number to its peer.
-    Bind,
-    /// Refresh with LIFETIME 0: the allocation is deleted.
-    Delete,
-}
-
-impl Step {
-    fn method(self) -> Method {
-        match self {
-            Step::Allocate => Method::Allocate,
-            Step::Permission => Method::CreatePermission,
-            Step::Bind => Method::ChannelBind,
-            Step::Delete => Method::Refresh,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Allocate => "Allocate",
-            Step::Permission => "CreatePermission",
-            Step::Bind => "ChannelBind",
-            Step::Delete => "Refresh(0)",
-        }
-    }
-}
-
-/// The usual set-up: Allocate, CreatePermission and, for ChannelData,
-/// ChannelBind.
-pub fn setup_plan(channel: bool) -> &'static [Step] {
-    if channel {
-        &[Step::Allocate, Step::Permission, Step::Bind]
-    } else {
-        &[Step::Allocate, Step::Permission]
-    }
-}
-
-/// Why a flow stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FlowError {
-    /// The server answered with this STUN error code.
-    Code(u16, Step),
-    /// No answer after [`MAX_TRIES`] sends.
-    Timeout(Step),
-    /// A socket error.
-    Io(String),
-    /// An answer that makes no sense (e.g. no XOR-RELAYED-ADDRESS).
-    Protocol(&'static str),
-}
-
-impl FlowError {
-    /// The STUN error code, if the server sent one.
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            FlowError::Code(c, _) => Some(*c),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for FlowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FlowError::Code(c, s) => write!(f, "{} answered with error {c}", s.name()),
-            FlowError::Timeout(s) => write!(f, "{} timed out ({MAX_TRIES} sends)", s.name()),
-            FlowError::Io(e) => write!(f, "socket error: {e}"),
-            FlowError::Protocol(e) => write!(f, "protocol error: {e}"),
-        }
-    }
-}
-
-/// A request waiting for its answer.
-struct Tx {
-    tid: [u8; 12],
-    bytes: Vec<u8>,
-    step: Step,
-    tries: u32,
-    serial: u64,
-}
-
-/// One TURN client.
-pub struct TurnFlow {
-    /// Client number: names the REST user and picks the channel number.
-    pub index: u64,
-    /// The client's socket, connected to the server.
-    pub sock: UdpSocket,
-    /// The peer its permission and channel are for.
-    pub peer: SocketAddr,
-    /// Channel number 0x4000 + (index mod 4096).
-    pub channel: u16,
-    /// XOR-RELAYED-ADDRESS from the Allocate answer.
-    pub relayed: Option<SocketAddr>,
-    /// When the current plan was started and when it finished.
-    pub started: Option<Instant>,
-    pub finished: Option<Instant>,
-    /// Why the flow failed, if it did.
-    pub error: Option<FlowError>,
-    creds: Option<(String, String)>,
-    realm_override: Option<Vec<u8>>,
-    realm: Option<Vec<u8>>,
-    nonce: Option<Vec<u8>>,
-    key: Option<[u8; 16]>,
-    plan: Vec<Step>,
-    pos: usize,
-    tx: Option<Tx>,
-    stale: u32,
-}
-
-impl TurnFlow {
-    /// A client numbered `index` on `sock` (connected to the server), with
-    /// the credentials `auth` gives it; `realm` overrides the server's.
-    pub fn new(
-        index: u64,
-        sock: UdpSocket,
-        peer: SocketAddr,
-        auth: &Auth,
-        realm: Option<&str>,
-    ) -> TurnFlow {
-        TurnFlow {
-            index,
-            sock,
-            peer,
-            channel: CHANNEL_MIN + (index % 4096) as u16,
-            relayed: None,
-            started: None,
-            finished: None,
-            error: None,
-            creds: auth.for_client(index),
-            realm_override: realm.map(|r| r.as_bytes().to_vec()),
-            realm: None,
-            nonce: None,
-            key: None,
-            plan: Vec::new(),
-            pos: 0,
-            tx: None,
-            stale: 0,
-        }
-    }
-
-    /// The request for `step`, with credentials once the 401 round is done.
-    fn build(&self, step: Step, tid: &[u8; 12]) -> Result<Vec<u8>, FlowError> {
-        let enc = |_| FlowError::Protocol("request does not fit");
-        let mut buf = vec![0u8; 1024];
-        let mut w =
-            MessageWriter::new(&mut buf, step.method(), Class::Request, tid).map_err(enc)?;
-        match step {
-            Step::Allocate => w.attr(&Attribute::RequestedTransport(UDP)).map_err(enc)?,
-            Step::Permission => w
-                .xor_address(attr::XOR_PEER_ADDRESS, self.peer)
-                .map_err(enc)?,
-            Step::Bind => {
-                w.attr(&Attribute::ChannelNumber(self.channel))
-                    .map_err(enc)?;
-                w.xor_address(attr::XOR_PEER_ADDRESS, self.peer)
-                    .map_err(enc)?;
-            }
-            Step::Delete => w.u32(attr::LIFETIME, 0).map_err(enc)?,
-        }
-        if let (Some(key), Some((user, _)), Some(realm), Some(nonce)) =
-            (&self.key, &self.creds, &self.realm, &self.nonce)
-        {
-            w.raw(attr::USERNAME, user.as_bytes()).map_err(enc)?;
-            w.raw(attr::REALM, realm).map_err(enc)?;
-            w.raw(attr::NONCE, nonce).map_err(enc)?;
-            w.message_integrity(key).map_err(enc)?;
-        }
-        let n = w.finish();
-        buf.truncate(n);
-        Ok(buf)
-    }
-
-    /// Takes REALM and NONCE from a 401/438 and derives the key.
-    fn learn(&mut self, msg: &Message<'_>) -> bool {
-        if let Some(n) = msg.get(attr::NONCE) {
-            self.nonce = Some(n.value.to_vec());
-        }
-        let realm = self
-            .realm_override
-            .clone()
-            .or_else(|| msg.get(attr::REALM).map(|r| r.value.to_vec()))
-            .or_else(|| self.realm.clone());
-        let (Some(realm), Some((user, password)), true) =
-            (realm, &self.creds, self.nonce.is_some())
-        else {
-            return false;
-        };
-        self.key = Some(key_md5(user, &realm, password));
-        self.realm = Some(realm);
-        true
-    }
-}
 
 /// What the engine reports to its caller.
 #[derive(Debug)]
@@ -271,7 +45,6 @@ pub struct Engine {
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pending: Vec<Event>,
-    ready: Vec<u64>,
     rbuf: Vec<u8>,
     rng: Rng,
     serial: u64,
@@ -289,7 +62,6 @@ impl Engine {
             free: Vec::new(),
             timers: BinaryHeap::new(),
             pending: Vec::new(),
-            ready: Vec::new(),
             rbuf: vec![0; 65_536],
             rng: Rng::new(0x7475_726e),
             serial: 0,
@@ -449,17 +221,15 @@ impl Engine {
         }
         // Round up so a timer due in 0.3 ms does not spin.
         let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        self.ready.clear();
-        self.ready.extend(self.ep.wait(ms)?);
-        let ready = std::mem::take(&mut self.ready);
-        for &token in &ready {
+        let ready = self.ep.wait(ms)?;
+        for i in 0..ready {
+            let token = self.ep.token(i);
             if token >= EXTRA_TOKEN {
                 events.push(Event::Extra(token));
             } else {
                 self.read_flow(token as usize);
             }
         }
-        self.ready = ready;
         self.fire_timers();
         events.append(&mut self.pending);
         Ok(())
@@ -698,144 +468,128 @@ pub fn run_plan(
     Ok(failed)
 }
 
-/// The loopback address of `server`'s family, port 0.
-pub fn loopback_for(server: &SocketAddr) -> SocketAddr {
-    match server {
-        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
-    }
-}
-
-/// The source address of client `index` when clients are spread over
-/// `spread` loopback addresses counted up from 127.0.0.1 (0: one address
-/// per client). IPv6 has only ::1.
-pub fn client_addr(server: &SocketAddr, index: u64, spread: usize) -> SocketAddr {
-    // 127.0.0.1 up to 127.255.255.254.
-    const V4_ADDRS: u64 = (1 << 24) - 2;
-    match server {
-        SocketAddr::V4(_) => {
-            let n = if spread == 0 {
-                V4_ADDRS
-            } else {
-                (spread as u64).min(V4_ADDRS)
-            };
-            let ip = 0x7F00_0001u32 + (index % n) as u32;
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), 0)
-        }
-        SocketAddr::V6(_) => loopback_for(server),
-    }
-}
-
-/// A non-blocking UDP socket bound to `bind`, connected to `connect` if
-/// given, with receive and send buffers of about `buf_bytes`.
-pub fn udp_socket(
-    bind: SocketAddr,
-    connect: Option<SocketAddr>,
-    buf_bytes: usize,
-) -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps these at net.core.rmem_max / wmem_max.
-    let _ = s.set_recv_buffer_size(buf_bytes);
-    let _ = s.set_send_buffer_size(buf_bytes);
-    s.bind(&bind.into())?;
-    if let Some(c) = connect {
-        s.connect(&c.into())?;
-    }
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
-
-/// Refuses anything but loopback addresses: the generator only ever talks
-/// to servers on this machine.
-pub fn require_loopback(what: &str, ip: IpAddr) -> anyhow::Result<()> {
-    if ip.is_loopback() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "{what} {ip} is not a loopback address: uturn-loadgen only sends to 127.0.0.0/8 or ::1"
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{SocketAddr, UdpSocket};
+    use uturn::stun::MessageWriter;
 
-    /// A one-flow exchange against a scripted server thread: 401, then
-    /// success for every request; checks the credentials it receives.
-    #[test]
-    fn allocate_with_401_round_then_bind_and_delete() {
+    use crate::client::{loopback_for, udp_socket};
+    use crate::creds::{key_md5, Auth};
+
+    const RELAYED: &str = "127.0.0.1:50000";
+
+    fn user() -> Auth {
+        Auth::Static {
+            user: "u".into(),
+            password: "p".into(),
+        }
+    }
+
+    /// A fresh engine with one flow (client 0, peer 127.0.0.1:9) for `server`.
+    fn one_flow(server: SocketAddr, auth: &Auth) -> (Engine, usize) {
+        let sock = udp_socket(loopback_for(&server), Some(server), 1 << 16).unwrap();
+        let mut e = Engine::new().unwrap();
+        let flow = TurnFlow::new(0, sock, "127.0.0.1:9".parse().unwrap(), auth, None);
+        let slot = e.insert(flow).unwrap();
+        (e, slot)
+    }
+
+    /// Runs `plan` on the one flow for at most `within`; the failed slots.
+    fn run_one(e: &mut Engine, slot: usize, plan: &[Step], within: Duration) -> Vec<usize> {
+        run_plan(e, &[slot], plan, 1, Instant::now() + within, |_| {}).unwrap()
+    }
+
+    /// How the scripted server answers a request: an error code with the
+    /// NONCE to send, or `None` for success.
+    type Answer = Option<(u16, &'static [u8])>;
+
+    /// The scripted server's answer to `m`: `error` (code, NONCE) with
+    /// REALM "r", or success, with XOR-RELAYED-ADDRESS for an Allocate.
+    fn answer(out: &mut [u8], m: &Message<'_>, error: Answer) -> usize {
+        let tid = *m.transaction_id();
+        let class = if error.is_some() {
+            Class::Error
+        } else {
+            Class::Success
+        };
+        let mut w = MessageWriter::new(out, m.method(), class, &tid).unwrap();
+        match error {
+            Some((code, nonce)) => {
+                let reason = if code == 401 {
+                    "Unauthorized"
+                } else {
+                    "Stale Nonce"
+                };
+                w.error_code(code, reason).unwrap();
+                w.raw(attr::REALM, b"r").unwrap();
+                w.raw(attr::NONCE, nonce).unwrap();
+            }
+            None if m.method() == Method::Allocate => w
+                .xor_address(attr::XOR_RELAYED_ADDRESS, RELAYED.parse().unwrap())
+                .unwrap(),
+            None => {}
+        }
+        w.finish()
+    }
+
+    /// A server thread that answers `rounds` requests with `script(round,
+    /// request)` and returns what `note` recorded of each request.
+    fn scripted<T: Send + 'static>(
+        rounds: usize,
+        script: fn(usize, &Message<'_>) -> Answer,
+        note: fn(&Message<'_>) -> T,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<T>>) {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let saddr = server.local_addr().unwrap();
-        let relayed: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         let t = std::thread::spawn(move || {
             server
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
             let mut buf = [0u8; 1500];
             let mut seen = Vec::new();
-            for _ in 0..5 {
+            for round in 0..rounds {
                 let (n, from) = server.recv_from(&mut buf).unwrap();
                 let m = Message::parse(&buf[..n]).unwrap();
-                let tid = *m.transaction_id();
+                seen.push(note(&m));
                 let mut out = [0u8; 512];
-                let authed = m.get(attr::MESSAGE_INTEGRITY).is_some();
-                let w = if !authed {
-                    let mut w =
-                        MessageWriter::new(&mut out, m.method(), Class::Error, &tid).unwrap();
-                    w.error_code(401, "Unauthorized").unwrap();
-                    w.raw(attr::REALM, b"r").unwrap();
-                    w.raw(attr::NONCE, b"n").unwrap();
-                    w
-                } else {
-                    let key = key_md5("u", b"r", "p");
-                    assert_eq!(
-                        uturn::stun::integrity::check_sha1(&m, &key),
-                        uturn::stun::integrity::Integrity::Valid
-                    );
-                    let mut w =
-                        MessageWriter::new(&mut out, m.method(), Class::Success, &tid).unwrap();
-                    if m.method() == Method::Allocate {
-                        w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed).unwrap();
-                    }
-                    w
-                };
-                seen.push((m.method(), authed));
-                let len = w.finish();
+                let len = answer(&mut out, &m, script(round, &m));
                 server.send_to(&out[..len], from).unwrap();
             }
             seen
         });
-        let sock = udp_socket(loopback_for(&saddr), Some(saddr), 1 << 16).unwrap();
-        let auth = Auth::Static {
-            user: "u".into(),
-            password: "p".into(),
-        };
-        let mut e = Engine::new().unwrap();
-        let slot = e
-            .insert(TurnFlow::new(
-                0,
-                sock,
-                "127.0.0.1:9".parse().unwrap(),
-                &auth,
-                None,
-            ))
-            .unwrap();
-        let failed = run_plan(
-            &mut e,
-            &[slot],
-            &[Step::Allocate, Step::Permission, Step::Bind, Step::Delete],
-            1,
-            Instant::now() + Duration::from_secs(5),
-            |_| {},
-        )
-        .unwrap();
+        (saddr, t)
+    }
+
+    /// A one-flow exchange against a scripted server thread: 401, then
+    /// success for every request; checks the credentials it receives.
+    #[test]
+    fn allocate_with_401_round_then_bind_and_delete() {
+        let (saddr, t) = scripted(
+            5,
+            |_, m| {
+                if m.get(attr::MESSAGE_INTEGRITY).is_none() {
+                    return Some((401, b"n"));
+                }
+                assert_eq!(
+                    uturn::stun::integrity::check_sha1(m, &key_md5("u", b"r", "p")),
+                    uturn::stun::integrity::Integrity::Valid
+                );
+                None
+            },
+            |m| (m.method(), m.get(attr::MESSAGE_INTEGRITY).is_some()),
+        );
+        let (mut e, slot) = one_flow(saddr, &user());
+        let plan = [Step::Allocate, Step::Permission, Step::Bind, Step::Delete];
+        let failed = run_one(&mut e, slot, &plan, Duration::from_secs(5));
         assert!(failed.is_empty(), "{:?}", e.flow(slot).unwrap().error);
-        assert_eq!(e.flow(slot).unwrap().relayed, Some(relayed));
-        assert_eq!(e.flow(slot).unwrap().channel, 0x4000);
-        let seen = t.join().unwrap();
         assert_eq!(
-            seen,
+            e.flow(slot).unwrap().relayed,
+            Some(RELAYED.parse().unwrap())
+        );
+        assert_eq!(e.flow(slot).unwrap().channel, 0x4000);
+        assert_eq!(
+            t.join().unwrap(),
             vec![
                 (Method::Allocate, false),
                 (Method::Allocate, true),
@@ -848,88 +602,21 @@ mod tests {
         assert_eq!(e.in_flight(), 0);
     }
 
-    #[test]
-    fn client_addresses() {
-        let s: SocketAddr = "127.0.0.1:3478".parse().unwrap();
-        assert_eq!(client_addr(&s, 0, 0).to_string(), "127.0.0.1:0");
-        assert_eq!(client_addr(&s, 255, 0).to_string(), "127.0.1.0:0");
-        assert_eq!(client_addr(&s, 5, 1).to_string(), "127.0.0.1:0");
-        assert_eq!(client_addr(&s, 5, 4).to_string(), "127.0.0.2:0");
-        let s6: SocketAddr = "[::1]:3478".parse().unwrap();
-        assert_eq!(client_addr(&s6, 9, 0).to_string(), "[::1]:0");
-        // Every spread address can really be bound on Linux loopback.
-        UdpSocket::bind(client_addr(&s, 70_000, 0)).unwrap();
-    }
-
     /// 401, then 438 with a fresh nonce for the first authenticated
     /// request, then success: the client retries with the new nonce.
     #[test]
     fn stale_nonce_is_retried_with_the_new_one() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let saddr = server.local_addr().unwrap();
-        let t = std::thread::spawn(move || {
-            server
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut buf = [0u8; 1500];
-            let mut nonces = Vec::new();
-            for round in 0..3 {
-                let (n, from) = server.recv_from(&mut buf).unwrap();
-                let m = Message::parse(&buf[..n]).unwrap();
-                let tid = *m.transaction_id();
-                nonces.push(m.get(attr::NONCE).map(|a| a.value.to_vec()));
-                let mut out = [0u8; 512];
-                let w = match round {
-                    0 | 1 => {
-                        let mut w =
-                            MessageWriter::new(&mut out, m.method(), Class::Error, &tid).unwrap();
-                        w.error_code(if round == 0 { 401 } else { 438 }, "x")
-                            .unwrap();
-                        w.raw(attr::REALM, b"r").unwrap();
-                        w.raw(attr::NONCE, if round == 0 { b"n1" } else { b"n2" })
-                            .unwrap();
-                        w
-                    }
-                    _ => {
-                        let mut w =
-                            MessageWriter::new(&mut out, m.method(), Class::Success, &tid).unwrap();
-                        w.xor_address(
-                            attr::XOR_RELAYED_ADDRESS,
-                            "127.0.0.1:50001".parse().unwrap(),
-                        )
-                        .unwrap();
-                        w
-                    }
-                };
-                let len = w.finish();
-                server.send_to(&out[..len], from).unwrap();
-            }
-            nonces
-        });
-        let sock = udp_socket(loopback_for(&saddr), Some(saddr), 1 << 16).unwrap();
-        let auth = Auth::Static {
-            user: "u".into(),
-            password: "p".into(),
-        };
-        let mut e = Engine::new().unwrap();
-        let slot = e
-            .insert(TurnFlow::new(
-                0,
-                sock,
-                "127.0.0.1:9".parse().unwrap(),
-                &auth,
-                None,
-            ))
-            .unwrap();
-        let failed = run_plan(
-            &mut e,
-            &[slot],
-            &[Step::Allocate],
-            1,
-            Instant::now() + Duration::from_secs(5),
-            |_| {},
-        )
-        .unwrap();
+        let (saddr, t) = scripted(
+            3,
+            |round, _| match round {
+                0 => Some((401, b"n1")),
+                1 => Some((438, b"n2")),
+                _ => None,
+            },
+            |m| m.get(attr::NONCE).map(|a| a.value.to_vec()),
+        );
+        let (mut e, slot) = one_flow(saddr, &user());
+        let failed = run_one(&mut e, slot, &[Step::Allocate], Duration::from_secs(5));
         assert!(failed.is_empty(), "{:?}", e.flow(slot).unwrap().error);
         assert_eq!(
             t.join().unwrap(),
@@ -942,21 +629,8 @@ mod tests {
     fn times_out_without_server() {
         // A bound socket that never answers.
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let saddr = silent.local_addr().unwrap();
-        let sock = udp_socket(loopback_for(&saddr), Some(saddr), 1 << 16).unwrap();
-        let mut e = Engine::new().unwrap();
-        let slot = e
-            .insert(TurnFlow::new(0, sock, saddr, &Auth::None, None))
-            .unwrap();
-        let failed = run_plan(
-            &mut e,
-            &[slot],
-            &[Step::Allocate],
-            1,
-            Instant::now() + Duration::from_millis(700),
-            |_| {},
-        )
-        .unwrap();
+        let (mut e, slot) = one_flow(silent.local_addr().unwrap(), &Auth::None);
+        let failed = run_one(&mut e, slot, &[Step::Allocate], Duration::from_millis(700));
         assert_eq!(failed, vec![slot]);
         assert_eq!(
             e.flow(slot).unwrap().error,

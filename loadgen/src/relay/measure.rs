@@ -1,0 +1,200 @@
+//! One measured window of the relay scenario: receiver threads started
+//! and ready, sender threads paced for `--duration`, a drain, and the
+//! counters of every thread added up, with the CPU and socket-drop figures
+//! around them.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::{frame_len, receiver, sender, FlowInfo, RelayArgs, C2P, DRAIN, P2C};
+use crate::cpu;
+use crate::output::{fmt_count, Output};
+use crate::stats;
+
+/// What the threads measured.
+pub(super) struct Measured {
+    pub(super) sent: [u64; 2],
+    pub(super) delivered: [u64; 2],
+    pub(super) bytes: [u64; 2],
+    pub(super) reordered: [u64; 2],
+    pub(super) hist: [Histogram<u64>; 2],
+    pub(super) foreign: u64,
+    pub(super) send_failures: u64,
+    pub(super) rx_drops: u64,
+    pub(super) server_drops: u64,
+    pub(super) send_secs: f64,
+    pub(super) window_secs: f64,
+    pub(super) gen_cpu: f64,
+    pub(super) gen_secs: f64,
+    pub(super) server_cpu: Option<f64>,
+    pub(super) cores: Vec<cpu::CoreLoad>,
+    pub(super) sender_util: Vec<f64>,
+    pub(super) receiver_util: Vec<f64>,
+    pub(super) notes: Vec<String>,
+}
+
+/// Counters the threads publish for the progress line.
+#[derive(Default)]
+pub(super) struct Live {
+    pub(super) sent: AtomicU64,
+    pub(super) delivered: AtomicU64,
+}
+
+pub(super) fn measure(
+    args: &RelayArgs,
+    out: &Output,
+    quiet: bool,
+    flows: &[FlowInfo<'_>],
+    peers: &[UdpSocket],
+) -> anyhow::Result<Measured> {
+    let threads = args.threads;
+    let lanes = sender::lanes(args, flows);
+    let rx = receiver::sockets(args, flows, peers);
+    let mut ports: HashSet<SocketAddr> = HashSet::new();
+    for p in peers {
+        ports.insert(p.local_addr()?);
+    }
+    for f in flows {
+        if let Ok(a) = socket_addr(f.client) {
+            ports.insert(a);
+        }
+    }
+    let drops_before = cpu::udp_drops(&ports);
+    let mut server_socks: HashSet<SocketAddr> = flows.iter().map(|f| f.relayed).collect();
+    server_socks.insert(args.server);
+    let server_drops_before = cpu::udp_drops(&server_socks);
+
+    let total_rate = args.rate.pps().map(|r| r / threads as f64);
+    let duration = Duration::from_secs_f64(args.duration);
+    let stop = AtomicBool::new(false);
+    let live = Live::default();
+    let ready = Barrier::new(threads + 1);
+    let nflows = flows.len();
+    let recv_slot = frame_len(args, C2P).max(frame_len(args, P2C)) + 64;
+    let bar = out.progress(duration, quiet, "relay");
+
+    let result = std::thread::scope(|s| -> anyhow::Result<Measured> {
+        let mut rx_handles = Vec::new();
+        for (k, socks) in rx.into_iter().enumerate() {
+            let (stop, live, ready) = (&stop, &live, &ready);
+            let mode = args.mode;
+            let batch = args.batch;
+            rx_handles.push(s.spawn(move || {
+                out.pin(threads + k);
+                receiver::receiver(&socks, mode, batch, recv_slot, nflows, stop, live, ready)
+            }));
+        }
+        ready.wait();
+        let gen0 = cpu::self_cpu_secs();
+        let cores0 = cpu::core_times();
+        let server_cpu = cpu::CpuMeter::start(args.server_pid);
+        let t0 = Instant::now() + Duration::from_millis(5);
+        let mut tx_handles = Vec::new();
+        for (k, mut my) in lanes.into_iter().enumerate() {
+            let live = &live;
+            let gso = args.gso;
+            let batch = args.batch;
+            tx_handles.push(s.spawn(move || {
+                out.pin(k);
+                sender::sender(&mut my, gso, batch, total_rate, t0, duration, live)
+            }));
+        }
+        // Progress until the senders are done.
+        while t0.elapsed() < duration {
+            std::thread::sleep(
+                Duration::from_millis(200).min(duration.saturating_sub(t0.elapsed())),
+            );
+            if let Some(b) = &bar {
+                let el = t0.elapsed().as_secs_f64().max(1e-3);
+                b.set_position(t0.elapsed().as_millis() as u64);
+                b.set_message(format!(
+                    "sent {}/s delivered {}/s",
+                    fmt_count(live.sent.load(Ordering::Relaxed) as f64 / el),
+                    fmt_count(live.delivered.load(Ordering::Relaxed) as f64 / el)
+                ));
+            }
+        }
+        let mut sent = [0u64; 2];
+        let mut failures = 0;
+        let mut sender_util = Vec::new();
+        let mut notes = Vec::new();
+        for h in tx_handles {
+            let r = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a sender thread panicked"))?;
+            sent[0] += r.sent[0];
+            sent[1] += r.sent[1];
+            failures += r.failures;
+            sender_util.push(r.cpu_util);
+            notes.extend(r.errors);
+        }
+        // Senders stop at t0 + duration (a burst in progress ends just after).
+        let send_secs = args.duration;
+        // The generator's CPU over the sending window (its saturation);
+        // the server's over sending and drain (it works off its backlog).
+        let gen_cpu = cpu::self_cpu_secs() - gen0;
+        let cores = cpu::core_loads(&cores0, &cpu::core_times());
+        let gen_secs = t0.elapsed().as_secs_f64();
+        std::thread::sleep(DRAIN);
+        stop.store(true, Ordering::Relaxed);
+        let mut m = Measured {
+            sent,
+            delivered: [0; 2],
+            bytes: [0; 2],
+            reordered: [0; 2],
+            hist: [stats::new_histogram(), stats::new_histogram()],
+            foreign: 0,
+            send_failures: failures,
+            rx_drops: 0,
+            server_drops: 0,
+            send_secs,
+            window_secs: 0.0,
+            gen_cpu: 0.0,
+            gen_secs: 0.0,
+            server_cpu: None,
+            cores: Vec::new(),
+            sender_util,
+            receiver_util: Vec::new(),
+            notes,
+        };
+        for h in rx_handles {
+            let r = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a receiver thread panicked"))??;
+            for d in 0..2 {
+                m.delivered[d] += r.delivered[d];
+                m.bytes[d] += r.bytes[d];
+                m.reordered[d] += r.reordered[d];
+                m.hist[d].add(&r.hist[d]).ok();
+            }
+            m.foreign += r.foreign;
+            m.receiver_util.push(r.cpu_util);
+        }
+        m.window_secs = (Instant::now() - t0).as_secs_f64();
+        m.gen_cpu = gen_cpu;
+        m.gen_secs = gen_secs;
+        m.cores = cores;
+        m.server_cpu = server_cpu.and_then(|c| c.secs());
+        Ok(m)
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut m = result?;
+    m.rx_drops = cpu::udp_drops(&ports).saturating_sub(drops_before);
+    m.server_drops = cpu::udp_drops(&server_socks).saturating_sub(server_drops_before);
+    Ok(m)
+}
+
+fn socket_addr(fd: BorrowedFd<'_>) -> std::io::Result<SocketAddr> {
+    socket2::SockRef::from(&fd)
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))
+}
