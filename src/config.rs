@@ -31,6 +31,7 @@ pub const DEFAULT_NONCE_LIFETIME_SECS: u64 = 600;
 pub const DEFAULT_UNAUTH_PER_SECOND: u32 = 20;
 pub const DEFAULT_UNAUTH_BURST: u32 = 40;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_IO_BACKEND: &str = "auto";
 /// Name of the user created when no credentials are configured.
 pub const DEMO_USER: &str = "demo";
 const MAX_WORKERS: usize = 1024;
@@ -58,6 +59,36 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
+    }
+}
+
+/// The `io_backend` setting.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IoBackendChoice {
+    /// io_uring when the start-up probe finds it usable, else syscall.
+    Auto,
+    /// io_uring; start-up fails when it is unavailable.
+    Uring,
+    /// The portable epoll + recvmmsg/sendmmsg backend.
+    Syscall,
+}
+
+impl IoBackendChoice {
+    fn parse(s: &str) -> Option<IoBackendChoice> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(IoBackendChoice::Auto),
+            "uring" => Some(IoBackendChoice::Uring),
+            "syscall" => Some(IoBackendChoice::Syscall),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackendChoice::Auto => "auto",
+            IoBackendChoice::Uring => "uring",
+            IoBackendChoice::Syscall => "syscall",
+        }
     }
 }
 
@@ -90,6 +121,7 @@ pub struct Config {
     pub unauth_per_second: u32,
     pub unauth_burst: u32,
     pub log_level: String,
+    pub io_backend: IoBackendChoice,
     /// Set when the built-in demo credentials are in use.
     pub demo: Option<DemoCredentials>,
 }
@@ -146,6 +178,7 @@ where
 
 impl Config {
     /// Builds the configuration from flags and the `--config` file, if any.
+    /// When `io_backend` names io_uring, also checks that this host offers it.
     pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
         match &args.config {
             Some(path) => {
@@ -158,6 +191,24 @@ impl Config {
             }
             None => Config::from_parts(args, None),
         }
+        .and_then(|cfg| {
+            if cfg.io_backend == IoBackendChoice::Uring {
+                // Asked for by name: a host without io_uring is a start-up
+                // error (auto falls back instead, when the server starts).
+                if let Err(why) = crate::io::uring::probe() {
+                    let key = if args.io_backend.is_some() {
+                        "--io-backend"
+                    } else {
+                        "io_backend"
+                    };
+                    return Err(invalid(
+                        key,
+                        format!("io_uring unavailable ({why}); use \"auto\" or \"syscall\""),
+                    ));
+                }
+            }
+            Ok(cfg)
+        })
     }
 
     /// Builds the configuration from flags and a file's text (`path` only
@@ -245,7 +296,8 @@ impl Config {
              quotas: {} allocations per user, {} in total, {} permissions and {} channels per allocation\n\
              unauthenticated replies: {} per second per source, burst {}\n\
              software: {}\n\
-             log level: {}",
+             log level: {}\n\
+             io backend: {}",
             self.relay_ports.start(),
             self.relay_ports.end(),
             self.workers,
@@ -265,6 +317,7 @@ impl Config {
             self.unauth_burst,
             self.software.as_deref().unwrap_or("off"),
             self.log_level,
+            self.io_backend.name(),
         )
     }
 }
@@ -532,6 +585,21 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
     .unwrap_or_else(|| (DEFAULT_LOG_LEVEL.to_string(), Src::File("log_level")));
     check_log_level(&log_level, src.key())?;
 
+    // io_backend
+    let (backend_str, src) = pick(
+        args.io_backend.clone(),
+        "--io-backend",
+        f.io_backend,
+        "io_backend",
+    )
+    .unwrap_or_else(|| (DEFAULT_IO_BACKEND.to_string(), Src::File("io_backend")));
+    let io_backend = IoBackendChoice::parse(&backend_str).ok_or_else(|| {
+        invalid(
+            src.key(),
+            format!("{backend_str:?} is not one of uring, syscall, auto"),
+        )
+    })?;
+
     Ok(Config {
         listen,
         relay_v4,
@@ -551,6 +619,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         unauth_per_second,
         unauth_burst,
         log_level,
+        io_backend,
         demo,
     })
 }

@@ -5,6 +5,10 @@
 //! policy state, shard threads; once every shard reports ready, the start-up
 //! lines go to standard output. SIGINT/SIGTERM set a shared flag that every
 //! shard polls at least every 100 ms; a second signal exits at once.
+//!
+//! The io backend is chosen once, before any shard starts: `io_backend =
+//! "auto"` probes io_uring and falls back to the portable backend, saying
+//! so in one log line.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -15,9 +19,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 
 use crate::auth::Authenticator;
-use crate::config::{port_slices, Config};
+use crate::config::{port_slices, Config, IoBackendChoice};
 use crate::io::socket::udp_listener;
-use crate::io::IoStats;
+use crate::io::{uring, Backend, IoStats};
 use crate::policy::{AllocationLedger, PeerPolicy};
 use crate::shard::{Shard, ShardReport, ShardSpec};
 use crate::turn::Stats;
@@ -58,6 +62,7 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).map_err(ServerError::Signals)?;
     }
 
+    let backend = choose_backend(cfg.io_backend);
     let (mut listeners, bound) = bind_listeners(&cfg.listen, cfg.workers)?;
     let slices =
         port_slices(&cfg.relay_ports, cfg.workers).ok_or(ServerError::Ports(cfg.workers))?;
@@ -110,7 +115,7 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
                         );
                     }
                 }
-                let shard = match Shard::new(spec) {
+                let shard = match Shard::new(spec, backend) {
                     Ok(shard) => {
                         let _ = ready.send(Ok(index));
                         shard
@@ -150,8 +155,12 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
             }
         }
     }
-    announce(cfg, &bound);
-    tracing::info!(workers = cfg.workers, "uturn ready");
+    announce(cfg, &bound, backend);
+    tracing::info!(
+        workers = cfg.workers,
+        io_backend = backend.name(),
+        "uturn ready"
+    );
 
     // The first shard to stop either saw the shutdown flag or failed.
     let first = done_rx.recv().unwrap_or(0);
@@ -173,6 +182,27 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
     match failed {
         Some(index) => Err(ServerError::ShardFailed(index)),
         None => Ok(reports),
+    }
+}
+
+/// The backend every shard runs on. `Uring` was checked when the
+/// configuration was loaded; `Auto` probes here, once.
+fn choose_backend(choice: IoBackendChoice) -> Backend {
+    match choice {
+        IoBackendChoice::Syscall => Backend::Syscall,
+        IoBackendChoice::Uring => Backend::Uring,
+        IoBackendChoice::Auto => match uring::probe() {
+            Ok(mode) => {
+                tracing::debug!(flags = mode.name(), "io_uring available");
+                Backend::Uring
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "io_uring unavailable ({why}); using the portable recvmmsg/sendmmsg backend"
+                );
+                Backend::Syscall
+            }
+        },
     }
 }
 
@@ -245,7 +275,7 @@ fn own_addresses(cfg: &Config, bound: &[SocketAddr]) -> Vec<IpAddr> {
 }
 
 /// The start-up lines on standard output (a contract for tests and people).
-fn announce(cfg: &Config, bound: &[SocketAddr]) {
+fn announce(cfg: &Config, bound: &[SocketAddr], backend: Backend) {
     if bound.iter().any(|a| a.ip().is_unspecified()) {
         tracing::warn!(
             "a wildcard listen address answers from the address the routing table picks; \
@@ -275,6 +305,7 @@ fn announce(cfg: &Config, bound: &[SocketAddr]) {
         ));
         lines.push_str(&format!("uturn: demo rest-secret \"{}\"\n", d.rest_secret));
     }
+    lines.push_str(&format!("uturn: io backend {}\n", backend.name()));
     lines.push_str("uturn: ready\n");
     let mut out = io::stdout().lock();
     if let Err(e) = out.write_all(lines.as_bytes()).and_then(|_| out.flush()) {
@@ -300,6 +331,8 @@ fn log_totals(reports: &[ShardReport]) {
         tx_datagrams = io.tx_datagrams,
         tx_dropped = io.tx_dropped(),
         rx_truncated = io.rx_truncated,
+        rx_no_buffers = io.rx_no_buffers,
+        rx_errors = io.rx_errors,
         "totals at shutdown"
     );
 }

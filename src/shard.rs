@@ -2,47 +2,47 @@
 //!
 //! A shard owns one listener socket per listen address (bound with
 //! SO_REUSEPORT by the server), every relay socket its allocations created,
-//! one epoll instance over all of them, and one preallocated [`UdpBatch`].
-//! Nothing here is shared with another shard except the immutable `Arc`s the
-//! state machine holds and the shutdown flag.
+//! its io driver (an epoll instance and a recvmmsg batch, or an io_uring with
+//! provided buffers) and its buffers. Nothing here is shared with another
+//! shard except the immutable `Arc`s the state machine holds and the shutdown
+//! flag.
 //!
-//! epoll keys: a relay socket is registered under its `RelayToken` (< 2^63);
-//! listener `i` under `LISTENER_TAG | i`.
+//! Both backends feed every datagram through `dispatch` — datagram in,
+//! state machine, at most one send out — and differ only in how they receive,
+//! where the bytes live and how sends are queued. Sockets are tagged the same
+//! way in both: a relay socket by its `RelayToken` (< 2^63), listener `i` by
+//! `LISTENER_TAG | i`.
+
+mod syscall;
+mod uring;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::net::UdpSocket;
-use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Authenticator;
-use crate::io::socket::udp_relay;
-use crate::io::syscall::{Events, Poller, UdpBatch};
-use crate::io::{BatchLayout, IoStats, TxData};
+use crate::io::{Backend, BatchLayout, IoStats};
 use crate::policy::{AllocationLedger, PeerPolicy};
 use crate::turn::{
     ClientOutput, ListenerId, Now, Relay, RelaySockets, RelayToken, Stats, TurnConfig, MAX_REPLY,
     PEER_HEADROOM, PEER_TAILROOM,
 };
 
-/// Datagrams per `recvmmsg` (and sends per flush).
+/// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
 pub const BATCH: usize = 32;
 /// Largest datagram received whole.
 pub const RECV_CAPACITY: usize = 2048;
-/// Batches read from one ready socket before moving on to the next (fairness;
-/// epoll is level-triggered, so a socket with more data comes back).
-const MAX_BATCHES_PER_READY: usize = 8;
-/// Longest epoll wait, so that shutdown is noticed promptly.
+/// Longest wait for io, so that shutdown is noticed promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// Readiness events per wait.
-const EVENTS: usize = 256;
-/// Marks a listener's epoll key; relay tokens never have this bit.
+/// Marks a listener's tag; relay tokens never have this bit.
 const LISTENER_TAG: u64 = 1 << 63;
 
-/// The receive/send geometry every shard uses.
+/// The receive/send geometry of the syscall backend.
 pub const LAYOUT: BatchLayout = BatchLayout {
     slots: BATCH,
     headroom: PEER_HEADROOM,
@@ -73,6 +73,38 @@ pub struct ShardReport {
     pub allocations_at_exit: usize,
 }
 
+/// A worker on one of the backends.
+pub enum Shard {
+    Syscall(Box<syscall::SyscallShard>),
+    Uring(Box<uring::UringShard>),
+}
+
+impl Shard {
+    /// Creates the io driver, registers the listeners and allocates every
+    /// buffer the shard will use. Call on the shard's own thread.
+    pub fn new(spec: ShardSpec, backend: Backend) -> io::Result<Shard> {
+        if spec.listeners.len() > usize::from(u16::MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many listen addresses",
+            ));
+        }
+        Ok(match backend {
+            Backend::Syscall => Shard::Syscall(Box::new(syscall::SyscallShard::new(spec)?)),
+            Backend::Uring => Shard::Uring(Box::new(uring::UringShard::new(spec)?)),
+        })
+    }
+
+    /// Runs until the shutdown flag is set; then deletes every allocation,
+    /// closes every socket and returns the counters.
+    pub fn run(self) -> ShardReport {
+        match self {
+            Shard::Syscall(s) => s.run(),
+            Shard::Uring(s) => s.run(),
+        }
+    }
+}
+
 /// Relay token → socket. Tokens come from the state machine, not from the
 /// network, so a multiplicative hash is enough.
 #[derive(Default)]
@@ -92,60 +124,30 @@ impl Hasher for TokenHasher {
     }
 }
 
-/// The shard's relay sockets, as the state machine sees them.
-struct ShardSockets {
-    poller: Poller,
-    relays: HashMap<u64, UdpSocket, BuildHasherDefault<TokenHasher>>,
-    /// Sockets closed during the current turn. They stay open until every
-    /// queued send has been flushed, so that a descriptor number is never
-    /// reused by a new socket while a send still names it.
-    closing: Vec<UdpSocket>,
+/// A shard's relay sockets by token.
+type RelayMap<T> = HashMap<u64, T, BuildHasherDefault<TokenHasher>>;
+
+fn relay_map<T>(turn: &TurnConfig) -> RelayMap<T> {
+    let ports =
+        (usize::from(*turn.ports.end()) + 1).saturating_sub(usize::from(*turn.ports.start()));
+    HashMap::with_capacity_and_hasher(ports.min(4096), BuildHasherDefault::default())
 }
 
-impl RelaySockets for ShardSockets {
-    fn bind(
-        &mut self,
-        addr: std::net::SocketAddr,
-        token: RelayToken,
-        dont_fragment: bool,
-    ) -> io::Result<()> {
-        if token.0 & LISTENER_TAG != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "relay token has the listener bit set",
-            ));
-        }
-        if self.relays.contains_key(&token.0) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "relay token already bound",
-            ));
-        }
-        let sock = udp_relay(addr, dont_fragment)?;
-        self.poller.add(sock.as_fd(), token.0)?;
-        self.relays.insert(token.0, sock);
-        Ok(())
+/// Checks a token the state machine asks to bind a relay socket for.
+fn check_new_token<T>(relays: &RelayMap<T>, token: RelayToken) -> io::Result<()> {
+    if token.0 & LISTENER_TAG != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "relay token has the listener bit set",
+        ));
     }
-
-    fn close(&mut self, token: RelayToken) {
-        if let Some(sock) = self.relays.remove(&token.0) {
-            if let Err(e) = self.poller.delete(sock.as_fd()) {
-                tracing::debug!(token = token.0, error = %e, "epoll delete failed");
-            }
-            self.closing.push(sock);
-        }
+    if relays.contains_key(&token.0) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "relay token already bound",
+        ));
     }
-}
-
-/// One worker: a state machine and its sockets.
-pub struct Shard {
-    index: usize,
-    relay: Relay,
-    sockets: ShardSockets,
-    listeners: Vec<UdpSocket>,
-    batch: UdpBatch,
-    events: Events,
-    shutdown: Arc<AtomicBool>,
+    Ok(())
 }
 
 fn now() -> Now {
@@ -157,198 +159,99 @@ fn now() -> Now {
     }
 }
 
-impl Shard {
-    /// Creates the epoll instance, registers the listeners and allocates
-    /// every buffer the shard will use. Call on the shard's own thread.
-    pub fn new(spec: ShardSpec) -> io::Result<Shard> {
-        if spec.listeners.len() > usize::from(u16::MAX) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "too many listen addresses",
-            ));
+/// How long the loop may wait for io: until the next timer, at most `MAX_WAIT`.
+fn wait_time(relay: &Relay) -> Duration {
+    match relay.poll_timeout() {
+        Some(t) => t.saturating_duration_since(Instant::now()).min(MAX_WAIT),
+        None => MAX_WAIT,
+    }
+}
+
+/// Whether the state machine's timer is due.
+fn timer_due(relay: &Relay) -> bool {
+    relay.poll_timeout().is_some_and(|t| t <= Instant::now())
+}
+
+/// One received datagram as both backends present it.
+struct Inbound<'a> {
+    /// The tag of the socket it arrived on.
+    tag: u64,
+    from: SocketAddr,
+    /// The whole receive buffer: `PEER_HEADROOM` free bytes, the datagram,
+    /// at least `PEER_TAILROOM` more.
+    buf: &'a mut [u8],
+    len: usize,
+    /// Where an answer may be written (`MAX_REPLY` bytes).
+    scratch: &'a mut [u8],
+}
+
+/// Which socket a send leaves from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Via {
+    Listener(usize),
+    Relay(RelayToken),
+}
+
+/// Where the bytes of a send are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Bytes {
+    /// This range of the receive buffer (headroom included): no copy.
+    Rx(Range<usize>),
+    /// The first `n` bytes of the scratch area.
+    Reply(usize),
+}
+
+/// The one send a datagram may cause.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Out {
+    via: Via,
+    dest: SocketAddr,
+    bytes: Bytes,
+}
+
+/// Datagram in → state machine → at most one send out. Shared by both
+/// backends: a datagram from a listener goes to `handle_client`, one from a
+/// relay socket to `handle_peer`, which rewrites it in place.
+fn dispatch(
+    relay: &mut Relay,
+    now: Now,
+    rx: Inbound<'_>,
+    sockets: &mut impl RelaySockets,
+) -> Option<Out> {
+    if rx.tag & LISTENER_TAG != 0 {
+        let idx = (rx.tag & !LISTENER_TAG) as usize;
+        let id = ListenerId(u16::try_from(idx).ok()?);
+        let pkt = rx
+            .buf
+            .get(PEER_HEADROOM..PEER_HEADROOM.checked_add(rx.len)?)?;
+        match relay.handle_client(now, id, rx.from, pkt, rx.scratch, sockets) {
+            ClientOutput::Nothing => None,
+            ClientOutput::Reply(n) => Some(Out {
+                via: Via::Listener(idx),
+                dest: rx.from,
+                bytes: Bytes::Reply(n),
+            }),
+            ClientOutput::ToPeer {
+                relay,
+                peer,
+                payload,
+            } => Some(Out {
+                via: Via::Relay(relay),
+                dest: peer,
+                // Straight from the receive buffer: no copy.
+                bytes: Bytes::Rx(
+                    payload.start.saturating_add(PEER_HEADROOM)
+                        ..payload.end.saturating_add(PEER_HEADROOM),
+                ),
+            }),
         }
-        let poller = Poller::new()?;
-        for (i, l) in spec.listeners.iter().enumerate() {
-            poller.add(l.as_fd(), LISTENER_TAG | i as u64)?;
-        }
-        let capacity = (usize::from(*spec.turn.ports.end()) + 1)
-            .saturating_sub(usize::from(*spec.turn.ports.start()));
-        let relays =
-            HashMap::with_capacity_and_hasher(capacity.min(4096), BuildHasherDefault::default());
-        Ok(Shard {
-            index: spec.index,
-            relay: Relay::new(spec.turn, spec.auth, spec.policy, spec.ledger),
-            sockets: ShardSockets {
-                poller,
-                relays,
-                closing: Vec::with_capacity(64),
-            },
-            listeners: spec.listeners,
-            batch: UdpBatch::new(LAYOUT),
-            events: Events::with_capacity(EVENTS),
-            shutdown: spec.shutdown,
+    } else {
+        let out = relay.handle_peer(now, RelayToken(rx.tag), rx.from, rx.buf, rx.len)?;
+        Some(Out {
+            via: Via::Listener(usize::from(out.listener.0)),
+            dest: out.client,
+            bytes: Bytes::Rx(out.range),
         })
-    }
-
-    /// Runs until the shutdown flag is set; then deletes every allocation,
-    /// closes every socket and returns the counters.
-    pub fn run(mut self) -> ShardReport {
-        tracing::debug!(shard = self.index, "shard running");
-        while !self.shutdown.load(Ordering::Relaxed) {
-            let wait = match self.relay.poll_timeout() {
-                Some(t) => t.saturating_duration_since(Instant::now()).min(MAX_WAIT),
-                None => MAX_WAIT,
-            };
-            let ready = match self.sockets.poller.wait(&mut self.events, wait) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(shard = self.index, error = %e, "epoll_wait failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    0
-                }
-            };
-            self.batch.stats_mut().wakeups += 1;
-            for e in 0..ready {
-                let key = self.events.key(e);
-                if key & LISTENER_TAG != 0 {
-                    self.drain_listener((key & !LISTENER_TAG) as usize);
-                } else {
-                    self.drain_relay(key);
-                }
-            }
-            if self
-                .relay
-                .poll_timeout()
-                .is_some_and(|t| t <= Instant::now())
-            {
-                self.relay.handle_timeout(now(), &mut self.sockets);
-            }
-            // Every send of this turn has been flushed: closing is safe now.
-            self.sockets.closing.clear();
-        }
-        let allocations_at_exit = self.relay.allocation_count();
-        self.relay.close_all(&mut self.sockets);
-        self.batch.flush();
-        self.sockets.closing.clear();
-        self.sockets.relays.clear();
-        tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
-        ShardReport {
-            index: self.index,
-            turn: self.relay.stats().clone(),
-            io: self.batch.stats().clone(),
-            allocations_at_exit,
-        }
-    }
-
-    /// Reads client datagrams from listener `idx` and answers or forwards them.
-    fn drain_listener(&mut self, idx: usize) {
-        let Some(listener) = self.listeners.get(idx) else {
-            return;
-        };
-        let id = ListenerId(idx as u16);
-        let headroom = self.batch.layout().headroom;
-        for _ in 0..MAX_BATCHES_PER_READY {
-            let n = match self.batch.recv(listener.as_fd()) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(shard = self.index, listener = idx, error = %e, "receive failed");
-                    break;
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let now = now();
-            for i in 0..n {
-                let Some((client, pkt, scratch)) = self.batch.datagram_and_reply(i) else {
-                    continue;
-                };
-                match self
-                    .relay
-                    .handle_client(now, id, client, pkt, scratch, &mut self.sockets)
-                {
-                    ClientOutput::Nothing => {}
-                    ClientOutput::Reply(len) => {
-                        self.batch
-                            .queue(listener.as_fd(), client, TxData::Reply { slot: i, len });
-                    }
-                    ClientOutput::ToPeer {
-                        relay,
-                        peer,
-                        payload,
-                    } => match self.sockets.relays.get(&relay.0) {
-                        Some(sock) => {
-                            // Straight from the receive slot: no copy.
-                            let range = payload.start.saturating_add(headroom)
-                                ..payload.end.saturating_add(headroom);
-                            self.batch
-                                .queue(sock.as_fd(), peer, TxData::Slot { slot: i, range });
-                        }
-                        None => {
-                            self.batch.stats_mut().tx_unroutable += 1;
-                            tracing::debug!(
-                                shard = self.index,
-                                token = relay.0,
-                                "send to an unknown relay socket dropped"
-                            );
-                        }
-                    },
-                }
-            }
-            self.batch.flush();
-            if n < BATCH {
-                break;
-            }
-        }
-    }
-
-    /// Reads peer datagrams from relay socket `token` and forwards them.
-    fn drain_relay(&mut self, token: u64) {
-        for _ in 0..MAX_BATCHES_PER_READY {
-            // Closed earlier in this turn: its remaining events are stale.
-            let Some(sock) = self.sockets.relays.get(&token) else {
-                return;
-            };
-            let n = match self.batch.recv(sock.as_fd()) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(shard = self.index, token, error = %e, "receive failed");
-                    break;
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let now = now();
-            for i in 0..n {
-                let Some((peer, slot, len)) = self.batch.datagram_in_slot(i) else {
-                    continue;
-                };
-                let Some(out) = self
-                    .relay
-                    .handle_peer(now, RelayToken(token), peer, slot, len)
-                else {
-                    continue;
-                };
-                match self.listeners.get(usize::from(out.listener.0)) {
-                    Some(l) => {
-                        self.batch.queue(
-                            l.as_fd(),
-                            out.client,
-                            TxData::Slot {
-                                slot: i,
-                                range: out.range,
-                            },
-                        );
-                    }
-                    None => self.batch.stats_mut().tx_unroutable += 1,
-                }
-            }
-            self.batch.flush();
-            if n < BATCH {
-                break;
-            }
-        }
     }
 }
 
@@ -356,60 +259,6 @@ impl Shard {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-
-    fn sockets() -> ShardSockets {
-        ShardSockets {
-            poller: Poller::new().unwrap(),
-            relays: HashMap::default(),
-            closing: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn relay_sockets_bind_register_and_close_after_the_turn() {
-        let mut s = sockets();
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        s.bind(addr, RelayToken(5), false).unwrap();
-        // A token is bound once; the listener bit is never a relay token.
-        assert_eq!(
-            s.bind("127.0.0.1:0".parse().unwrap(), RelayToken(5), false)
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::AlreadyExists
-        );
-        assert_eq!(
-            s.bind(
-                "127.0.0.1:0".parse().unwrap(),
-                RelayToken(LISTENER_TAG | 1),
-                false
-            )
-            .unwrap_err()
-            .kind(),
-            io::ErrorKind::InvalidInput
-        );
-        // Readiness comes back under the token.
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .send_to(b"x", addr)
-            .unwrap();
-        let mut ev = Events::with_capacity(4);
-        assert_eq!(s.poller.wait(&mut ev, Duration::from_secs(2)).unwrap(), 1);
-        assert_eq!(ev.key(0), 5);
-        // Closed sockets stay open (and their port taken) until the turn ends,
-        // so a queued send can never go out of a recycled descriptor.
-        s.close(RelayToken(5));
-        assert!(s.relays.is_empty());
-        assert_eq!(
-            s.bind(addr, RelayToken(6), false).unwrap_err().kind(),
-            io::ErrorKind::AddrInUse
-        );
-        s.closing.clear();
-        s.bind(addr, RelayToken(6), false).unwrap();
-        // Closing an unknown token is harmless.
-        s.close(RelayToken(99));
-    }
 
     #[test]
     fn token_hash_spreads_sequential_tokens() {
@@ -420,5 +269,22 @@ mod tests {
         };
         let low_bits: HashSet<u64> = (0..1024).map(|n| h(n) & 1023).collect();
         assert_eq!(low_bits.len(), 1024);
+    }
+
+    #[test]
+    fn new_tokens_are_checked() {
+        let mut m: RelayMap<()> = RelayMap::default();
+        check_new_token(&m, RelayToken(5)).unwrap();
+        m.insert(5, ());
+        assert_eq!(
+            check_new_token(&m, RelayToken(5)).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            check_new_token(&m, RelayToken(LISTENER_TAG | 1))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }

@@ -116,6 +116,8 @@ fn run_uturn(args: &[&str]) -> Finished {
 
 // One file per theme under tests/e2e/ (a crate root resolves `mod x;` next to
 // itself, where cargo would take it for a test target of its own).
+#[path = "e2e/backends.rs"]
+mod backends;
 #[path = "e2e/credentials.rs"]
 mod credentials;
 #[path = "e2e/ipv6.rs"]

@@ -395,7 +395,6 @@ fn uturn_for_interop() -> Server {
     ])
 }
 
-#[test]
 fn turnutils_uclient_send_indications_through_uturn() {
     let t = "turnutils_uclient_send_indications_through_uturn";
     let (Some(uclient), Some(peer_bin)) = (tool(t, "turnutils_uclient"), tool(t, "turnutils_peer"))
@@ -413,7 +412,6 @@ fn turnutils_uclient_send_indications_through_uturn() {
     );
 }
 
-#[test]
 fn turnutils_uclient_rest_api_credentials_through_uturn() {
     // uclient's -W computes TURN REST credentials itself:
     // username "<now + 1 day>:<-u>", password base64(HMAC-SHA1(secret, username)).
@@ -457,7 +455,6 @@ fn turnutils_uclient_rest_api_credentials_through_uturn() {
     );
 }
 
-#[test]
 fn turnutils_uclient_channels_through_uturn() {
     // uclient binds channels with numbers drawn at random from 0x4000–0x7FFF
     // (RFC 5766's range, coturn's STUN_VALID_CHANNEL). RFC 8656 §11.2 allows
@@ -518,7 +515,6 @@ fn server_alive_check(server: &Server) {
     assert_success(&r, "Binding after a uclient run");
 }
 
-#[test]
 fn turnutils_uclient_is_refused_without_allow_peer() {
     // Default policy: loopback peers are denied, so uclient's CreatePermission
     // gets 403 and it gives up; the echo peer sees nothing.
@@ -649,7 +645,6 @@ fn assert_aioice_ok(out: &Finished, count: u32, against: &str) {
     );
 }
 
-#[test]
 fn aioice_channel_data_through_uturn() {
     let t = "aioice_channel_data_through_uturn";
     let server = uturn_for_interop();
@@ -733,3 +728,11 @@ fn baseline_tools_against_coturn() {
         assert_aioice_ok(&out, 200, "coturn");
     }
 }
+
+on_both_backends!(
+    turnutils_uclient_send_indications_through_uturn,
+    turnutils_uclient_rest_api_credentials_through_uturn,
+    turnutils_uclient_channels_through_uturn,
+    turnutils_uclient_is_refused_without_allow_peer,
+    aioice_channel_data_through_uturn,
+);

@@ -121,6 +121,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub max_lifetime: Option<u64>,
 
+    /// Data-plane io backend: uring (io_uring; start-up fails if the kernel does not
+    /// offer it), syscall (portable epoll + recvmmsg/sendmmsg) or auto (io_uring when it
+    /// works, else syscall, said in one log line). [default: auto]
+    #[arg(long, value_name = "uring|syscall|auto")]
+    pub io_backend: Option<String>,
+
     /// Log level: trace, debug, info, warn, error or off (or a filter such as
     /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
     /// standard error. [default: info]

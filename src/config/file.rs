@@ -27,6 +27,7 @@ pub(super) struct FileConfig {
     pub quotas: Option<FileQuotas>,
     pub rate_limit: Option<FileRateLimit>,
     pub log_level: Option<String>,
+    pub io_backend: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

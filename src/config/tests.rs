@@ -46,6 +46,7 @@ rest_secret_files = [{secret_file:?}]
 offer_sha256 = false
 nonce_lifetime_secs = 300
 log_level = "debug"
+io_backend = "syscall"
 
 [[users]]
 name = "alice"
@@ -90,6 +91,7 @@ unauth_burst = 9
     assert!(!c.offer_sha256);
     assert_eq!(c.nonce_lifetime_secs, 300);
     assert_eq!(c.log_level, "debug");
+    assert_eq!(c.io_backend, IoBackendChoice::Syscall);
     assert_eq!(c.users.len(), 2);
     assert_eq!(c.users[0].key_md5.map(|k| hex(&k)).as_deref(), Some(MD5_A));
     assert_eq!(
@@ -135,6 +137,32 @@ fn defaults_apply() {
     assert_eq!((c.unauth_per_second, c.unauth_burst), (20, 40));
     assert!(c.software.is_none());
     assert!(c.workers >= 1);
+    assert_eq!(c.io_backend, IoBackendChoice::Auto);
+    assert!(c.summary().contains("io backend: auto"));
+}
+
+#[test]
+fn io_backend_choices() {
+    for (v, want) in [
+        ("auto", IoBackendChoice::Auto),
+        ("uring", IoBackendChoice::Uring),
+        ("SYSCALL", IoBackendChoice::Syscall),
+    ] {
+        let text = format!("io_backend = \"{v}\"\n{}", minimal());
+        assert_eq!(with_file(&[], &text).unwrap().io_backend, want);
+    }
+    // The flag beats the file; errors name whichever was used.
+    let text = format!("io_backend = \"uring\"\n{}", minimal());
+    let c = with_file(&["--io-backend", "syscall"], &text).unwrap();
+    assert_eq!(c.io_backend, IoBackendChoice::Syscall);
+    let e = err(with_file(&["--io-backend", "epoll"], &minimal()));
+    assert!(e.starts_with("--io-backend: "), "{e}");
+    let text = format!("io_backend = \"fast\"\n{}", minimal());
+    let e = err(with_file(&[], &text));
+    assert!(
+        e.starts_with("io_backend: ") && e.contains("uring, syscall, auto"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -440,7 +468,7 @@ fn example_file_documents_every_key() {
     );
     assert!(f.workers.is_some() && f.max_lifetime_secs.is_some() && f.software.is_some());
     assert!(f.rest_secrets.is_some() && f.rest_secret_files.is_some() && f.offer_sha256.is_some());
-    assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some());
+    assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some() && f.io_backend.is_some());
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     let user = f.users.expect("sample user").into_iter().next().unwrap();
     assert!(user.key_md5.is_some() && user.key_sha256.is_some());

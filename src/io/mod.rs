@@ -10,15 +10,38 @@
 //! * a send queue that points into those slots (no copy) and is flushed once
 //!   per batch.
 //!
-//! `syscall` is the portable backend (epoll + `recvmmsg`/`sendmmsg`). An
-//! io_uring backend is meant to sit beside it as `uring`, offering the same
-//! [`BatchLayout`], [`TxData`] and [`IoStats`]. Socket creation lives in
-//! `socket` and is shared by all backends.
+//! `syscall` is the portable backend (epoll + `recvmmsg`/`sendmmsg`);
+//! `uring` is the io_uring backend (multishot `recvmsg` into provided
+//! buffers, batched `sendmsg`, fixed files), the default where the kernel
+//! offers it (see [`uring::probe`]). Both count into [`IoStats`]. Socket
+//! creation lives in `socket` and is shared by all backends.
 #![allow(unsafe_code)]
 
 mod addr;
+pub mod count_alloc;
+pub mod seccomp;
 pub mod socket;
 pub mod syscall;
+pub mod uring;
+
+/// The io backend a shard runs on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring.
+    Uring,
+    /// epoll + recvmmsg/sendmmsg.
+    Syscall,
+}
+
+impl Backend {
+    /// The name used by `--io-backend` and in the start-up lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Syscall => "syscall",
+        }
+    }
+}
 
 use std::ops::Range;
 
@@ -56,11 +79,12 @@ pub enum TxData {
 }
 
 /// Counters of one shard's io. Every datagram that is not sent is counted
-/// under one reason.
+/// under one reason, and every failed io_uring completion under its kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
-    /// Readiness wake-ups (epoll_wait returns).
+    /// Wake-ups: epoll_wait returns (syscall), io_uring_enter calls (uring).
     pub wakeups: u64,
+    /// recvmmsg calls (syscall); multishot receives armed (uring).
     pub recv_calls: u64,
     pub rx_datagrams: u64,
     pub rx_bytes: u64,
@@ -68,8 +92,22 @@ pub struct IoStats {
     pub rx_truncated: u64,
     /// A source address of an unexpected family: dropped.
     pub rx_bad_source: u64,
-    /// recvmmsg failed with something else than EAGAIN/EINTR.
+    /// recvmmsg failed with something else than EAGAIN/EINTR; (uring) a
+    /// receive completion failed with something else than ENOBUFS or
+    /// ECANCELED, or named no usable buffer.
     pub rx_errors: u64,
+    /// (uring) A multishot receive ended with ENOBUFS: the buffer ring was
+    /// empty. The datagrams wait in the socket; it is re-armed once buffers
+    /// are back.
+    pub rx_no_buffers: u64,
+    /// (uring) Multishot receives armed again after they ended.
+    pub rx_rearms: u64,
+    /// (uring) Multishot receives ended by the cancel of a socket's close.
+    pub rx_cancelled: u64,
+    /// (uring) Datagrams that arrived on a socket being closed; dropped.
+    pub rx_after_close: u64,
+    /// sendmmsg calls (syscall); io_uring_enter calls that submitted sends
+    /// (uring).
     pub send_calls: u64,
     pub tx_datagrams: u64,
     pub tx_bytes: u64,
@@ -84,6 +122,19 @@ pub struct IoStats {
     /// A send the shard could not route (unknown relay socket or listener,
     /// range outside the slot); dropped. Non-zero means a bug somewhere.
     pub tx_unroutable: u64,
+    /// (uring) Every send slot was in flight, or the submission queue was
+    /// full; dropped.
+    pub tx_no_slot: u64,
+    /// (uring) A cancel found its receive already finished (ENOENT,
+    /// EALREADY); harmless.
+    pub cancel_missed: u64,
+    /// (uring) A cancel failed otherwise.
+    pub cancel_errors: u64,
+    /// (uring) Completions the kernel could not post (CQ overflow counter).
+    pub cq_overflow: u64,
+    /// (uring) io_uring_enter or io_uring_register failed, or a completion
+    /// named an unknown request.
+    pub ring_errors: u64,
 }
 
 impl IoStats {
@@ -97,6 +148,10 @@ impl IoStats {
             rx_truncated,
             rx_bad_source,
             rx_errors,
+            rx_no_buffers,
+            rx_rearms,
+            rx_cancelled,
+            rx_after_close,
             send_calls,
             tx_datagrams,
             tx_bytes,
@@ -105,6 +160,11 @@ impl IoStats {
             tx_too_big,
             tx_errors,
             tx_unroutable,
+            tx_no_slot,
+            cancel_missed,
+            cancel_errors,
+            cq_overflow,
+            ring_errors,
         } = other;
         self.wakeups += wakeups;
         self.recv_calls += recv_calls;
@@ -113,6 +173,10 @@ impl IoStats {
         self.rx_truncated += rx_truncated;
         self.rx_bad_source += rx_bad_source;
         self.rx_errors += rx_errors;
+        self.rx_no_buffers += rx_no_buffers;
+        self.rx_rearms += rx_rearms;
+        self.rx_cancelled += rx_cancelled;
+        self.rx_after_close += rx_after_close;
         self.send_calls += send_calls;
         self.tx_datagrams += tx_datagrams;
         self.tx_bytes += tx_bytes;
@@ -121,6 +185,11 @@ impl IoStats {
         self.tx_too_big += tx_too_big;
         self.tx_errors += tx_errors;
         self.tx_unroutable += tx_unroutable;
+        self.tx_no_slot += tx_no_slot;
+        self.cancel_missed += cancel_missed;
+        self.cancel_errors += cancel_errors;
+        self.cq_overflow += cq_overflow;
+        self.ring_errors += ring_errors;
     }
 
     /// Datagrams that were queued for sending but not sent.
@@ -130,5 +199,6 @@ impl IoStats {
             + self.tx_too_big
             + self.tx_errors
             + self.tx_unroutable
+            + self.tx_no_slot
     }
 }

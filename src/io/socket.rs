@@ -65,6 +65,21 @@ pub fn udp_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<UdpSocket>
     Ok(sock.into())
 }
 
+/// The soft limit on open file descriptors (RLIMIT_NOFILE), or a large
+/// number when it cannot be read or is unlimited.
+pub fn fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel fills.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
 fn set_int_opt(
     sock: &Socket,
     level: libc::c_int,

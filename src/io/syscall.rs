@@ -311,6 +311,24 @@ impl UdpBatch {
         Some((m.from?, &mut self.rx[start..start + self.slot_len], m.len))
     }
 
+    /// Datagram `i` inside its whole, writable slot, and reply slot `i`: the
+    /// source, the slot, the datagram length (the datagram sits at
+    /// `slot[headroom..headroom + len]`) and the reply slot.
+    pub fn datagram_slot_and_reply(
+        &mut self,
+        i: usize,
+    ) -> Option<(SocketAddr, &mut [u8], usize, &mut [u8])> {
+        let m = self.meta.get(i)?;
+        let start = i * self.slot_len;
+        let reply_start = i * self.layout.reply_len;
+        Some((
+            m.from?,
+            &mut self.rx[start..start + self.slot_len],
+            m.len,
+            &mut self.reply[reply_start..reply_start + self.layout.reply_len],
+        ))
+    }
+
     /// Queues `data` to be sent from `fd` to `dest` at the next `flush`. The
     /// caller keeps `fd` open until then. Returns false (and counts the send
     /// as unroutable) when `data` does not lie inside a slot.
@@ -502,6 +520,10 @@ mod tests {
             let (_, slot, len) = batch.datagram_in_slot(i as usize).unwrap();
             assert_eq!(&slot[48..48 + len], &[i; 3][..len]);
             assert!(slot.len() >= 48 + 2048 + 4);
+            let (from2, slot, len2, reply) = batch.datagram_slot_and_reply(i as usize).unwrap();
+            assert_eq!((from2, len2), (want, len));
+            assert_eq!(&slot[48..48 + len], &[i; 3][..len]);
+            assert_eq!(reply.len(), 1280);
         }
         assert_eq!(batch.stats().rx_datagrams, 10);
         assert_eq!(batch.stats().recv_calls, 1);

@@ -1,6 +1,11 @@
 //! Shared test harness: a guard that runs the real `uturn` binary on loopback,
 //! a small synchronous TURN client built on `uturn::stun`, and a UDP peer.
 //!
+//! Every test that starts a server runs once per io backend: it is a plain
+//! `fn` listed in [`on_both_backends!`], which makes `<name>::uring` and
+//! `<name>::syscall` tests of it; `Server::start` passes the test's backend
+//! as `--io-backend` and checks the `uturn: io backend` line.
+//!
 //! Every wait is bounded: socket reads carry timeouts, start-up and shutdown
 //! have deadlines, and every loop has a count or a deadline.
 #![allow(dead_code)]
@@ -11,6 +16,7 @@ mod flow;
 pub use client::*;
 pub use flow::*;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -18,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +68,67 @@ pub fn unix_now() -> u64 {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+// ---------------------------------------------------------------------------
+// io backends
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// The io backend the servers this thread starts run on (None: uturn's default).
+    static BACKEND: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// The io backend set by `with_backend` for this test thread.
+pub fn current_backend() -> Option<&'static str> {
+    BACKEND.with(Cell::get)
+}
+
+/// Runs `test` with every server it starts on `backend` ("uring" or
+/// "syscall"). Where io_uring is unavailable the uring run fails, saying
+/// why, unless `UTURN_SKIP_URING=1` (then it prints SKIPPED and passes).
+pub fn with_backend(backend: &'static str, test: fn()) {
+    if backend == "uring" {
+        static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+        let probe = PROBE.get_or_init(|| {
+            uturn::io::uring::probe()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        if let Err(why) = probe {
+            if std::env::var("UTURN_SKIP_URING").is_ok_and(|v| v == "1") {
+                println!("SKIPPED (uring backend): io_uring unavailable ({why})");
+                return;
+            }
+            panic!(
+                "io_uring unavailable here ({why}); set UTURN_SKIP_URING=1 to skip the \
+                 io_uring runs of the tests"
+            );
+        }
+    }
+    BACKEND.with(|b| b.set(Some(backend)));
+    test();
+}
+
+/// For each named test function, a module of that name with two tests,
+/// `uring` and `syscall`, that run it on each io backend. A test function
+/// left out of the list is dead code, which clippy refuses.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    $crate::common::with_backend("uring", super::$name);
+                }
+                #[test]
+                fn syscall() {
+                    $crate::common::with_backend("syscall", super::$name);
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_backends;
 
 // ---------------------------------------------------------------------------
 // Processes
@@ -152,6 +219,8 @@ pub struct Server {
     pub demo_user: Option<(String, String, String)>,
     /// The demo REST secret, when printed.
     pub demo_rest_secret: Option<String>,
+    /// The backend named by `uturn: io backend <name>`.
+    pub io_backend: Option<String>,
     /// Everything printed on stdout up to `uturn: ready`.
     pub banner: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -174,7 +243,8 @@ fn quoted(line: &str) -> Vec<String> {
 
 impl Server {
     /// Starts uturn with `args`, adding `--listen 127.0.0.1:0`,
-    /// `--relay-ip 127.0.0.1` and `--workers 2` unless `args` names them.
+    /// `--relay-ip 127.0.0.1`, `--workers 2` and the test's `--io-backend`
+    /// unless `args` names them.
     /// Panics (with the server's stderr) if it is not ready within 10 s.
     pub fn start(args: &[&str]) -> Server {
         match Server::try_start(args) {
@@ -194,13 +264,32 @@ impl Server {
         if !has_flag(args, "--workers") {
             full.extend(["--workers".into(), "2".into()]);
         }
-        Server::spawn_exact(full)
+        if let Some(b) = current_backend().filter(|_| !has_flag(args, "--io-backend")) {
+            full.extend(["--io-backend".into(), b.into()]);
+        }
+        let server = Server::spawn_exact(full)?;
+        if let Some(want) = current_backend() {
+            if server.io_backend.as_deref() != Some(want) {
+                return Err(server.failure(&format!(
+                    "expected `uturn: io backend {want}`, got {:?}",
+                    server.io_backend
+                )));
+            }
+        }
+        Ok(server)
     }
 
     /// Starts uturn with exactly these arguments.
     pub fn spawn_exact(args: Vec<String>) -> Result<Server, String> {
-        let mut child = Command::new(uturn_bin())
-            .args(&args)
+        let mut cmd = Command::new(uturn_bin());
+        cmd.args(&args);
+        Server::spawn_command(cmd, args)
+    }
+
+    /// Starts `cmd` (the uturn binary, run with `args`, prepared by the
+    /// caller) and waits for `uturn: ready`.
+    pub fn spawn_command(mut cmd: Command, args: Vec<String>) -> Result<Server, String> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -234,6 +323,7 @@ impl Server {
             relay_line: String::new(),
             demo_user: None,
             demo_rest_secret: None,
+            io_backend: None,
             banner: Vec::new(),
             stderr,
             args,
@@ -259,6 +349,8 @@ impl Server {
                         if q.len() == 3 {
                             server.demo_user = Some((q[0].clone(), q[1].clone(), q[2].clone()));
                         }
+                    } else if let Some(b) = line.strip_prefix("uturn: io backend ") {
+                        server.io_backend = Some(b.trim().to_owned());
                     } else if line.starts_with("uturn: demo rest-secret ") {
                         server.demo_rest_secret = quoted(&line).into_iter().next();
                     } else if line == "uturn: ready" {

@@ -19,7 +19,6 @@ fn rest_password_is_base64_hmac_sha1() {
     );
 }
 
-#[test]
 fn rest_credentials_with_two_secrets_and_expiry() {
     let server = Server::start(&[
         "--realm",
@@ -71,7 +70,6 @@ fn rest_credentials_with_two_secrets_and_expiry() {
     );
 }
 
-#[test]
 fn sha256_password_algorithm_flow() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Sha256);
@@ -107,7 +105,6 @@ fn sha256_password_algorithm_flow() {
     );
 }
 
-#[test]
 fn userhash_instead_of_username() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Sha256);
@@ -115,7 +112,6 @@ fn userhash_instead_of_username() {
     full_flow_with(&mut c, LOOPBACK_V4, Some(LOOPBACK_V4));
 }
 
-#[test]
 fn sha256_request_with_a_tampered_algorithm_list_is_refused() {
     // Bid-down protection (RFC 8489 §9.2.4): PASSWORD-ALGORITHMS must be the
     // list the server sent.
@@ -131,7 +127,6 @@ fn sha256_request_with_a_tampered_algorithm_list_is_refused() {
     );
 }
 
-#[test]
 fn derive_key_output_as_config_file() {
     let password = "correct-horse-battery-9";
     let out = run_bounded(
@@ -225,7 +220,6 @@ fn derive_key_output_as_config_file() {
     );
 }
 
-#[test]
 fn demo_credentials_when_none_are_configured() {
     let server = Server::start(&["--allow-peer", "127.0.0.0/8"]);
     let (user, pw, realm) = server
@@ -261,3 +255,12 @@ fn demo_credentials_when_none_are_configured() {
         server.banner.join("\n")
     );
 }
+
+on_both_backends!(
+    rest_credentials_with_two_secrets_and_expiry,
+    sha256_password_algorithm_flow,
+    userhash_instead_of_username,
+    sha256_request_with_a_tampered_algorithm_list_is_refused,
+    derive_key_output_as_config_file,
+    demo_credentials_when_none_are_configured,
+);

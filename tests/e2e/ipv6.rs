@@ -3,7 +3,6 @@
 
 use super::*;
 
-#[test]
 fn ipv6_flow_on_loopback() {
     if ipv6_unavailable("ipv6_flow_on_loopback") {
         return;
@@ -70,7 +69,6 @@ fn ipv6_flow_on_loopback() {
     println!("{}", seen.join("\n"));
 }
 
-#[test]
 fn ipv6_loopback_denied_without_allow_list() {
     if ipv6_unavailable("ipv6_loopback_denied_without_allow_list") {
         return;
@@ -97,7 +95,6 @@ fn ipv6_loopback_denied_without_allow_list() {
     peer.expect_nothing("Send indication to [::1] under the default policy");
 }
 
-#[test]
 fn ipv6_relay_for_an_ipv4_client() {
     // One IPv4 and one IPv6 relay address; the client talks IPv4 to the server
     // and asks for each family in turn (RFC 8656 §7.2, REQUESTED-ADDRESS-FAMILY).
@@ -141,3 +138,9 @@ fn ipv6_relay_for_an_ipv4_client() {
         "ChannelBind to an IPv4 peer on an IPv6 allocation",
     );
 }
+
+on_both_backends!(
+    ipv6_flow_on_loopback,
+    ipv6_loopback_denied_without_allow_list,
+    ipv6_relay_for_an_ipv4_client,
+);

@@ -2,7 +2,6 @@
 
 use super::*;
 
-#[test]
 fn allocation_expires_after_its_lifetime() {
     let server = lab_server(&["--max-lifetime", "2"]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -32,7 +31,6 @@ fn allocation_expires_after_its_lifetime() {
     c.allocate();
 }
 
-#[test]
 fn nonce_bound_to_another_client_gets_438() {
     let server = lab_server(&[]);
     let mut a = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -61,7 +59,6 @@ fn nonce_bound_to_another_client_gets_438() {
     assert_success(&b.try_allocate(|_| Ok(())), "Allocate after the 438");
 }
 
-#[test]
 fn allocation_quota_per_user_gets_486() {
     let path = scratch_path("quota.toml");
     std::fs::write(&path, "[quotas]\nallocations_per_user = 2\n").unwrap();
@@ -90,7 +87,6 @@ fn allocation_quota_per_user_gets_486() {
     );
 }
 
-#[test]
 fn unauthenticated_replies_are_rate_limited() {
     let path = scratch_path("rate.toml");
     std::fs::write(
@@ -126,3 +122,10 @@ fn unauthenticated_replies_are_rate_limited() {
         "{answered} of {sent} 401s: no per-source rate limit"
     );
 }
+
+on_both_backends!(
+    allocation_expires_after_its_lifetime,
+    nonce_bound_to_another_client_gets_438,
+    allocation_quota_per_user_gets_486,
+    unauthenticated_replies_are_rate_limited,
+);

@@ -108,7 +108,6 @@ fn bad_flags_are_refused() {
     }
 }
 
-#[test]
 fn sigterm_exits_zero() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -119,7 +118,6 @@ fn sigterm_exits_zero() {
     assert!(st.success(), "exit status after SIGTERM: {st}");
 }
 
-#[test]
 fn sigint_exits_zero() {
     let server = lab_server(&[]);
     let st = server
@@ -127,3 +125,5 @@ fn sigint_exits_zero() {
         .expect("uturn did not exit within 10 s of SIGINT");
     assert!(st.success(), "exit status after SIGINT: {st}");
 }
+
+on_both_backends!(sigterm_exits_zero, sigint_exits_zero,);

@@ -3,7 +3,6 @@
 
 use super::*;
 
-#[test]
 fn peers_are_denied_by_default() {
     // No --allow-peer: loopback is denied like every other special range, in
     // every spelling. IPv4 forms are checked on an IPv4 allocation and IPv6
@@ -75,7 +74,6 @@ fn peers_are_denied_by_default() {
     peer.expect_nothing("Send indication to a denied loopback peer");
 }
 
-#[test]
 fn allow_list_opens_only_what_it_names() {
     let mut args = vec![
         "--realm",
@@ -135,7 +133,6 @@ fn allow_list_opens_only_what_it_names() {
     assert_eq!(peer.recv(WAIT).map(|x| x.0), Some(b"allowed".to_vec()));
 }
 
-#[test]
 fn one_denied_address_fails_the_whole_create_permission() {
     // RFC 8656 §10.2: all or nothing.
     let server = lab_server(&[]);
@@ -151,3 +148,9 @@ fn one_denied_address_fails_the_whole_create_permission() {
     c.send_indication(peer.addr, b"no permission was installed");
     peer.expect_nothing("Send indication after a refused CreatePermission");
 }
+
+on_both_backends!(
+    peers_are_denied_by_default,
+    allow_list_opens_only_what_it_names,
+    one_denied_address_fails_the_whole_create_permission,
+);

@@ -3,7 +3,6 @@
 
 use super::*;
 
-#[test]
 fn binding_request_returns_xor_mapped_address() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "", "", AuthMode::Legacy);
@@ -25,7 +24,6 @@ fn binding_request_returns_xor_mapped_address() {
 // The whole authenticated flow
 // ---------------------------------------------------------------------------
 
-#[test]
 fn full_flow_long_term_md5() {
     let server = lab_server(&[]);
     full_flow(
@@ -37,7 +35,6 @@ fn full_flow_long_term_md5() {
     );
 }
 
-#[test]
 fn full_flow_single_worker() {
     let server = lab_server(&["--workers", "1"]);
     full_flow(
@@ -49,7 +46,6 @@ fn full_flow_single_worker() {
     );
 }
 
-#[test]
 fn several_clients_at_once_on_four_workers() {
     // Different 5-tuples hash to different shards; each must still see its own
     // relay traffic.
@@ -74,7 +70,6 @@ fn several_clients_at_once_on_four_workers() {
     }
 }
 
-#[test]
 fn wrong_password_and_unknown_user_get_401() {
     let server = lab_server(&[]);
     for (user, pw) in [("alice", "not-the-password"), ("mallory", "wonderland")] {
@@ -94,7 +89,6 @@ fn wrong_password_and_unknown_user_get_401() {
     }
 }
 
-#[test]
 fn allocate_rules_on_one_five_tuple() {
     let server = lab_server(&["--max-lifetime", "120"]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -149,7 +143,6 @@ fn allocate_rules_on_one_five_tuple() {
     );
 }
 
-#[test]
 fn requests_without_allocation_get_437() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -170,3 +163,13 @@ fn requests_without_allocation_get_437() {
     c.send_channel(0x4000, b"no allocation", false);
     peer.expect_nothing("Send/ChannelData without an allocation");
 }
+
+on_both_backends!(
+    binding_request_returns_xor_mapped_address,
+    full_flow_long_term_md5,
+    full_flow_single_worker,
+    several_clients_at_once_on_four_workers,
+    wrong_password_and_unknown_user_get_401,
+    allocate_rules_on_one_five_tuple,
+    requests_without_allocation_get_437,
+);

@@ -136,7 +136,6 @@ fn malformed_corpus() -> Vec<(String, Vec<u8>)> {
     v
 }
 
-#[test]
 fn malformed_datagrams_then_a_full_flow() {
     let mut server = lab_server(&[]);
     let mut junk_client = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
@@ -190,7 +189,6 @@ fn malformed_datagrams_then_a_full_flow() {
     server.assert_alive("after the flows");
 }
 
-#[test]
 fn unknown_comprehension_required_attribute_gets_420() {
     let server = lab_server(&[]);
     let mut c = TurnClient::new(server.addr, "", "", AuthMode::Legacy);
@@ -208,7 +206,6 @@ fn unknown_comprehension_required_attribute_gets_420() {
     assert_success(&r, "Binding with unknown optional attribute 0xfff0");
 }
 
-#[test]
 fn attributes_after_message_integrity_are_ignored() {
     // RFC 8489 §14.5: REQUESTED-TRANSPORT placed after MESSAGE-INTEGRITY does
     // not count, so the Allocate lacks it.
@@ -234,3 +231,9 @@ fn attributes_after_message_integrity_are_ignored() {
         "Allocate whose REQUESTED-TRANSPORT follows MESSAGE-INTEGRITY",
     );
 }
+
+on_both_backends!(
+    malformed_datagrams_then_a_full_flow,
+    unknown_comprehension_required_attribute_gets_420,
+    attributes_after_message_integrity_are_ignored,
+);

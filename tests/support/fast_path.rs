@@ -1,0 +1,221 @@
+//! A `turn::Relay` with one authenticated allocation, a channel bound to one
+//! peer and a permission for a second peer, built through the public API
+//! only. Shared by the no-allocation test and the fast-path bench.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uturn::auth::{derive_key, AuthConfig, Authenticator, PasswordAlgorithm, StaticUser};
+use uturn::policy::{AllocationLedger, PeerPolicy, Quotas};
+use uturn::stun::{attr, Attribute, Class, Message, MessageWriter, Method};
+use uturn::turn::{
+    ClientOutput, ListenerId, Now, Relay, RelaySockets, RelayToken, TurnConfig, MAX_REPLY,
+    PEER_HEADROOM, PEER_TAILROOM,
+};
+
+pub const CHANNEL: u16 = 0x4001;
+const REALM: &str = "bench";
+
+/// Relay sockets that only remember the last token bound.
+#[derive(Default)]
+pub struct Sockets {
+    pub last: Option<RelayToken>,
+}
+
+impl RelaySockets for Sockets {
+    fn bind(&mut self, _addr: SocketAddr, token: RelayToken, _df: bool) -> std::io::Result<()> {
+        self.last = Some(token);
+        Ok(())
+    }
+    fn close(&mut self, _token: RelayToken) {}
+}
+
+pub struct FastPath {
+    pub relay: Relay,
+    pub sockets: Sockets,
+    pub token: RelayToken,
+    pub client: SocketAddr,
+    /// Bound to `CHANNEL`.
+    pub peer: SocketAddr,
+    /// Permitted, no channel: its data goes out as Data indications.
+    pub peer_no_channel: SocketAddr,
+    pub now: Now,
+    pub scratch: Vec<u8>,
+}
+
+fn request(
+    method: Method,
+    tid: u8,
+    nonce: &[u8],
+    key: &[u8],
+    body: &dyn Fn(&mut MessageWriter<'_>),
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let mut w =
+        MessageWriter::new(&mut buf, method, Class::Request, &[tid; 12]).expect("header fits");
+    body(&mut w);
+    if !nonce.is_empty() {
+        w.raw(attr::USERNAME, b"bench").expect("fits");
+        w.raw(attr::REALM, REALM.as_bytes()).expect("fits");
+        w.raw(attr::NONCE, nonce).expect("fits");
+        w.message_integrity(key).expect("fits");
+    }
+    let n = w.finish();
+    buf.truncate(n);
+    buf
+}
+
+impl FastPath {
+    /// Set up after `others` allocations for other clients were made first
+    /// (so look-ups run against a table of `others + 1`).
+    pub fn with_other_allocations(others: usize) -> FastPath {
+        let key = derive_key(PasswordAlgorithm::Md5, b"bench", REALM.as_bytes(), b"pw");
+        let auth = Authenticator::new(
+            AuthConfig {
+                realm: REALM.into(),
+                users: vec![StaticUser {
+                    name: "bench".into(),
+                    key_md5: key.as_bytes().try_into().ok(),
+                    key_sha256: None,
+                }],
+                rest_secrets: vec![],
+                offer_sha256: false,
+                nonce_lifetime_secs: 600,
+            },
+            [9; 32],
+        );
+        let policy = PeerPolicy::new(vec!["198.51.100.0/24".parse().expect("cidr")], vec![], &[]);
+        let quotas = Quotas {
+            allocations_per_user: 1_000_000,
+            total_allocations: 1_000_000,
+            ..Quotas::default()
+        };
+        let cfg = TurnConfig {
+            relay_v4: Some("192.0.2.1".parse().expect("ip")),
+            relay_v6: None,
+            ports: 10000..=65000,
+            max_lifetime: Duration::from_secs(3600),
+            quotas,
+            unauth_rate: 1000,
+            unauth_burst: 1000,
+            software: None,
+        };
+        let relay = Relay::new(
+            cfg,
+            Arc::new(auth),
+            Arc::new(policy),
+            Arc::new(AllocationLedger::new(quotas)),
+        );
+        let mut fp = FastPath {
+            relay,
+            sockets: Sockets::default(),
+            token: RelayToken(0),
+            client: "203.0.113.5:40000".parse().expect("addr"),
+            peer: "198.51.100.7:5000".parse().expect("addr"),
+            peer_no_channel: "198.51.100.8:6000".parse().expect("addr"),
+            now: Now {
+                at: Instant::now(),
+                unix: 1_800_000_000,
+            },
+            scratch: vec![0; MAX_REPLY],
+        };
+        let k = key.as_bytes();
+        let main_client = fp.client;
+        for i in 0..others {
+            fp.client = SocketAddr::from((
+                [203, 0, (i / 60_000) as u8 + 10, 1],
+                1024 + (i % 60_000) as u16,
+            ));
+            fp.allocate(k);
+        }
+        fp.client = main_client;
+        let nonce = fp.allocate(k);
+        fp.token = fp.sockets.last.expect("a relay socket was bound");
+        let (peer, other) = (fp.peer, fp.peer_no_channel);
+        fp.expect_success(&request(Method::ChannelBind, 3, &nonce, k, &move |w| {
+            w.u32(attr::CHANNEL_NUMBER, u32::from(CHANNEL) << 16)
+                .expect("fits");
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer).expect("fits");
+        }));
+        fp.expect_success(&request(
+            Method::CreatePermission,
+            4,
+            &nonce,
+            k,
+            &move |w| w.xor_address(attr::XOR_PEER_ADDRESS, other).expect("fits"),
+        ));
+        fp
+    }
+
+    /// The 401 round and an Allocate for `self.client`; returns the nonce.
+    fn allocate(&mut self, key: &[u8]) -> Vec<u8> {
+        let udp =
+            |w: &mut MessageWriter<'_>| w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits");
+        let challenge = self.control(&request(Method::Allocate, 1, b"", b"", &udp));
+        let m = Message::parse(&challenge).expect("401 parses");
+        let nonce = match Attribute::decode(m.get(attr::NONCE).expect("NONCE"), m.transaction_id())
+        {
+            Ok(Attribute::Nonce(n)) => n.to_vec(),
+            other => panic!("no nonce: {other:?}"),
+        };
+        self.expect_success(&request(Method::Allocate, 2, &nonce, key, &udp));
+        nonce
+    }
+
+    fn control(&mut self, pkt: &[u8]) -> Vec<u8> {
+        match self.relay.handle_client(
+            self.now,
+            ListenerId(0),
+            self.client,
+            pkt,
+            &mut self.scratch,
+            &mut self.sockets,
+        ) {
+            ClientOutput::Reply(n) => self.scratch[..n].to_vec(),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn expect_success(&mut self, pkt: &[u8]) {
+        let reply = self.control(pkt);
+        let m = Message::parse(&reply).expect("reply parses");
+        assert_eq!(m.class(), Class::Success, "set-up request refused");
+    }
+
+    /// A ChannelData datagram from the client.
+    pub fn channel_data(&self, payload_len: usize) -> Vec<u8> {
+        let mut pkt = vec![0u8; 4 + payload_len];
+        let mut h = [0u8; 4];
+        uturn::stun::channel::write_header(&mut h, CHANNEL, payload_len as u16);
+        pkt[..4].copy_from_slice(&h);
+        pkt
+    }
+
+    /// A receive buffer laid out as the io layer lays it out for a peer datagram.
+    pub fn peer_buffer(payload_len: usize) -> Vec<u8> {
+        vec![0u8; PEER_HEADROOM + payload_len + PEER_TAILROOM]
+    }
+
+    /// One client → peer packet; returns the payload length forwarded.
+    pub fn client_to_peer(&mut self, pkt: &[u8]) -> usize {
+        match self.relay.handle_client(
+            self.now,
+            ListenerId(0),
+            self.client,
+            pkt,
+            &mut self.scratch,
+            &mut self.sockets,
+        ) {
+            ClientOutput::ToPeer { payload, .. } => payload.len(),
+            _ => 0,
+        }
+    }
+
+    /// One peer → client packet from `peer`; returns the length of the framed message.
+    pub fn peer_to_client(&mut self, peer: SocketAddr, buf: &mut [u8], len: usize) -> usize {
+        self.relay
+            .handle_peer(self.now, self.token, peer, buf, len)
+            .map_or(0, |out| out.range.len())
+    }
+}
