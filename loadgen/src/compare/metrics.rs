@@ -219,7 +219,14 @@ pub(super) fn summarize(defs: &[MetricDef], systems: &[System], runs: &[RunRecor
     s
 }
 
-/// (label, uturn median / other median) for floor and coturn.
+/// The systems uturn is compared with, and the label of each ratio.
+pub(super) const RATIOS: [(&str, &str); 3] = [
+    ("floor", "uturn/floor"),
+    ("coturn", "uturn/coturn"),
+    ("uturn-syscall", "uturn/uturn-syscall"),
+];
+
+/// (label, uturn median / other median) for each system in `RATIOS` present.
 pub(super) fn ratio_pairs(key: &str, summary: &Summary) -> Vec<(&'static str, f64)> {
     let Some(per) = summary.get(key) else {
         return Vec::new();
@@ -228,7 +235,7 @@ pub(super) fn ratio_pairs(key: &str, summary: &Summary) -> Vec<(&'static str, f6
         return Vec::new();
     };
     let mut v = Vec::new();
-    for (other, label) in [("floor", "uturn/floor"), ("coturn", "uturn/coturn")] {
+    for (other, label) in RATIOS {
         if let Some(o) = per.get(other) {
             if o.median != 0.0 {
                 v.push((label, u.median / o.median));

@@ -69,14 +69,20 @@ pub enum Scenario {
 #[serde(rename_all = "lowercase")]
 pub enum System {
     Uturn,
+    /// uturn on its portable recvmmsg/sendmmsg backend (`--io-backend syscall`),
+    /// to compare the two io backends in one run.
+    #[value(name = "uturn-syscall")]
+    #[serde(rename = "uturn-syscall")]
+    UturnSyscall,
     Floor,
     Coturn,
 }
 
 impl System {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             System::Uturn => "uturn",
+            System::UturnSyscall => "uturn-syscall",
             System::Floor => "floor",
             System::Coturn => "coturn",
         }
@@ -206,7 +212,12 @@ pub fn run(args: &CompareArgs, out: &Output) -> anyhow::Result<()> {
         bail!("--systems is empty");
     }
     let coturn = locate(&args.coturn_bin);
-    if args.systems.contains(&System::Uturn) && locate(&args.uturn_bin).is_none() {
+    if args
+        .systems
+        .iter()
+        .any(|s| matches!(s, System::Uturn | System::UturnSyscall))
+        && locate(&args.uturn_bin).is_none()
+    {
         bail!(
             "uturn binary {} not found (build it with `cargo build --release --bin uturn` or pass --uturn-bin)",
             args.uturn_bin.display()

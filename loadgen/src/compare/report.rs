@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::command::command_line;
-use super::metrics::{fmt_ratio, ratio_pairs, MetricDef, Summary};
+use super::metrics::{fmt_ratio, ratio_pairs, MetricDef, Summary, RATIOS};
 use super::systems::{STOP_GRACE, UTURN_CONFIG};
 use super::{CompareArgs, RunRecord, Scenario, System, REALM, USER};
 use crate::output::{self, Output};
@@ -200,11 +200,10 @@ impl Comparison<'_> {
         let mut header: Vec<&str> = vec!["metric"];
         header.extend(systems.iter().map(|s| s.name()));
         let has_uturn = systems.contains(&System::Uturn);
-        if has_uturn && systems.contains(&System::Floor) {
-            header.push("uturn/floor");
-        }
-        if has_uturn && systems.contains(&System::Coturn) {
-            header.push("uturn/coturn");
+        for (other, label) in RATIOS {
+            if has_uturn && systems.iter().any(|s| s.name() == other) {
+                header.push(label);
+            }
         }
         let mut rows = Vec::new();
         for d in defs {
@@ -222,7 +221,7 @@ impl Comparison<'_> {
                 });
             }
             let ratios = ratio_pairs(d.key, summary);
-            for label in ["uturn/floor", "uturn/coturn"] {
+            for (_, label) in RATIOS {
                 if header.contains(&label) {
                     row.push(
                         ratios

@@ -127,7 +127,7 @@ impl Server {
         let (lo, hi) = relay_port_range(args.scenario, flows);
         let log = log_dir.join(format!("{tag}-{}.log", system.name()));
         let (program, argv, ready_line): (PathBuf, Vec<String>, Option<&str>) = match system {
-            System::Uturn => {
+            System::Uturn | System::UturnSyscall => {
                 let config = log_dir.join("uturn.toml");
                 std::fs::write(&config, UTURN_CONFIG)
                     .with_context(|| format!("writing {}", config.display()))?;
@@ -153,6 +153,9 @@ impl Server {
                 .map(|s| s.to_string())
                 .collect();
                 v.extend(args.uturn_args.iter().cloned());
+                if system == System::UturnSyscall {
+                    v.extend(["--io-backend".to_string(), "syscall".to_string()]);
+                }
                 (args.uturn_bin.clone(), v, Some("uturn: ready"))
             }
             System::Floor => {
