@@ -123,10 +123,10 @@ impl FastPath {
         let k = key.as_bytes();
         let main_client = fp.client;
         for i in 0..others {
-            fp.client = SocketAddr::from((
-                [203, 0, (i / 60_000) as u8 + 10, 1],
-                1024 + (i % 60_000) as u16,
-            ));
+            // One address per client: replies to unauthenticated requests
+            // are rate-limited per source address.
+            let n = i as u32 + 1;
+            fp.client = SocketAddr::from(([100, (n >> 16) as u8, (n >> 8) as u8, n as u8], 40000));
             fp.allocate(k);
         }
         fp.client = main_client;
