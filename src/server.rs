@@ -3,8 +3,9 @@
 //! Start-up order: signal handlers, listener sockets (all shards, so a bind
 //! error stops start-up before any thread exists), shared credential and
 //! policy state, shard threads; once every shard reports ready, the start-up
-//! lines go to standard output. SIGINT/SIGTERM set a shared flag that every
-//! shard polls at least every 100 ms; a second signal exits at once.
+//! lines go to standard output. On SIGINT/SIGTERM the main thread sends every
+//! shard a `Shutdown` command and writes its eventfd, which the shard's ring
+//! (or epoll) watches, so shards stop at once; a second signal exits at once.
 //!
 //! The io backend is chosen once, before any shard starts: `io_backend =
 //! "auto"` probes io_uring and falls back to the portable backend, saying
@@ -17,13 +18,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
+use signal_hook::iterator::Signals;
 
 use crate::auth::Authenticator;
 use crate::config::{port_slices, Config, IoBackendChoice};
 use crate::io::socket::udp_listener;
 use crate::io::{uring, Backend, IoStats};
 use crate::policy::{AllocationLedger, PeerPolicy};
-use crate::shard::{Shard, ShardReport, ShardSpec};
+use crate::shard::{Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec};
 use crate::turn::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +56,37 @@ impl Drop for DoneGuard {
 /// Runs the server until SIGINT/SIGTERM; returns every shard's counters.
 pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    // The main thread learns of a signal from a channel this feeds (set up
+    // before the flag, so that no signal sets the flag unseen).
+    let mut pending = Signals::new(signals).map_err(ServerError::Signals)?;
+    for sig in signals {
         // Registered first, so it runs first: a second signal, arriving when
         // the flag is already set, exits at once with status 1.
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))
             .map_err(ServerError::Signals)?;
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).map_err(ServerError::Signals)?;
     }
+    let signal_handle = pending.handle();
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::Builder::new()
+        .name("uturn-signals".into())
+        .spawn(move || {
+            for _ in pending.forever() {
+                let _ = signal_tx.try_send(());
+            }
+        })
+        .map_err(ServerError::Signals)?;
+    let result = run_shards(cfg, &shutdown, &signal_rx);
+    signal_handle.close();
+    result
+}
 
+fn run_shards(
+    cfg: &Config,
+    shutdown: &AtomicBool,
+    signal_rx: &crossbeam_channel::Receiver<()>,
+) -> Result<Vec<ShardReport>, ServerError> {
     let backend = choose_backend(cfg.io_backend);
     let (mut listeners, bound) = bind_listeners(&cfg.listen, cfg.workers)?;
     let slices =
@@ -90,7 +115,15 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
         crossbeam_channel::bounded::<Result<usize, (usize, io::Error)>>(cfg.workers);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<usize>(cfg.workers);
     let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(cfg.workers);
+    let mut controls: Vec<ShardHandle> = Vec::with_capacity(cfg.workers);
     for (index, ports) in slices.into_iter().enumerate() {
+        let (control_tx, control) = match crate::shard::channel() {
+            Ok(c) => c,
+            Err(source) => {
+                stop(shutdown, &controls, handles);
+                return Err(ServerError::Start { index, source });
+            }
+        };
         let spec = ShardSpec {
             index,
             listeners: std::mem::take(&mut listeners[index]),
@@ -98,7 +131,7 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
             auth: Arc::clone(&auth),
             policy: Arc::clone(&policy),
             ledger: Arc::clone(&ledger),
-            shutdown: Arc::clone(&shutdown),
+            control,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());
@@ -131,9 +164,12 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
                 Some(shard.run())
             });
         match spawned {
-            Ok(h) => handles.push(h),
+            Ok(h) => {
+                handles.push(h);
+                controls.push(control_tx);
+            }
             Err(source) => {
-                stop(&shutdown, handles);
+                stop(shutdown, &controls, handles);
                 return Err(ServerError::Start { index, source });
             }
         }
@@ -144,13 +180,13 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err((index, source))) => {
-                stop(&shutdown, handles);
+                stop(shutdown, &controls, handles);
                 return Err(ServerError::Start { index, source });
             }
             Err(_) => {
                 // Every sender is gone: a shard panicked while starting.
                 let failed = handles.iter().position(|h| h.is_finished()).unwrap_or(0);
-                stop(&shutdown, handles);
+                stop(shutdown, &controls, handles);
                 return Err(ServerError::ShardFailed(failed));
             }
         }
@@ -162,12 +198,19 @@ pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
         "uturn ready"
     );
 
-    // The first shard to stop either saw the shutdown flag or failed.
-    let first = done_rx.recv().unwrap_or(0);
-    let clean = shutdown.swap(true, Ordering::SeqCst);
+    // A signal, or a shard that stopped on its own (it failed).
+    let first = crossbeam_channel::select! {
+        recv(signal_rx) -> _ => None,
+        recv(done_rx) -> index => Some(index.unwrap_or(0)),
+    };
+    let clean = shutdown.swap(true, Ordering::SeqCst) || first.is_none();
     if clean {
         tracing::info!("shutting down");
     }
+    for c in &controls {
+        c.send(ShardCommand::Shutdown);
+    }
+    let first = first.unwrap_or(0);
     let mut reports = Vec::with_capacity(handles.len());
     let mut failed = (!clean).then_some(first);
     for (index, h) in handles.into_iter().enumerate() {
@@ -206,9 +249,16 @@ fn choose_backend(choice: IoBackendChoice) -> Backend {
     }
 }
 
-/// Sets the flag and waits for the shards already started.
-fn stop(shutdown: &AtomicBool, handles: Vec<JoinHandle<Option<ShardReport>>>) {
+/// Tells the shards already started to stop and waits for them.
+fn stop(
+    shutdown: &AtomicBool,
+    controls: &[ShardHandle],
+    handles: Vec<JoinHandle<Option<ShardReport>>>,
+) {
     shutdown.store(true, Ordering::SeqCst);
+    for c in controls {
+        c.send(ShardCommand::Shutdown);
+    }
     for h in handles {
         let _ = h.join();
     }

@@ -4,8 +4,9 @@
 //! SO_REUSEPORT by the server), every relay socket its allocations created,
 //! its io driver (an epoll instance and a recvmmsg batch, or an io_uring with
 //! provided buffers) and its buffers. Nothing here is shared with another
-//! shard except the immutable `Arc`s the state machine holds and the shutdown
-//! flag.
+//! shard except the immutable `Arc`s the state machine holds. The control
+//! thread reaches a shard only through its command channel and eventfd
+//! (`control`), which the io driver watches beside the sockets.
 //!
 //! Both backends feed every datagram through `dispatch` — datagram in,
 //! state machine, at most one send out — and differ only in how they receive,
@@ -13,17 +14,21 @@
 //! way in both: a relay socket by its `RelayToken` (< 2^63), listener `i` by
 //! `LISTENER_TAG | i`.
 
+mod control;
 mod syscall;
 mod uring;
+
+pub use control::{channel, ShardCommand, ShardControl, ShardHandle};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::TryRecvError;
 
 use crate::auth::Authenticator;
 use crate::io::{Backend, BatchLayout, IoStats};
@@ -37,10 +42,14 @@ use crate::turn::{
 pub const BATCH: usize = 32;
 /// Largest datagram received whole.
 pub const RECV_CAPACITY: usize = 2048;
-/// Longest wait for io, so that shutdown is noticed promptly.
-const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait for io. Commands wake the shard at once; this only bounds
+/// how late a shard notices that the control side has gone away.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Marks a listener's tag; relay tokens never have this bit.
 const LISTENER_TAG: u64 = 1 << 63;
+/// The tag of the shard's wake-up descriptor (no listener index is this
+/// large: there are at most 2^16 listeners).
+const WAKE_TAG: u64 = LISTENER_TAG | 1 << 62;
 
 /// The receive/send geometry of the syscall backend.
 pub const LAYOUT: BatchLayout = BatchLayout {
@@ -60,7 +69,8 @@ pub struct ShardSpec {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<PeerPolicy>,
     pub ledger: Arc<AllocationLedger>,
-    pub shutdown: Arc<AtomicBool>,
+    /// Commands from the control thread, and the descriptor it wakes.
+    pub control: ShardControl,
 }
 
 /// What a shard hands back when it stops.
@@ -95,8 +105,9 @@ impl Shard {
         })
     }
 
-    /// Runs until the shutdown flag is set; then deletes every allocation,
-    /// closes every socket and returns the counters.
+    /// Runs until told to shut down (or until every `ShardHandle` is gone);
+    /// then deletes every allocation, closes every socket and returns the
+    /// counters.
     pub fn run(self) -> ShardReport {
         match self {
             Shard::Syscall(s) => s.run(),
@@ -164,6 +175,21 @@ fn wait_time(relay: &Relay) -> Duration {
     match relay.poll_timeout() {
         Some(t) => t.saturating_duration_since(Instant::now()).min(MAX_WAIT),
         None => MAX_WAIT,
+    }
+}
+
+/// Reads every waiting command; true when the shard must stop (told to, or
+/// the control side has gone). `report` answers a `Stats` command.
+fn read_commands(control: &ShardControl, report: impl Fn() -> ShardReport) -> bool {
+    loop {
+        match control.rx.try_recv() {
+            Ok(ShardCommand::Shutdown) | Err(TryRecvError::Disconnected) => return true,
+            Ok(ShardCommand::Stats(reply)) => {
+                // The asker may have stopped waiting: nothing to do then.
+                let _ = reply.send(report());
+            }
+            Err(TryRecvError::Empty) => return false,
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod socket;
 pub mod syscall;
 pub mod uring;
+pub mod wake;
 
 /// The io backend a shard runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

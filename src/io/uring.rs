@@ -86,11 +86,14 @@ pub use probe::{probe, Unavailable};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring};
 
 use super::addr::{read_sockaddr, zeroed_storage};
+use super::wake::WakeFd;
 use super::IoStats;
 use ctl::{FileSlot, SlotState};
 use mem::{RawMem, RxPool, TxMeta, TxPool};
@@ -109,6 +112,7 @@ const KIND_SHIFT: u32 = 56;
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_CANCEL: u64 = 3;
+const KIND_WAKE: u64 = 4;
 
 fn user_data(kind: u64, index: u32) -> u64 {
     kind << KIND_SHIFT | u64::from(index)
@@ -289,6 +293,21 @@ pub struct Uring {
     batch: Vec<Pending>,
     headroom: usize,
     capacity: usize,
+    wake: Wake,
+}
+
+/// The eventfd the ring watches for wake-ups from other threads. The poll
+/// on it reads no memory of the program; the descriptor is kept open here
+/// for as long as the ring may refer to it.
+struct Wake {
+    fd: Option<Arc<WakeFd>>,
+    /// A poll is in flight.
+    armed: bool,
+    /// Multishot poll (Linux 5.13); one-shot polls re-armed after each
+    /// wake-up when the kernel refuses it.
+    multishot: bool,
+    /// A wake-up arrived since the last `take_wake`.
+    woken: bool,
 }
 
 impl Uring {
@@ -350,7 +369,67 @@ impl Uring {
             batch: Vec::with_capacity(usize::from(cfg.buffers)),
             headroom: cfg.headroom,
             capacity: cfg.capacity,
+            wake: Wake {
+                fd: None,
+                armed: false,
+                multishot: true,
+                woken: false,
+            },
         })
+    }
+
+    /// Watches `fd`: each time it becomes readable, `wait` returns and
+    /// `take_wake` says so once. Armed with the next `wait`.
+    pub fn watch_wake(&mut self, fd: Arc<WakeFd>) {
+        self.wake.fd = Some(fd);
+    }
+
+    /// Whether the wake-up descriptor was woken since the last call; if so
+    /// it is drained (the next wake-up is seen again).
+    pub fn take_wake(&mut self) -> bool {
+        let woken = std::mem::take(&mut self.wake.woken);
+        if woken {
+            if let Some(fd) = &self.wake.fd {
+                fd.drain();
+            }
+        }
+        woken
+    }
+
+    fn arm_wake(&mut self) {
+        let w = &self.wake;
+        let Some(fd) = w.fd.as_ref().filter(|_| !w.armed) else {
+            return;
+        };
+        let e = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), libc::POLLIN as u32)
+            .multi(w.multishot)
+            .build()
+            .user_data(user_data(KIND_WAKE, 0));
+        // If it cannot be queued now, the next turn tries again.
+        if self.ctl.push(&e) {
+            self.wake.armed = true;
+        }
+    }
+
+    fn on_wake(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.wake.armed = false;
+        }
+        if res >= 0 {
+            self.wake.woken = true;
+            return;
+        }
+        if res == -libc::EINVAL && self.wake.multishot {
+            tracing::debug!(
+                "multishot poll refused; watching the wake-up descriptor with one-shot polls"
+            );
+            self.wake.multishot = false;
+        } else if res != -libc::ECANCELED {
+            self.ctl.stats.ring_errors += 1;
+            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "wake-up poll failed");
+        }
+        // Look for commands anyway: a wake-up may hide behind the error.
+        self.wake.woken = true;
     }
 
     pub fn mode(&self) -> RingMode {
@@ -382,7 +461,14 @@ impl Uring {
         let sends = std::mem::take(&mut self.ctl.queued_sends);
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
-        let res = self.ctl.ring.submitter().submit_with_args(1, &args);
+        // A UDP send with MSG_DONTWAIT completes while it is submitted, so
+        // its completion is already in the queue when the wait begins.
+        // Waiting for one completion would then return at once, for a turn
+        // with nothing to receive, and another enter to sleep: wait for one
+        // completion beyond this turn's sends instead (a receive, a cancel,
+        // or the timeout), so that a turn costs one enter.
+        let want = sends.saturating_add(1);
+        let res = self.ctl.ring.submitter().submit_with_args(want, &args);
         self.ctl.stats.wakeups += 1;
         if sends > 0 {
             self.ctl.stats.send_calls += 1;
@@ -508,6 +594,7 @@ impl Uring {
         self.rx.publish();
         self.ctl.rearm_ready(self.rx.available());
         self.ctl.finish_closing();
+        self.arm_wake();
     }
 
     /// Closes every socket and waits up to `limit` for every request to
@@ -550,6 +637,7 @@ impl Uring {
                 KIND_RECV => self.on_recv(index, res, flags),
                 KIND_SEND => self.on_send(index, res),
                 KIND_CANCEL => self.ctl.on_cancel(index, res),
+                KIND_WAKE => self.on_wake(res, flags),
                 _ => {
                     self.ctl.stats.ring_errors += 1;
                     tracing::debug!(user_data = ud, res, "completion of an unknown request");

@@ -7,13 +7,12 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, relay_map, timer_due, wait_time, Bytes, Inbound, Out, RelayMap,
-    ShardReport, ShardSpec, Via, BATCH, LAYOUT, LISTENER_TAG,
+    check_new_token, dispatch, now, read_commands, relay_map, timer_due, wait_time, Bytes, Inbound,
+    Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, BATCH, LAYOUT, LISTENER_TAG,
+    WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
@@ -63,7 +62,7 @@ pub struct SyscallShard {
     listeners: Vec<UdpSocket>,
     batch: UdpBatch,
     events: Events,
-    shutdown: Arc<AtomicBool>,
+    control: ShardControl,
 }
 
 impl SyscallShard {
@@ -72,6 +71,7 @@ impl SyscallShard {
         for (i, l) in spec.listeners.iter().enumerate() {
             poller.add(l.as_fd(), LISTENER_TAG | i as u64)?;
         }
+        poller.add(spec.control.wake.as_fd(), WAKE_TAG)?;
         let relays = relay_map(&spec.turn);
         Ok(SyscallShard {
             index: spec.index,
@@ -84,13 +84,13 @@ impl SyscallShard {
             listeners: spec.listeners,
             batch: UdpBatch::new(LAYOUT),
             events: Events::with_capacity(EVENTS),
-            shutdown: spec.shutdown,
+            control: spec.control,
         })
     }
 
     pub(super) fn run(mut self) -> ShardReport {
         tracing::debug!(shard = self.index, backend = "syscall", "shard running");
-        while !self.shutdown.load(Ordering::Relaxed) {
+        loop {
             let wait = wait_time(&self.relay);
             let ready = match self.sockets.poller.wait(&mut self.events, wait) {
                 Ok(n) => n,
@@ -101,15 +101,27 @@ impl SyscallShard {
                 }
             };
             self.batch.stats_mut().wakeups += 1;
+            let mut woken = false;
             for e in 0..ready {
                 let key = self.events.key(e);
-                self.drain(key);
+                if key == WAKE_TAG {
+                    // Level-triggered: drained here, read below.
+                    self.control.wake.drain();
+                    woken = true;
+                } else {
+                    self.drain(key);
+                }
             }
             if timer_due(&self.relay) {
                 self.relay.handle_timeout(now(), &mut self.sockets);
             }
             // Every send of this turn has been flushed: closing is safe now.
             self.sockets.closing.clear();
+            // Commands when woken; on an idle turn too, to notice a control
+            // side that has gone away.
+            if (woken || ready == 0) && read_commands(&self.control, || self.report(0)) {
+                break;
+            }
         }
         let allocations_at_exit = self.relay.allocation_count();
         self.relay.close_all(&mut self.sockets);
@@ -117,6 +129,10 @@ impl SyscallShard {
         self.sockets.closing.clear();
         self.sockets.relays.clear();
         tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
+        self.report(allocations_at_exit)
+    }
+
+    fn report(&self, allocations_at_exit: usize) -> ShardReport {
         ShardReport {
             index: self.index,
             turn: self.relay.stats().clone(),

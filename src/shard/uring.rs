@@ -6,13 +6,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, relay_map, timer_due, wait_time, Bytes, Inbound, Out, RelayMap,
-    ShardReport, ShardSpec, Via, LISTENER_TAG, RECV_CAPACITY,
+    check_new_token, dispatch, now, read_commands, relay_map, timer_due, wait_time, Bytes, Inbound,
+    Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, LISTENER_TAG, RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
 use crate::io::uring::{RingMode, SockId, SocketCtl, TxBytes, Uring, UringConfig};
@@ -85,7 +84,7 @@ pub struct UringShard {
     /// Listener `i`'s socket.
     listeners: Vec<SockId>,
     relays: RelayMap<SockId>,
-    shutdown: Arc<AtomicBool>,
+    control: ShardControl,
 }
 
 impl UringShard {
@@ -102,6 +101,7 @@ impl UringShard {
         for (i, l) in spec.listeners.into_iter().enumerate() {
             listeners.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
         }
+        io.watch_wake(Arc::clone(&spec.control.wake));
         let relays = relay_map(&spec.turn);
         Ok(UringShard {
             index: spec.index,
@@ -109,13 +109,13 @@ impl UringShard {
             io,
             listeners,
             relays,
-            shutdown: spec.shutdown,
+            control: spec.control,
         })
     }
 
     pub(super) fn run(mut self) -> ShardReport {
         tracing::debug!(shard = self.index, backend = "uring", "shard running");
-        while !self.shutdown.load(Ordering::Relaxed) {
+        loop {
             let wait = wait_time(&self.relay);
             let n = match self.io.wait(wait) {
                 Ok(n) => n,
@@ -152,6 +152,11 @@ impl UringShard {
                 };
                 self.relay.handle_timeout(now(), &mut sockets);
             }
+            // Commands when woken; on an idle turn too, to notice a control
+            // side that has gone away.
+            if (self.io.take_wake() || n == 0) && read_commands(&self.control, || self.report(0)) {
+                break;
+            }
         }
         let allocations_at_exit = self.relay.allocation_count();
         let mut sockets = UringSockets {
@@ -166,6 +171,10 @@ impl UringShard {
             );
         }
         tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
+        self.report(allocations_at_exit)
+    }
+
+    fn report(&self, allocations_at_exit: usize) -> ShardReport {
         ShardReport {
             index: self.index,
             turn: self.relay.stats().clone(),

@@ -126,4 +126,26 @@ fn sigint_exits_zero() {
     assert!(st.success(), "exit status after SIGINT: {st}");
 }
 
-on_both_backends!(sigterm_exits_zero, sigint_exits_zero,);
+/// A shard asleep in its wait (which lasts up to a second) is woken by the
+/// shutdown command's eventfd, not found at its next timeout.
+fn shutdown_wakes_sleeping_shards_at_once() {
+    let server = lab_server(&[]);
+    // Idle: every shard is asleep in its wait by now.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let st = server
+        .stop_with(Signal::SIGTERM)
+        .expect("uturn did not exit within 10 s of SIGTERM");
+    let took = started.elapsed();
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    assert!(
+        took < std::time::Duration::from_millis(600),
+        "SIGTERM to exit took {took:?}"
+    );
+}
+
+on_both_backends!(
+    sigterm_exits_zero,
+    sigint_exits_zero,
+    shutdown_wakes_sleeping_shards_at_once,
+);
