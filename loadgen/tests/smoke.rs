@@ -142,6 +142,13 @@ fn run(args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// `uturn-loadgen --json SCENARIO --server <uturn> --user lg:lgpw EXTRA`.
+fn against(u: &Proc, scenario: &str, extra: &[&str]) -> Value {
+    let mut args = vec![scenario, "--server", &u.addr, "--user", "lg:lgpw"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v.get(key)
         .and_then(Value::as_f64)
@@ -152,19 +159,18 @@ fn num(v: &Value, key: &str) -> f64 {
 fn allocate_reports_flows_and_no_errors() {
     let u = start_uturn();
     let pid = u.child.id().to_string();
-    let r = run(&[
+    let r = against(
+        &u,
         "allocate",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--duration",
-        "2",
-        "--concurrency",
-        "8",
-        "--server-pid",
-        &pid,
-    ]);
+        &[
+            "--duration",
+            "2",
+            "--concurrency",
+            "8",
+            "--server-pid",
+            &pid,
+        ],
+    );
     assert!(num(&r, "completed") > 0.0, "{r}");
     assert!(num(&r, "flows_per_sec") > 0.0, "{r}");
     assert_eq!(num(&r, "failed"), 0.0, "{r}");
@@ -176,23 +182,22 @@ fn allocate_reports_flows_and_no_errors() {
 fn relay_channel_data_both_ways_with_server_cpu() {
     let u = start_uturn();
     let pid = u.child.id().to_string();
-    let r = run(&[
+    let r = against(
+        &u,
         "relay",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--flows",
-        "10",
-        "--rate",
-        "2000",
-        "--duration",
-        "2",
-        "--direction",
-        "both",
-        "--server-pid",
-        &pid,
-    ]);
+        &[
+            "--flows",
+            "10",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "--direction",
+            "both",
+            "--server-pid",
+            &pid,
+        ],
+    );
     assert!(num(&r, "sent") > 0.0 && num(&r, "delivered") > 0.0, "{r}");
     assert!(num(&r, "bytes") > 0.0, "{r}");
     assert!(
@@ -206,43 +211,41 @@ fn relay_channel_data_both_ways_with_server_cpu() {
 #[test]
 fn relay_send_and_data_indications() {
     let u = start_uturn();
-    let r = run(&[
+    let r = against(
+        &u,
         "relay",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--flows",
-        "5",
-        "--rate",
-        "1000",
-        "--duration",
-        "2",
-        "--mode",
-        "indication",
-    ]);
+        &[
+            "--flows",
+            "5",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--mode",
+            "indication",
+        ],
+    );
     assert!(num(&r, "delivered") > 0.0, "{r}");
 }
 
 #[test]
 fn relay_with_gso_bursts() {
     let u = start_uturn();
-    let r = run(&[
+    let r = against(
+        &u,
         "relay",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--flows",
-        "5",
-        "--rate",
-        "2000",
-        "--duration",
-        "2",
-        "--direction",
-        "c2p",
-        "--gso",
-    ]);
+        &[
+            "--flows",
+            "5",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "--direction",
+            "c2p",
+            "--gso",
+        ],
+    );
     assert!(num(&r, "delivered") > 0.0, "{r}");
     assert_eq!(r["gso"], Value::Bool(true), "{r}");
 }
@@ -251,19 +254,11 @@ fn relay_with_gso_bursts() {
 fn churn_reports_server_memory_series() {
     let u = start_uturn();
     let pid = u.child.id().to_string();
-    let r = run(&[
+    let r = against(
+        &u,
         "churn",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--rate",
-        "20",
-        "--duration",
-        "2",
-        "--server-pid",
-        &pid,
-    ]);
+        &["--rate", "20", "--duration", "2", "--server-pid", &pid],
+    );
     assert!(num(&r, "created") > 0.0 && num(&r, "deleted") > 0.0, "{r}");
     assert!(
         num(&r, "c2p_received") > 0.0 && num(&r, "p2c_received") > 0.0,
@@ -277,21 +272,20 @@ fn sweep_finds_a_rate_and_draws_a_chart() {
     let u = start_uturn();
     let svg = std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.svg", std::process::id()));
     let svg_s = svg.to_string_lossy().to_string();
-    let r = run(&[
+    let r = against(
+        &u,
         "sweep",
-        "--server",
-        &u.addr,
-        "--user",
-        "lg:lgpw",
-        "--flows",
-        "5",
-        "--duration",
-        "1",
-        "--rates",
-        "1000,2000",
-        "--svg",
-        &svg_s,
-    ]);
+        &[
+            "--flows",
+            "5",
+            "--duration",
+            "1",
+            "--rates",
+            "1000,2000",
+            "--svg",
+            &svg_s,
+        ],
+    );
     assert_eq!(r["points"].as_array().map(Vec::len), Some(2), "{r}");
     assert!(
         r["points"]

@@ -215,6 +215,14 @@ impl Table {
         slot.alloc.as_ref().map(|a| (a, fam))
     }
 
+    /// Drops expired permissions and cooled-down channels of every live
+    /// allocation, in place.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        for a in self.slots.iter_mut().filter_map(|s| s.alloc.as_mut()) {
+            a.sweep(now);
+        }
+    }
+
     /// Indices of live slots (for sweeps and shutdown).
     pub(crate) fn indices(&self) -> impl Iterator<Item = u32> + '_ {
         self.slots

@@ -329,12 +329,7 @@ impl Relay {
             self.delete(index, sockets);
             self.stats.allocations_expired += 1;
         }
-        let live: Vec<u32> = self.table.indices().collect();
-        for index in live {
-            if let Some(a) = self.table.get_mut(index) {
-                a.sweep(now.at);
-            }
-        }
+        self.table.sweep(now.at);
         let ports = &mut self.ports;
         self.reservations.retain(|r| {
             let keep = now.at < r.expires;
