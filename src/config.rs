@@ -32,6 +32,7 @@ pub const DEFAULT_UNAUTH_PER_SECOND: u32 = 20;
 pub const DEFAULT_UNAUTH_BURST: u32 = 40;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_IO_BACKEND: &str = "auto";
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 60;
 /// Name of the user created when no credentials are configured.
 pub const DEMO_USER: &str = "demo";
 const MAX_WORKERS: usize = 1024;
@@ -122,8 +123,35 @@ pub struct Config {
     pub unauth_burst: u32,
     pub log_level: String,
     pub io_backend: IoBackendChoice,
+    pub log_format: LogFormat,
+    /// Usernames and client/peer addresses may appear in logs.
+    pub log_client_details: bool,
+    /// Where `/metrics` is served (off when None).
+    pub metrics: Option<SocketAddr>,
+    /// The unix socket `uturn reload` talks to (off when None).
+    pub control_socket: Option<PathBuf>,
+    /// Longest drain on SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    /// Offered in ALTERNATE-SERVER (300) to new allocations while draining.
+    pub alternate_server: Option<SocketAddr>,
     /// Set when the built-in demo credentials are in use.
     pub demo: Option<DemoCredentials>,
+}
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Which source a value came from, for naming it in errors.
@@ -296,8 +324,11 @@ impl Config {
              quotas: {} allocations per user, {} in total, {} permissions and {} channels per allocation\n\
              unauthenticated replies: {} per second per source, burst {}\n\
              software: {}\n\
-             log level: {}\n\
-             io backend: {}",
+             log level: {}, format {}, client details in logs: {}\n\
+             io backend: {}\n\
+             metrics: {}\n\
+             control socket: {}\n\
+             drain: at most {} s, new allocations get {}",
             self.relay_ports.start(),
             self.relay_ports.end(),
             self.workers,
@@ -317,7 +348,17 @@ impl Config {
             self.unauth_burst,
             self.software.as_deref().unwrap_or("off"),
             self.log_level,
+            self.log_format.name(),
+            if self.log_client_details { "yes" } else { "no" },
             self.io_backend.name(),
+            self.metrics
+                .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
+            self.control_socket
+                .as_ref()
+                .map_or("off".to_string(), |p| p.display().to_string()),
+            self.drain_timeout.as_secs(),
+            self.alternate_server
+                .map_or("508".to_string(), |a| format!("300 with ALTERNATE-SERVER {a}")),
         )
     }
 }
@@ -600,6 +641,101 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         )
     })?;
 
+    // log_format, log_client_details
+    let (format_str, src) = pick(
+        args.log_format.clone(),
+        "--log-format",
+        f.log_format,
+        "log_format",
+    )
+    .unwrap_or_else(|| ("text".to_string(), Src::File("log_format")));
+    let log_format = match format_str.trim().to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => {
+            return Err(invalid(
+                src.key(),
+                format!("{format_str:?} is not one of text, json"),
+            ))
+        }
+    };
+    let log_client_details = args.log_client_details || f.log_client_details.unwrap_or(false);
+
+    // metrics
+    let metrics = match pick(args.metrics.clone(), "--metrics", f.metrics, "metrics") {
+        Some((s, src)) => Some(s.trim().parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                src.key(),
+                format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
+            )
+        })?),
+        None => None,
+    };
+
+    // control_socket
+    let control_socket = match pick(
+        args.control_socket.clone(),
+        "--control-socket",
+        f.control_socket,
+        "control_socket",
+    ) {
+        Some((path, src)) => {
+            // sun_path holds 108 bytes, the terminating NUL included.
+            if path.as_os_str().is_empty() || path.as_os_str().len() > 107 {
+                return Err(invalid(
+                    src.key(),
+                    format!("{path:?} is empty or longer than the 107 bytes a unix socket path may have"),
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+
+    // drain_timeout_secs, alternate_server
+    let (drain_secs, src) = pick(
+        args.drain_timeout,
+        "--drain-timeout",
+        f.drain_timeout_secs,
+        "drain_timeout_secs",
+    )
+    .unwrap_or((DEFAULT_DRAIN_TIMEOUT_SECS, Src::File("drain_timeout_secs")));
+    if drain_secs > MAX_LIFETIME_LIMIT_SECS {
+        return Err(invalid(
+            src.key(),
+            format!("{drain_secs} is more than {MAX_LIFETIME_LIMIT_SECS} seconds"),
+        ));
+    }
+    let alternate_server = match pick(
+        args.alternate_server.clone(),
+        "--alternate-server",
+        f.alternate_server,
+        "alternate_server",
+    ) {
+        Some((s, src)) => {
+            let addr: SocketAddr = s.trim().parse().map_err(|_| {
+                invalid(
+                    src.key(),
+                    format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
+                )
+            })?;
+            if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+                return Err(invalid(
+                    src.key(),
+                    format!("{addr} cannot be given to clients as another server"),
+                ));
+            }
+            if listen.contains(&addr) {
+                return Err(invalid(
+                    src.key(),
+                    format!("{addr} is this server's own listen address"),
+                ));
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+
     Ok(Config {
         listen,
         relay_v4,
@@ -620,6 +756,12 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         unauth_burst,
         log_level,
         io_backend,
+        log_format,
+        log_client_details,
+        metrics,
+        control_socket,
+        drain_timeout: Duration::from_secs(drain_secs),
+        alternate_server,
         demo,
     })
 }

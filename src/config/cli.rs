@@ -132,4 +132,36 @@ pub struct RunArgs {
     /// standard error. [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Log line format on standard error: text (for people) or json (one object per
+    /// line, for a log pipeline). [default: text]
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
+
+    /// Let usernames and client and peer addresses appear in logs. Off, they are
+    /// written as "<redacted>". [default: off]
+    #[arg(long)]
+    pub log_client_details: bool,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics. Keep it on loopback (or
+    /// a management network): it is unauthenticated. [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+
+    /// Unix socket for `uturn reload` (created mode 0600; the directory must exist).
+    /// [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// On SIGTERM/SIGINT, refuse new allocations and keep serving the existing ones
+    /// for at most this many seconds, then exit; 0 exits at once. A second signal
+    /// exits at once. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+
+    /// While draining, answer new Allocate requests with 300 (Try Alternate) and this
+    /// server in ALTERNATE-SERVER instead of 508 (clients of the other address family
+    /// still get 508). [default: none]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub alternate_server: Option<String>,
 }

@@ -28,6 +28,12 @@ pub(super) struct FileConfig {
     pub rate_limit: Option<FileRateLimit>,
     pub log_level: Option<String>,
     pub io_backend: Option<String>,
+    pub log_format: Option<String>,
+    pub log_client_details: Option<bool>,
+    pub metrics: Option<String>,
+    pub control_socket: Option<PathBuf>,
+    pub drain_timeout_secs: Option<u64>,
+    pub alternate_server: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,12 @@ offer_sha256 = false
 nonce_lifetime_secs = 300
 log_level = "debug"
 io_backend = "syscall"
+log_format = "json"
+log_client_details = true
+metrics = "127.0.0.1:9641"
+control_socket = "/run/uturn/control.sock"
+drain_timeout_secs = 5
+alternate_server = "192.0.2.20:3478"
 
 [[users]]
 name = "alice"
@@ -92,6 +98,15 @@ unauth_burst = 9
     assert_eq!(c.nonce_lifetime_secs, 300);
     assert_eq!(c.log_level, "debug");
     assert_eq!(c.io_backend, IoBackendChoice::Syscall);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert!(c.log_client_details);
+    assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
+    assert_eq!(
+        c.control_socket.as_deref(),
+        Some(Path::new("/run/uturn/control.sock"))
+    );
+    assert_eq!(c.drain_timeout, Duration::from_secs(5));
+    assert_eq!(c.alternate_server, Some("192.0.2.20:3478".parse().unwrap()));
     assert_eq!(c.users.len(), 2);
     assert_eq!(c.users[0].key_md5.map(|k| hex(&k)).as_deref(), Some(MD5_A));
     assert_eq!(
@@ -470,9 +485,73 @@ fn example_file_documents_every_key() {
     assert!(f.rest_secrets.is_some() && f.rest_secret_files.is_some() && f.offer_sha256.is_some());
     assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some() && f.io_backend.is_some());
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
+    assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
+    assert!(
+        f.control_socket.is_some()
+            && f.drain_timeout_secs.is_some()
+            && f.alternate_server.is_some()
+    );
     let user = f.users.expect("sample user").into_iter().next().unwrap();
     assert!(user.key_md5.is_some() && user.key_sha256.is_some());
     // The file as shipped holds no credentials, so it is refused as-is.
     let e = err(with_file(&[], include_str!("../../uturn.example.toml")));
     assert!(e.starts_with("users/rest_secrets: "), "{e}");
+}
+
+#[test]
+fn operations_keys_default_safely() {
+    let c = with_file(&[], &minimal()).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(!c.log_client_details);
+    assert_eq!(c.metrics, None, "metrics are off unless asked for");
+    assert_eq!(c.control_socket, None);
+    assert_eq!(
+        c.drain_timeout,
+        Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS)
+    );
+    assert_eq!(c.alternate_server, None);
+    // Flags beat the file.
+    let c = with_file(
+        &[
+            "--log-format",
+            "json",
+            "--log-client-details",
+            "--metrics",
+            "[::1]:9000",
+            "--drain-timeout",
+            "0",
+            "--alternate-server",
+            "[2001:db8::1]:3478",
+        ],
+        &format!(
+            "log_format = \"text\"\ndrain_timeout_secs = 9\n{}",
+            minimal()
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert!(c.log_client_details);
+    assert_eq!(c.metrics, Some("[::1]:9000".parse().unwrap()));
+    assert_eq!(c.drain_timeout, Duration::ZERO);
+    assert_eq!(
+        c.alternate_server,
+        Some("[2001:db8::1]:3478".parse().unwrap())
+    );
+}
+
+#[test]
+fn operations_keys_are_checked() {
+    let bad = |line: &str| err(with_file(&[], &format!("{line}\n{}", minimal())));
+    assert!(bad("log_format = \"xml\"").starts_with("log_format: "));
+    assert!(bad("metrics = \"localhost\"").starts_with("metrics: "));
+    assert!(bad("drain_timeout_secs = 90000").starts_with("drain_timeout_secs: "));
+    assert!(bad("alternate_server = \"0.0.0.0:3478\"").starts_with("alternate_server: "));
+    assert!(bad("alternate_server = \"127.0.0.1:3478\"").contains("own listen address"));
+    assert!(bad("alternate_server = \"192.0.2.1\"").starts_with("alternate_server: "));
+    let long = format!("control_socket = \"/{}\"", "x".repeat(120));
+    assert!(bad(&long).starts_with("control_socket: "));
+    assert!(
+        err(with_file(&["--metrics", "nope"], &minimal())).starts_with("--metrics: "),
+        "a flag is named as the flag"
+    );
 }
