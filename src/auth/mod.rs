@@ -101,6 +101,27 @@ pub enum AuthError {
     StaleNonce,
 }
 
+impl AuthError {
+    /// The failure's reason as a metric label (one of
+    /// `turn::AUTH_FAILURE_REASONS`); `Challenge` is not a failure.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Challenge => "challenge",
+            AuthError::StaleNonce => "stale_nonce",
+            AuthError::Unauthorized("realm") => "wrong_realm",
+            AuthError::Unauthorized("unknown user") => "unknown_user",
+            AuthError::Unauthorized("expired") => "expired_credential",
+            AuthError::Unauthorized(_) => "bad_integrity",
+            AuthError::BadRequest(
+                "password algorithms altered"
+                | "password algorithm not offered"
+                | "password algorithm not negotiated",
+            ) => "algorithm_downgrade",
+            AuthError::BadRequest(_) => "malformed",
+        }
+    }
+}
+
 /// Checks long-term credentials. Shared by all shards (`Arc`), immutable.
 pub struct Authenticator {
     cfg: AuthConfig,

@@ -38,7 +38,9 @@ pub enum QuotaExceeded {
 /// deleted, so a mutex is fine. A user's entry is removed when their count
 /// drops to zero: memory is bounded by the number of live allocations.
 pub struct AllocationLedger {
-    limits: Quotas,
+    /// The per-user and total limits; replaced by `set_limits` on reload.
+    per_user: AtomicU32,
+    max_total: AtomicU32,
     users: Mutex<HashMap<Box<[u8]>, u32>>,
     /// Written only under `users`' lock; read lock-free by `active`.
     total: AtomicU32,
@@ -47,7 +49,8 @@ pub struct AllocationLedger {
 impl AllocationLedger {
     pub fn new(limits: Quotas) -> Self {
         AllocationLedger {
-            limits,
+            per_user: AtomicU32::new(limits.allocations_per_user),
+            max_total: AtomicU32::new(limits.total_allocations),
             users: Mutex::new(HashMap::new()),
             total: AtomicU32::new(0),
         }
@@ -56,15 +59,16 @@ impl AllocationLedger {
     /// Takes one allocation for `user`, or says which quota is full.
     pub fn acquire(&self, user: &[u8]) -> Result<(), QuotaExceeded> {
         let mut users = self.lock();
+        let per_user = self.per_user.load(Ordering::Relaxed);
         // RFC 8656 §7.2: server out of capacity → 508; checked first.
-        if self.total.load(Ordering::Relaxed) >= self.limits.total_allocations {
+        if self.total.load(Ordering::Relaxed) >= self.max_total.load(Ordering::Relaxed) {
             return Err(QuotaExceeded::Total);
         }
         // RFC 8656 §7.2: per-user quota reached → 486.
         match users.get_mut(user) {
-            Some(n) if *n >= self.limits.allocations_per_user => return Err(QuotaExceeded::User),
+            Some(n) if *n >= per_user => return Err(QuotaExceeded::User),
             Some(n) => *n += 1,
-            None if self.limits.allocations_per_user == 0 => return Err(QuotaExceeded::User),
+            None if per_user == 0 => return Err(QuotaExceeded::User),
             None => {
                 users.insert(user.into(), 1);
             }
@@ -87,6 +91,16 @@ impl AllocationLedger {
         }
         let total = self.total.load(Ordering::Relaxed);
         self.total.store(total.saturating_sub(1), Ordering::Relaxed);
+    }
+
+    /// Replaces the per-user and total limits (reload). Allocations already
+    /// over a lowered limit stay; new ones wait until the count is below it.
+    pub fn set_limits(&self, limits: Quotas) {
+        let _users = self.lock();
+        self.per_user
+            .store(limits.allocations_per_user, Ordering::Relaxed);
+        self.max_total
+            .store(limits.total_allocations, Ordering::Relaxed);
     }
 
     /// Live allocations in total.
@@ -122,6 +136,24 @@ mod tests {
             total_allocations: total,
             ..Quotas::default()
         }
+    }
+
+    #[test]
+    fn limits_change_on_reload_and_live_allocations_stay() {
+        let l = AllocationLedger::new(limits(2, 10));
+        l.acquire(b"u").unwrap();
+        l.acquire(b"u").unwrap();
+        assert_eq!(l.acquire(b"u"), Err(QuotaExceeded::User));
+        l.set_limits(limits(3, 10));
+        l.acquire(b"u").unwrap();
+        // Lowered below what is live: nothing is taken away, nothing new is given.
+        l.set_limits(limits(1, 2));
+        assert_eq!(l.active_for(b"u"), 3);
+        assert_eq!(l.acquire(b"v"), Err(QuotaExceeded::Total));
+        l.release(b"u");
+        l.release(b"u");
+        assert_eq!(l.acquire(b"u"), Err(QuotaExceeded::User));
+        l.acquire(b"v").unwrap();
     }
 
     #[test]

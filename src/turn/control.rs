@@ -118,6 +118,8 @@ impl<'a> Request<'a> {
 enum Fail {
     /// Answer with this error code (signed).
     Code(Code),
+    /// 300 (Try Alternate) naming this server (signed), when draining.
+    TryAlternate(SocketAddr),
     /// The response did not fit: a bug, dropped and counted.
     Encode,
 }
@@ -322,9 +324,26 @@ impl Relay {
         match result {
             Ok(n) => ClientOutput::Reply(n),
             Err(Fail::Code(code)) => {
-                self.stats.count_error(code.number());
+                self.stats
+                    .count_error(code.number(), msg.method() == Method::Allocate);
                 self.write(
                     |b| reply::error(b, msg, code),
+                    Some(&who),
+                    req.fingerprint,
+                    scratch,
+                )
+            }
+            Err(Fail::TryAlternate(server)) => {
+                self.stats.count_error(
+                    Code::TryAlternate.number(),
+                    msg.method() == Method::Allocate,
+                );
+                self.write(
+                    |b| {
+                        let mut w = reply::error(b, msg, Code::TryAlternate)?;
+                        w.address(attr::ALTERNATE_SERVER, server)?;
+                        Ok(w)
+                    },
                     Some(&who),
                     req.fingerprint,
                     scratch,
@@ -353,7 +372,7 @@ impl Relay {
             AuthError::StaleNonce => (Code::StaleNonce, true),
         };
         if e != AuthError::Challenge {
-            self.stats.auth_failures += 1;
+            self.stats.count_auth_failure(e.reason());
         }
         if !self.unauth_allowed(now, five) {
             return ClientOutput::Nothing;

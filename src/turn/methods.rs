@@ -42,6 +42,15 @@ impl Relay {
                 }
             }
         }
+        if let Some(alternate) = self.draining {
+            // Draining: no new allocations (retransmissions were answered above).
+            return Err(match alternate {
+                Some(server) if server.is_ipv4() == five.client.is_ipv4() => {
+                    Fail::TryAlternate(server)
+                }
+                _ => Code::InsufficientCapacity.into(),
+            });
+        }
         match req.transport {
             None => return Err(Code::BadRequest.into()),
             Some(PROTO_UDP) => {}
@@ -86,6 +95,7 @@ impl Relay {
         };
         if let Err(e) = self.ledger.acquire(who.quota_id) {
             release_reserved(self);
+            self.stats.drop_quota += 1;
             return Err(match e {
                 QuotaExceeded::User => Code::AllocationQuotaReached,
                 QuotaExceeded::Total => Code::InsufficientCapacity,
@@ -330,6 +340,7 @@ impl Relay {
             return Err(Code::BadRequest.into());
         }
         if req.too_many_peers {
+            self.stats.drop_quota += 1;
             return Err(Code::InsufficientCapacity.into());
         }
         let limit = self.cfg.quotas.permissions_per_allocation as usize;
@@ -349,6 +360,7 @@ impl Relay {
                 })
                 .count();
             if live + new > limit {
+                self.stats.drop_quota += 1;
                 return Err(Code::InsufficientCapacity.into());
             }
         }
@@ -394,11 +406,13 @@ impl Relay {
             }
             let exists = a.channels.iter().filter(held).any(|c| c.number == number);
             if !exists && a.channels.iter().filter(held).count() >= chan_limit {
+                self.stats.drop_quota += 1;
                 return Err(Code::InsufficientCapacity.into());
             }
             if !a.has_permission(peer.ip(), now.at)
                 && a.perms.iter().filter(|p| now.at < p.expires).count() >= perm_limit
             {
+                self.stats.drop_quota += 1;
                 return Err(Code::InsufficientCapacity.into());
             }
         }

@@ -121,21 +121,118 @@ pub struct Stats {
     pub drop_rate_limited: u64,
     pub drop_forbidden_peer: u64,
     pub drop_encode: u64,
+    /// Requests refused because a quota (allocations, permissions or
+    /// channels) was reached.
+    pub drop_quota: u64,
     pub relay_bind_errors: u64,
     pub auth_failures: u64,
+    /// Failed authentications by reason (see `AUTH_FAILURE_REASONS`).
+    pub auth_failures_by_reason: [u64; AUTH_FAILURE_REASONS.len()],
     /// Error responses to authenticated requests, by code (see `ERROR_CODES`).
     pub errors_by_code: [u64; ERROR_CODES.len()],
+    /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
+    pub allocations_rejected: [u64; ERROR_CODES.len()],
 }
 
 /// The error codes counted in `Stats::errors_by_code`, in order.
-pub const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+pub const ERROR_CODES: [u16; 13] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+];
+
+/// Why an authentication failed, as counted in
+/// `Stats::auth_failures_by_reason` (a fixed set: never a username).
+pub const AUTH_FAILURE_REASONS: [&str; 7] = [
+    "malformed",
+    "wrong_realm",
+    "unknown_user",
+    "bad_integrity",
+    "expired_credential",
+    "stale_nonce",
+    "algorithm_downgrade",
+];
 
 impl Stats {
-    pub(crate) fn count_error(&mut self, code: u16) {
+    pub(crate) fn count_error(&mut self, code: u16, allocate: bool) {
         if let Some(i) = ERROR_CODES.iter().position(|&c| c == code) {
             self.errors_by_code[i] += 1;
+            if allocate {
+                self.allocations_rejected[i] += 1;
+            }
         }
     }
+
+    pub(crate) fn count_auth_failure(&mut self, reason: &str) {
+        self.auth_failures += 1;
+        if let Some(i) = AUTH_FAILURE_REASONS.iter().position(|&r| r == reason) {
+            self.auth_failures_by_reason[i] += 1;
+        }
+    }
+
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            allocations_created,
+            allocations_expired,
+            allocations_deleted,
+            to_peer_packets,
+            to_peer_bytes,
+            to_client_packets,
+            to_client_bytes,
+            drop_malformed,
+            drop_no_allocation,
+            drop_no_permission,
+            drop_rate_limited,
+            drop_forbidden_peer,
+            drop_encode,
+            drop_quota,
+            relay_bind_errors,
+            auth_failures,
+            auth_failures_by_reason,
+            errors_by_code,
+            allocations_rejected,
+        } = other;
+        self.allocations_created += allocations_created;
+        self.allocations_expired += allocations_expired;
+        self.allocations_deleted += allocations_deleted;
+        self.to_peer_packets += to_peer_packets;
+        self.to_peer_bytes += to_peer_bytes;
+        self.to_client_packets += to_client_packets;
+        self.to_client_bytes += to_client_bytes;
+        self.drop_malformed += drop_malformed;
+        self.drop_no_allocation += drop_no_allocation;
+        self.drop_no_permission += drop_no_permission;
+        self.drop_rate_limited += drop_rate_limited;
+        self.drop_forbidden_peer += drop_forbidden_peer;
+        self.drop_encode += drop_encode;
+        self.drop_quota += drop_quota;
+        self.relay_bind_errors += relay_bind_errors;
+        self.auth_failures += auth_failures;
+        for (a, b) in self
+            .auth_failures_by_reason
+            .iter_mut()
+            .zip(auth_failures_by_reason)
+        {
+            *a += b;
+        }
+        for (a, b) in self.errors_by_code.iter_mut().zip(errors_by_code) {
+            *a += b;
+        }
+        for (a, b) in self
+            .allocations_rejected
+            .iter_mut()
+            .zip(allocations_rejected)
+        {
+            *a += b;
+        }
+    }
+}
+
+/// What the shard's gauges read: live state, counted when asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub allocations: u64,
+    pub permissions: u64,
+    pub channels: u64,
 }
 
 /// A RESERVATION-TOKEN handed out with an even port (RFC 8656 §7.2): the
@@ -164,6 +261,9 @@ pub struct Relay {
     rng: Rng,
     stats: Stats,
     next_sweep: Option<Instant>,
+    /// Set while draining: new allocations are refused, 300 with this
+    /// ALTERNATE-SERVER when it is Some and of the client's family, else 508.
+    draining: Option<Option<SocketAddr>>,
 }
 
 impl Relay {
@@ -187,6 +287,7 @@ impl Relay {
             rng: Rng::from_os(),
             stats: Stats::default(),
             next_sweep: None,
+            draining: None,
         }
     }
 
@@ -198,6 +299,37 @@ impl Relay {
     /// Replaces the peer policy (reload); allocations stay.
     pub fn set_policy(&mut self, policy: Arc<PeerPolicy>) {
         self.policy = policy;
+    }
+
+    /// Replaces the per-allocation permission and channel limits (reload).
+    /// Allocations over a lowered limit keep what they have and cannot add.
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        self.cfg.quotas = quotas;
+    }
+
+    /// Refuses new allocations from now on (drain): 300 (Try Alternate)
+    /// naming `alternate` to clients of its address family, 508 to others.
+    /// Existing allocations are served as before.
+    pub fn start_drain(&mut self, alternate: Option<SocketAddr>) {
+        self.draining = Some(alternate);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    /// Live allocations, permissions and channel bindings at `now`.
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for i in self.table.indices() {
+            let Some(a) = self.table.get(i).filter(|a| now < a.expires) else {
+                continue;
+            };
+            g.allocations += 1;
+            g.permissions += a.perms.iter().filter(|p| now < p.expires).count() as u64;
+            g.channels += a.channels.iter().filter(|c| now < c.expires).count() as u64;
+        }
+        g
     }
 
     /// A datagram from `client` on `listener`. Responses are written into

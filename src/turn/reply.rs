@@ -7,6 +7,7 @@ use crate::stun::{Class, EncodeError, Message, MessageWriter};
 /// (SECURITY.md rule 12: no verbose reasons).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Code {
+    TryAlternate,
     BadRequest,
     Unauthorized,
     Forbidden,
@@ -24,6 +25,7 @@ pub(crate) enum Code {
 impl Code {
     pub(crate) fn number(self) -> u16 {
         match self {
+            Code::TryAlternate => 300,
             Code::BadRequest => 400,
             Code::Unauthorized => 401,
             Code::Forbidden => 403,
@@ -41,6 +43,7 @@ impl Code {
 
     pub(crate) fn phrase(self) -> &'static str {
         match self {
+            Code::TryAlternate => "Try Alternate",
             Code::BadRequest => "Bad Request",
             Code::Unauthorized => "Unauthorized",
             Code::Forbidden => "Forbidden",

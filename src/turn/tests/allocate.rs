@@ -350,3 +350,80 @@ fn port_in_use_elsewhere_is_skipped_and_exhaustion_is_508() {
     let mut b = Client::new("203.0.113.11:1", md5("bob", "bob-pw"));
     assert_eq!(b.request(&mut h, Method::Allocate, &udp).code(), Some(508));
 }
+
+#[test]
+fn draining_refuses_new_allocations_with_508_and_serves_the_old_ones() {
+    let mut h = Harness::new();
+    let mut old = Client::new(C1, md5("alice", "alice-pw"));
+    old.request(&mut h, Method::Binding, &|_| {});
+    let first = old.request(&mut h, Method::Allocate, &udp);
+    assert_eq!(first.class(), Class::Success);
+    h.relay.start_drain(None);
+    assert!(h.relay.is_draining());
+
+    let mut new = Client::new("203.0.113.11:40001", md5("alice", "alice-pw"));
+    let r = new.request(&mut h, Method::Allocate, &udp);
+    assert_eq!(r.code(), Some(508));
+    assert_eq!(r.attr(attr::ALTERNATE_SERVER), None);
+    assert_eq!(h.relay.allocation_count(), 1);
+    let i = crate::turn::ERROR_CODES
+        .iter()
+        .position(|&c| c == 508)
+        .unwrap();
+    assert_eq!(h.relay.stats().allocations_rejected[i], 1);
+
+    // The live allocation: a retransmitted Allocate gets its answer again,
+    // and Refresh and permissions still work.
+    let tid = *first.msg().transaction_id();
+    let again = old.request_tid(&mut h, Method::Allocate, tid, &udp);
+    assert_eq!(again.class(), Class::Success);
+    assert_eq!(old.refresh(&mut h, 600).class(), Class::Success);
+    assert_eq!(old.permit(&mut h, PEER).class(), Class::Success);
+    assert_eq!(old.refresh(&mut h, 0).class(), Class::Success);
+    assert_eq!(h.relay.allocation_count(), 0);
+}
+
+#[test]
+fn draining_with_an_alternate_answers_300_signed_for_the_same_family() {
+    let mut h = Harness::with(Opts {
+        relay_v6: true,
+        ..Opts::default()
+    });
+    let alternate: SocketAddr = "192.0.2.99:3478".parse().unwrap();
+    h.relay.start_drain(Some(alternate));
+    let mut c = Client::new(C1, md5("alice", "alice-pw"));
+    let r = c.request(&mut h, Method::Allocate, &udp);
+    assert_eq!(r.code(), Some(300));
+    assert_eq!(r.addr(attr::ALTERNATE_SERVER), Some(alternate));
+    let key = derive_key(
+        PasswordAlgorithm::Md5,
+        b"alice",
+        REALM.as_bytes(),
+        b"alice-pw",
+    );
+    assert_eq!(
+        crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()),
+        crate::stun::integrity::Integrity::Valid,
+        "the 300 is signed, so the client may trust ALTERNATE-SERVER"
+    );
+    // An IPv6 client is not sent to an IPv4 server.
+    let mut v6 = Client::new("[2001:db8::5]:40000", md5("alice", "alice-pw"));
+    assert_eq!(v6.request(&mut h, Method::Allocate, &udp).code(), Some(508));
+    assert_eq!(h.relay.allocation_count(), 0);
+    assert!(h.sockets.bound.is_empty());
+}
+
+#[test]
+fn gauges_count_live_permissions_and_channels() {
+    let mut h = Harness::new();
+    let mut c = Client::new(C1, md5("alice", "alice-pw"));
+    c.allocate(&mut h);
+    assert_eq!(c.permit(&mut h, PEER).class(), Class::Success);
+    assert_eq!(c.bind(&mut h, 0x4001, PEER2).class(), Class::Success);
+    let g = h.relay.gauges(h.now().at);
+    assert_eq!((g.allocations, g.permissions, g.channels), (1, 2, 1));
+    // Permissions last 300 s, channels 600 s.
+    h.advance(301);
+    let g = h.relay.gauges(h.now().at);
+    assert_eq!((g.allocations, g.permissions, g.channels), (1, 0, 1));
+}

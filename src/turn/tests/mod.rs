@@ -240,7 +240,8 @@ impl Resp {
         match self.attr(typ)? {
             Attribute::XorRelayedAddress(a)
             | Attribute::XorMappedAddress(a)
-            | Attribute::XorPeerAddress(a) => Some(a),
+            | Attribute::XorPeerAddress(a)
+            | Attribute::AlternateServer(a) => Some(a),
             _ => None,
         }
     }

@@ -252,3 +252,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn auth_failures_are_counted_by_reason() {
+    let mut h = Harness::new();
+    let reason = |h: &Harness, r: &str| {
+        let i = crate::turn::AUTH_FAILURE_REASONS
+            .iter()
+            .position(|&x| x == r)
+            .unwrap();
+        h.relay.stats().auth_failures_by_reason[i]
+    };
+    let mut c = Client::new(C1, md5("alice", "wrong"));
+    assert_eq!(c.request(&mut h, Method::Allocate, &udp).code(), Some(401));
+    assert_eq!(reason(&h, "bad_integrity"), 1);
+    let mut c = Client::new("203.0.113.42:1", md5("mallory", "x"));
+    assert_eq!(c.request(&mut h, Method::Allocate, &udp).code(), Some(401));
+    assert_eq!(reason(&h, "unknown_user"), 1);
+    // The first challenge round is not a failure.
+    assert_eq!(h.relay.stats().auth_failures, 2);
+    let total: u64 = h.relay.stats().auth_failures_by_reason.iter().sum();
+    assert_eq!(total, 2);
+}
