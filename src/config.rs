@@ -19,7 +19,7 @@ use crate::auth::{derive_key, AuthConfig, PasswordAlgorithm, StaticUser};
 use crate::policy::Quotas;
 use crate::turn::TurnConfig;
 
-pub use cli::{CheckConfigArgs, Cli, Command, DeriveKeyArgs, RunArgs};
+pub use cli::{CheckConfigArgs, Cli, Command, ControlArgs, DeriveKeyArgs, RunArgs};
 use file::FileConfig;
 
 /// Defaults, shared by `--help`, the example file and the code.
@@ -252,6 +252,21 @@ impl Config {
             None => FileConfig::default(),
         };
         build(args, f, file.is_some())
+    }
+
+    /// Only the `control_socket` key of a file (for `uturn reload`, which
+    /// need not be able to read the server's secret files).
+    pub fn control_socket_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            key: "--config".into(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let f = toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        Ok(f.control_socket)
     }
 
     /// The authenticator's settings.

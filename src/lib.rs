@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod config;
 pub mod io;
+pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod shard;

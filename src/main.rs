@@ -4,10 +4,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use uturn::config::{
-    derive_key_snippet, CheckConfigArgs, Cli, Command, Config, DeriveKeyArgs, RunArgs,
+    derive_key_snippet, CheckConfigArgs, Cli, Command, Config, ControlArgs, DeriveKeyArgs, RunArgs,
 };
 
 #[global_allocator]
@@ -21,6 +20,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::DeriveKey(a)) => derive_key(a),
         Some(Command::CheckConfig(a)) => check_config(a),
+        Some(Command::Reload(a)) => control(a, "reload"),
+        Some(Command::Status(a)) => control(a, "status"),
         None => serve(cli.run),
     }
 }
@@ -33,8 +34,9 @@ fn serve(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&args, &cfg);
-    match uturn::server::run(&cfg) {
+    let log = uturn::logging::init(cfg.log_format, args.log_level.as_deref(), &cfg.log_level);
+    uturn::logging::set_client_details(cfg.log_client_details);
+    match uturn::server::run(&cfg, &args, Some(log)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "uturn stopped");
@@ -42,26 +44,6 @@ fn serve(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--log-level` beats RUST_LOG, which beats the file's `log_level`.
-fn init_logging(args: &RunArgs, cfg: &Config) {
-    let env = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let filter = match (&args.log_level, env) {
-        (None, Some(env)) => EnvFilter::try_new(&env).unwrap_or_else(|e| {
-            eprintln!("uturn: ignoring RUST_LOG={env:?}: {e}");
-            EnvFilter::new(&cfg.log_level)
-        }),
-        _ => EnvFilter::new(&cfg.log_level),
-    };
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn derive_key(a: DeriveKeyArgs) -> ExitCode {
@@ -107,6 +89,56 @@ fn check_config(a: CheckConfigArgs) -> ExitCode {
         Err(e) => {
             eprintln!("config error: {e}");
             ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `uturn reload` and `uturn status`: one request on the control socket.
+fn control(a: ControlArgs, request: &str) -> ExitCode {
+    let path = match (a.socket, a.config) {
+        (Some(p), _) => p,
+        (None, Some(file)) => match Config::control_socket_of(&file) {
+            Ok(socket) => match socket {
+                Some(p) => p,
+                None => {
+                    eprintln!(
+                            "uturn {request}: {} sets no control_socket; send SIGHUP to the server instead (systemctl reload uturn)",
+                            file.display()
+                        );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            Err(e) => {
+                eprintln!("config error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => {
+            eprintln!(
+                "uturn {request}: give --socket PATH or --config FILE (which names control_socket)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match uturn::server::ask_control_socket(&path, request) {
+        Ok(reply) => {
+            if let Some(ok) = reply.strip_prefix("ok ") {
+                println!("{ok}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "uturn {request}: {}",
+                    reply.strip_prefix("error ").unwrap_or(&reply)
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "uturn {request}: cannot reach the server at {}: {e} (is uturn running with this control_socket?)",
+                path.display()
+            );
+            ExitCode::FAILURE
         }
     }
 }

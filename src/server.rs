@@ -11,22 +11,32 @@
 //! "auto"` probes io_uring and falls back to the portable backend, saying
 //! so in one log line.
 
+mod control_socket;
+
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use signal_hook::iterator::Signals;
 
 use crate::auth::Authenticator;
-use crate::config::{port_slices, Config, IoBackendChoice};
+use crate::config::{port_slices, Config, IoBackendChoice, RunArgs};
 use crate::io::socket::udp_listener;
 use crate::io::{uring, Backend, IoStats};
+use crate::logging::LogControl;
+use crate::metrics::{ControlState, MetricsServer, StaticInfo};
 use crate::policy::{AllocationLedger, PeerPolicy};
-use crate::shard::{Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec};
+use crate::shard::{
+    collect_reports, Reloaded, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec,
+};
 use crate::turn::Stats;
+pub use control_socket::ask as ask_control_socket;
+use control_socket::ControlSocket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +52,10 @@ pub enum ServerError {
     Start { index: usize, source: io::Error },
     #[error("worker {0} stopped unexpectedly")]
     ShardFailed(usize),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
+    #[error("control_socket {path:?}: {source}")]
+    ControlSocket { path: PathBuf, source: io::Error },
 }
 
 /// Sends the shard's index when dropped, also when the thread unwinds.
@@ -53,51 +67,107 @@ impl Drop for DoneGuard {
     }
 }
 
-/// Runs the server until SIGINT/SIGTERM; returns every shard's counters.
-pub fn run(cfg: &Config) -> Result<Vec<ShardReport>, ServerError> {
+/// What the signal thread and the control socket ask of the main thread.
+pub(crate) enum Event {
+    /// SIGTERM or SIGINT (named): drain, then stop.
+    Stop(&'static str),
+    /// SIGHUP, or `uturn reload` (which waits for the outcome on `reply`).
+    Reload {
+        by: &'static str,
+        reply: Option<Sender<Result<String, String>>>,
+    },
+    /// `uturn status`: a one-line summary.
+    Status(Sender<String>),
+}
+
+/// How often a drain checks whether the allocations have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+/// How often a drain says how many allocations are left.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
+/// How long the control thread waits for shards' counters.
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs the server until SIGINT/SIGTERM (and the drain that follows);
+/// returns every shard's counters. `args` are the command-line flags, kept
+/// for reloads (flags keep overriding the file); `log` changes the log level
+/// on reload.
+pub fn run(
+    cfg: &Config,
+    args: &RunArgs,
+    log: Option<LogControl>,
+) -> Result<Vec<ShardReport>, ServerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
-    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    let stops = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
     // The main thread learns of a signal from a channel this feeds (set up
     // before the flag, so that no signal sets the flag unseen).
-    let mut pending = Signals::new(signals).map_err(ServerError::Signals)?;
-    for sig in signals {
+    let mut pending = Signals::new(stops.iter().copied().chain([signal_hook::consts::SIGHUP]))
+        .map_err(ServerError::Signals)?;
+    for sig in stops {
         // Registered first, so it runs first: a second signal, arriving when
-        // the flag is already set, exits at once with status 1.
+        // the flag is already set (a drain is under way), exits at once
+        // with status 1.
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))
             .map_err(ServerError::Signals)?;
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).map_err(ServerError::Signals)?;
     }
     let signal_handle = pending.handle();
-    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
+    let (event_tx, event_rx) = crossbeam_channel::bounded::<Event>(16);
+    let signal_events = event_tx.clone();
     std::thread::Builder::new()
         .name("uturn-signals".into())
         .spawn(move || {
-            for _ in pending.forever() {
-                let _ = signal_tx.try_send(());
+            for sig in pending.forever() {
+                let event = match sig {
+                    signal_hook::consts::SIGHUP => Event::Reload {
+                        by: "SIGHUP",
+                        reply: None,
+                    },
+                    signal_hook::consts::SIGINT => Event::Stop("SIGINT"),
+                    _ => Event::Stop("SIGTERM"),
+                };
+                if signal_events.try_send(event).is_err() {
+                    tracing::warn!("signal {sig} ignored: too many requests waiting");
+                }
             }
         })
         .map_err(ServerError::Signals)?;
-    let result = run_shards(cfg, &shutdown, &signal_rx);
+    let result = run_shards(cfg, args, log, &shutdown, event_tx, &event_rx);
     signal_handle.close();
     result
 }
 
 fn run_shards(
     cfg: &Config,
+    args: &RunArgs,
+    log: Option<LogControl>,
     shutdown: &AtomicBool,
-    signal_rx: &crossbeam_channel::Receiver<()>,
+    event_tx: Sender<Event>,
+    events: &Receiver<Event>,
 ) -> Result<Vec<ShardReport>, ServerError> {
     let backend = choose_backend(cfg.io_backend);
     let (mut listeners, bound) = bind_listeners(&cfg.listen, cfg.workers)?;
     let slices =
         port_slices(&cfg.relay_ports, cfg.workers).ok_or(ServerError::Ports(cfg.workers))?;
+    // Bound before any shard starts, so that a taken path fails start-up cleanly.
+    let control_socket = match &cfg.control_socket {
+        Some(path) => Some(ControlSocket::bind(path, event_tx).map_err(|source| {
+            ServerError::ControlSocket {
+                path: path.clone(),
+                source,
+            }
+        })?),
+        None => {
+            drop(event_tx);
+            None
+        }
+    };
 
     let mut nonce_key = [0u8; 32];
     getrandom::getrandom(&mut nonce_key).map_err(ServerError::Random)?;
     let auth = Arc::new(Authenticator::new(cfg.auth_config(), nonce_key));
     let own = own_addresses(cfg, &bound);
     tracing::debug!(
-        ?own,
+        own = own.len(),
         "relay's own addresses (denied as peers unless allowed)"
     );
     let policy = Arc::new(PeerPolicy::new(
@@ -191,26 +261,65 @@ fn run_shards(
             }
         }
     }
-    announce(cfg, &bound, backend);
+
+    let state = Arc::new(ControlState::default());
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let info = StaticInfo {
+                io_backend: backend.name(),
+                workers: cfg.workers,
+            };
+            match MetricsServer::start(addr, controls.clone(), info, Arc::clone(&state)) {
+                Ok(m) => {
+                    if !addr.ip().is_loopback() {
+                        tracing::warn!(
+                            %addr,
+                            "metrics are served on a non-loopback address without authentication"
+                        );
+                    }
+                    Some(m)
+                }
+                Err(source) => {
+                    stop(shutdown, &controls, handles);
+                    return Err(ServerError::Metrics { addr, source });
+                }
+            }
+        }
+        None => None,
+    };
+    announce(
+        cfg,
+        &bound,
+        backend,
+        metrics.as_ref().map(|m| m.addr),
+        control_socket.as_ref().map(|c| c.path()),
+    );
     tracing::info!(
         workers = cfg.workers,
         io_backend = backend.name(),
         "uturn ready"
     );
 
-    // A signal, or a shard that stopped on its own (it failed).
-    let first = crossbeam_channel::select! {
-        recv(signal_rx) -> _ => None,
-        recv(done_rx) -> index => Some(index.unwrap_or(0)),
+    let mut control = Control {
+        args,
+        current: cfg.clone(),
+        nonce_key,
+        bound,
+        ledger,
+        log,
+        controls: &controls,
+        state: Arc::clone(&state),
+        drain: None,
     };
-    let clean = shutdown.swap(true, Ordering::SeqCst) || first.is_none();
-    if clean {
-        tracing::info!("shutting down");
-    }
+    let outcome = control.serve(events, &done_rx, shutdown);
+
+    let (clean, first) = match outcome {
+        Outcome::Stopped => (true, 0),
+        Outcome::ShardStopped(i) => (false, i),
+    };
     for c in &controls {
         c.send(ShardCommand::Shutdown);
     }
-    let first = first.unwrap_or(0);
     let mut reports = Vec::with_capacity(handles.len());
     let mut failed = (!clean).then_some(first);
     for (index, h) in handles.into_iter().enumerate() {
@@ -221,11 +330,302 @@ fn run_shards(
             }
         }
     }
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    if let Some(c) = control_socket {
+        c.stop();
+    }
     log_totals(&reports);
     match failed {
         Some(index) => Err(ServerError::ShardFailed(index)),
         None => Ok(reports),
     }
+}
+
+/// How the main loop ended.
+enum Outcome {
+    /// Asked to stop, drain done (or cut short).
+    Stopped,
+    /// A shard stopped on its own: it failed.
+    ShardStopped(usize),
+}
+
+/// A drain under way.
+struct Drain {
+    deadline: Instant,
+    next_progress: Instant,
+}
+
+/// The main thread's state once the shards run: reloads and drains.
+struct Control<'a> {
+    args: &'a RunArgs,
+    /// The configuration in force (restart-only keys as at start-up).
+    current: Config,
+    /// Kept across reloads, so that nonces already handed out stay valid.
+    nonce_key: [u8; 32],
+    bound: Vec<SocketAddr>,
+    ledger: Arc<AllocationLedger>,
+    log: Option<LogControl>,
+    controls: &'a [ShardHandle],
+    state: Arc<ControlState>,
+    drain: Option<Drain>,
+}
+
+impl Control<'_> {
+    fn serve(
+        &mut self,
+        events: &Receiver<Event>,
+        done: &Receiver<usize>,
+        shutdown: &AtomicBool,
+    ) -> Outcome {
+        loop {
+            let tick = if self.drain.is_some() {
+                DRAIN_POLL
+            } else {
+                Duration::from_secs(3600)
+            };
+            crossbeam_channel::select! {
+                recv(events) -> ev => match ev {
+                    Ok(Event::Stop(sig)) => {
+                        // Also set by the signal handler; set here for the
+                        // control socket's sake and for tests.
+                        shutdown.store(true, Ordering::SeqCst);
+                        if self.drain.is_none() {
+                            self.start_drain(sig);
+                        }
+                    }
+                    Ok(Event::Reload { by, reply }) => {
+                        let result = self.reload(by);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Ok(Event::Status(reply)) => {
+                        let _ = reply.send(self.status());
+                    }
+                    // Only the signal thread holds no sender when the
+                    // control socket is off; it never ends on its own.
+                    Err(_) => std::thread::sleep(DRAIN_POLL),
+                },
+                // Shards stop on their own only when they fail.
+                recv(done) -> index => return Outcome::ShardStopped(index.unwrap_or(0)),
+                default(tick) => {}
+            }
+            if self.drain.is_some() && self.drain_finished() {
+                return Outcome::Stopped;
+            }
+        }
+    }
+
+    fn start_drain(&mut self, sig: &'static str) {
+        let timeout = self.current.drain_timeout;
+        let alternate = self.current.alternate_server;
+        self.state.draining.store(true, Ordering::Relaxed);
+        for c in self.controls {
+            c.send(ShardCommand::Drain(alternate));
+        }
+        let now = Instant::now();
+        self.drain = Some(Drain {
+            deadline: now + timeout,
+            next_progress: now + DRAIN_PROGRESS,
+        });
+        let refusal = alternate.map_or("508".to_string(), |a| {
+            format!("300 with ALTERNATE-SERVER {a} (508 for the other address family)")
+        });
+        tracing::info!(
+            signal = sig,
+            timeout_secs = timeout.as_secs(),
+            "draining: new allocations get {refusal}; existing ones are served until they end \
+             or the timeout passes; a second signal exits at once"
+        );
+    }
+
+    /// True when every allocation has ended or the drain timed out.
+    fn drain_finished(&mut self) -> bool {
+        let Some(d) = &mut self.drain else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= d.deadline {
+            let left = live_allocations(self.controls);
+            tracing::info!(
+                allocations_left = left.map_or("unknown".to_string(), |n| n.to_string()),
+                "drain timeout reached: stopping"
+            );
+            return true;
+        }
+        match live_allocations(self.controls) {
+            Some(0) => {
+                tracing::info!("drained: every allocation has ended; stopping");
+                true
+            }
+            left => {
+                if now >= d.next_progress {
+                    d.next_progress = now + DRAIN_PROGRESS;
+                    tracing::info!(
+                        allocations_left = left.map_or("unknown".to_string(), |n| n.to_string()),
+                        secs_to_timeout = d.deadline.saturating_duration_since(now).as_secs(),
+                        "draining"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn status(&self) -> String {
+        let live = live_allocations(self.controls).map_or("unknown".to_string(), |n| n.to_string());
+        let draining = self.drain.is_some();
+        format!(
+            "allocations {live}; draining {}; reloads ok {}, failed {}",
+            if draining { "yes" } else { "no" },
+            self.state.reloads_ok.load(Ordering::Relaxed),
+            self.state.reloads_failed.load(Ordering::Relaxed)
+        )
+    }
+
+    /// Reads the configuration again and hands shards the new credentials,
+    /// peer policy and quotas. Nothing changes when the new file is invalid.
+    fn reload(&mut self, by: &'static str) -> Result<String, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => {
+                self.state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(by, "configuration reloaded: {summary}");
+            }
+            Err(e) => {
+                self.state.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    by,
+                    "reload rejected, the running configuration stays in force: {e}"
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<String, String> {
+        if self.args.config.is_none() {
+            return Err(
+                "uturn was started without --config: there is no file to reload".to_string(),
+            );
+        }
+        let new = Config::load(self.args).map_err(|e| e.to_string())?;
+        let needs_restart = restart_only_changes(&self.current, &new);
+        let own = own_addresses(&new, &self.bound);
+        let snapshot = Arc::new(Reloaded {
+            auth: Arc::new(Authenticator::new(new.auth_config(), self.nonce_key)),
+            policy: Arc::new(PeerPolicy::new(
+                new.allow_peers.clone(),
+                new.deny_peers.clone(),
+                &own,
+            )),
+            quotas: new.quotas,
+        });
+        self.ledger.set_limits(new.quotas);
+        let mut missed = 0;
+        for c in self.controls {
+            if !c.send(ShardCommand::Reload(Arc::clone(&snapshot))) {
+                missed += 1;
+            }
+        }
+        crate::logging::set_client_details(new.log_client_details);
+        let level = match &self.log {
+            Some(log) => log.set_level(&new.log_level)?,
+            None => format!("log level {}", new.log_level),
+        };
+        // Keep the restart-only settings as they are in force.
+        let mut next = new;
+        keep_restart_only(&self.current, &mut next);
+        if self.drain.is_some() && next.alternate_server != self.current.alternate_server {
+            for c in self.controls {
+                c.send(ShardCommand::Drain(next.alternate_server));
+            }
+        }
+        self.current = next;
+        let c = &self.current;
+        let q = &c.quotas;
+        let mut summary = format!(
+            "realm {:?}, {} static users, {} REST secrets, peers allow {} / deny {} prefixes, \
+             quotas {}/user {} total {} permissions {} channels, {level}, client details in logs {}, \
+             drain timeout {} s",
+            c.realm,
+            c.users.len(),
+            c.rest_secrets.len(),
+            c.allow_peers.len(),
+            c.deny_peers.len(),
+            q.allocations_per_user,
+            q.total_allocations,
+            q.permissions_per_allocation,
+            q.channels_per_allocation,
+            if c.log_client_details { "on" } else { "off" },
+            c.drain_timeout.as_secs(),
+        );
+        if !needs_restart.is_empty() {
+            summary.push_str(&format!(
+                "; changed but kept until a restart: {}",
+                needs_restart.join(", ")
+            ));
+        }
+        if missed > 0 {
+            summary.push_str(&format!("; {missed} workers did not take it (stopping?)"));
+        }
+        Ok(summary)
+    }
+}
+
+/// Keys a reload cannot change (sockets, threads, the io backend, the
+/// listeners), named as in the file, when `new` differs from `old`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            v.push(key);
+        }
+    };
+    check(old.listen != new.listen, "listen");
+    check(
+        old.relay_v4 != new.relay_v4 || old.relay_v6 != new.relay_v6,
+        "relay_ips",
+    );
+    check(old.relay_ports != new.relay_ports, "relay_ports");
+    check(old.workers != new.workers, "workers");
+    check(old.io_backend != new.io_backend, "io_backend");
+    check(old.metrics != new.metrics, "metrics");
+    check(old.control_socket != new.control_socket, "control_socket");
+    check(old.log_format != new.log_format, "log_format");
+    check(old.max_lifetime != new.max_lifetime, "max_lifetime_secs");
+    check(old.software != new.software, "software");
+    check(
+        old.unauth_per_second != new.unauth_per_second || old.unauth_burst != new.unauth_burst,
+        "rate_limit",
+    );
+    v
+}
+
+fn keep_restart_only(old: &Config, new: &mut Config) {
+    new.listen.clone_from(&old.listen);
+    new.relay_v4 = old.relay_v4;
+    new.relay_v6 = old.relay_v6;
+    new.relay_ports = old.relay_ports.clone();
+    new.workers = old.workers;
+    new.io_backend = old.io_backend;
+    new.metrics = old.metrics;
+    new.control_socket.clone_from(&old.control_socket);
+    new.log_format = old.log_format;
+    new.max_lifetime = old.max_lifetime;
+    new.software.clone_from(&old.software);
+    new.unauth_per_second = old.unauth_per_second;
+    new.unauth_burst = old.unauth_burst;
+}
+
+/// Live allocations on every shard; None when a shard did not answer.
+fn live_allocations(controls: &[ShardHandle]) -> Option<u64> {
+    collect_reports(controls, STATS_TIMEOUT)
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.gauges.allocations))
+        .sum()
 }
 
 /// The backend every shard runs on. `Uring` was checked when the
@@ -325,7 +725,13 @@ fn own_addresses(cfg: &Config, bound: &[SocketAddr]) -> Vec<IpAddr> {
 }
 
 /// The start-up lines on standard output (a contract for tests and people).
-fn announce(cfg: &Config, bound: &[SocketAddr], backend: Backend) {
+fn announce(
+    cfg: &Config,
+    bound: &[SocketAddr],
+    backend: Backend,
+    metrics: Option<SocketAddr>,
+    control_socket: Option<&Path>,
+) {
     if bound.iter().any(|a| a.ip().is_unspecified()) {
         tracing::warn!(
             "a wildcard listen address answers from the address the routing table picks; \
@@ -355,6 +761,12 @@ fn announce(cfg: &Config, bound: &[SocketAddr], backend: Backend) {
         ));
         lines.push_str(&format!("uturn: demo rest-secret \"{}\"\n", d.rest_secret));
     }
+    if let Some(a) = metrics {
+        lines.push_str(&format!("uturn: metrics http://{a}/metrics\n"));
+    }
+    if let Some(p) = control_socket {
+        lines.push_str(&format!("uturn: control socket {}\n", p.display()));
+    }
     lines.push_str(&format!("uturn: io backend {}\n", backend.name()));
     lines.push_str("uturn: ready\n");
     let mut out = io::stdout().lock();
@@ -368,7 +780,7 @@ fn log_totals(reports: &[ShardReport]) {
     let mut turn = Stats::default();
     for r in reports {
         io.add(&r.io);
-        add_stats(&mut turn, &r.turn);
+        turn.add(&r.turn);
         tracing::debug!(shard = r.index, turn = ?r.turn, io = ?r.io, "shard counters");
     }
     tracing::info!(
@@ -385,14 +797,4 @@ fn log_totals(reports: &[ShardReport]) {
         rx_errors = io.rx_errors,
         "totals at shutdown"
     );
-}
-
-fn add_stats(into: &mut Stats, s: &Stats) {
-    into.allocations_created += s.allocations_created;
-    into.allocations_expired += s.allocations_expired;
-    into.allocations_deleted += s.allocations_deleted;
-    into.to_peer_packets += s.to_peer_packets;
-    into.to_peer_bytes += s.to_peer_bytes;
-    into.to_client_packets += s.to_client_packets;
-    into.to_client_bytes += s.to_client_bytes;
 }

@@ -18,7 +18,7 @@ mod control;
 mod syscall;
 mod uring;
 
-pub use control::{channel, ShardCommand, ShardControl, ShardHandle};
+pub use control::{channel, collect_reports, Reloaded, ShardCommand, ShardControl, ShardHandle};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,8 +34,8 @@ use crate::auth::Authenticator;
 use crate::io::{Backend, BatchLayout, IoStats};
 use crate::policy::{AllocationLedger, PeerPolicy};
 use crate::turn::{
-    ClientOutput, ListenerId, Now, Relay, RelaySockets, RelayToken, Stats, TurnConfig, MAX_REPLY,
-    PEER_HEADROOM, PEER_TAILROOM,
+    ClientOutput, Gauges, ListenerId, Now, Relay, RelaySockets, RelayToken, Stats, TurnConfig,
+    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
@@ -79,8 +79,24 @@ pub struct ShardReport {
     pub index: usize,
     pub turn: Stats,
     pub io: IoStats,
+    /// Live allocations, permissions and channels when the report was made.
+    pub gauges: Gauges,
+    pub draining: bool,
     /// Allocations deleted at shutdown.
     pub allocations_at_exit: usize,
+}
+
+impl ShardReport {
+    fn new(index: usize, relay: &Relay, io: &IoStats, allocations_at_exit: usize) -> ShardReport {
+        ShardReport {
+            index,
+            turn: relay.stats().clone(),
+            io: io.clone(),
+            gauges: relay.gauges(Instant::now()),
+            draining: relay.is_draining(),
+            allocations_at_exit,
+        }
+    }
 }
 
 /// A worker on one of the backends.
@@ -179,14 +195,28 @@ fn wait_time(relay: &Relay) -> Duration {
 }
 
 /// Reads every waiting command; true when the shard must stop (told to, or
-/// the control side has gone). `report` answers a `Stats` command.
-fn read_commands(control: &ShardControl, report: impl Fn() -> ShardReport) -> bool {
+/// the control side has gone).
+fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &IoStats) -> bool {
     loop {
         match control.rx.try_recv() {
             Ok(ShardCommand::Shutdown) | Err(TryRecvError::Disconnected) => return true,
             Ok(ShardCommand::Stats(reply)) => {
                 // The asker may have stopped waiting: nothing to do then.
-                let _ = reply.send(report());
+                let _ = reply.send(ShardReport::new(index, relay, io, 0));
+            }
+            Ok(ShardCommand::Reload(r)) => {
+                relay.set_auth(Arc::clone(&r.auth));
+                relay.set_policy(Arc::clone(&r.policy));
+                relay.set_quotas(r.quotas);
+                tracing::debug!(shard = index, "configuration reloaded");
+            }
+            Ok(ShardCommand::Drain(alternate)) => {
+                relay.start_drain(alternate);
+                tracing::debug!(
+                    shard = index,
+                    allocations = relay.allocation_count(),
+                    "draining"
+                );
             }
             Err(TryRecvError::Empty) => return false,
         }

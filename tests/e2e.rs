@@ -122,6 +122,8 @@ mod backends;
 mod credentials;
 #[path = "e2e/ipv6.rs"]
 mod ipv6;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/operations.rs"]

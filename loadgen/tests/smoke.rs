@@ -119,7 +119,9 @@ fn start_uturn() -> Proc {
     let mut cmd = Command::new(uturn());
     cmd.arg("--config")
         .arg(config_file())
-        .args(["--user", "lg:lgpw", "--log-level", "warn"]);
+        .args(["--user", "lg:lgpw", "--log-level", "warn"])
+        // Stop at once on SIGTERM: nothing here is about draining.
+        .args(["--drain-timeout", "0"]);
     start(cmd, "uturn")
 }
 

@@ -31,6 +31,23 @@ pub enum Command {
     DeriveKey(DeriveKeyArgs),
     /// Validate a configuration file and print a summary; exit status 2 on error.
     CheckConfig(CheckConfigArgs),
+    /// Ask the running server to reload its configuration file, and print the
+    /// outcome: exit 0 when reloaded, 1 when the new file was rejected (the old
+    /// configuration stays) or the server could not be reached. Needs
+    /// `control_socket`; without it, send SIGHUP (`systemctl reload uturn`).
+    Reload(ControlArgs),
+    /// Print the running server's live allocations, drain state and reload counts.
+    Status(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The server's control socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    pub socket: Option<PathBuf>,
+    /// Read the control socket's path (`control_socket`) from this configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

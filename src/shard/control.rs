@@ -4,20 +4,47 @@
 //! once instead of noticing at its next timeout.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::ShardReport;
+use crate::auth::Authenticator;
 use crate::io::wake::WakeFd;
+use crate::policy::{PeerPolicy, Quotas};
 
 /// What the control thread can ask of a shard.
-#[derive(Debug)]
 pub enum ShardCommand {
     /// Delete every allocation, close every socket and stop.
     Shutdown,
     /// Send a snapshot of the counters to this channel.
     Stats(Sender<ShardReport>),
+    /// Take new credentials, peer policy and per-allocation quotas; every
+    /// allocation stays.
+    Reload(Arc<Reloaded>),
+    /// Refuse new allocations from now on: 300 with this ALTERNATE-SERVER
+    /// (for clients of its family), else 508.
+    Drain(Option<SocketAddr>),
+}
+
+impl std::fmt::Debug for ShardCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardCommand::Shutdown => f.write_str("Shutdown"),
+            ShardCommand::Stats(_) => f.write_str("Stats"),
+            ShardCommand::Reload(_) => f.write_str("Reload"),
+            ShardCommand::Drain(a) => write!(f, "Drain({a:?})"),
+        }
+    }
+}
+
+/// What a reload hands every shard: immutable snapshots, shared.
+pub struct Reloaded {
+    pub auth: Arc<Authenticator>,
+    pub policy: Arc<PeerPolicy>,
+    pub quotas: Quotas,
 }
 
 /// Commands a shard may have waiting; more are refused (the sender is told).
@@ -66,6 +93,34 @@ impl ShardHandle {
             Err(TrySendError::Disconnected(_)) => false,
         }
     }
+}
+
+/// Asks every shard for its counters and waits for the answers until
+/// `timeout` has passed; a shard that did not answer in time (or has
+/// stopped) is None.
+pub fn collect_reports(handles: &[ShardHandle], timeout: Duration) -> Vec<Option<ShardReport>> {
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = crossbeam_channel::bounded(handles.len().max(1));
+    let asked: Vec<bool> = handles
+        .iter()
+        .map(|h| h.send(ShardCommand::Stats(tx.clone())))
+        .collect();
+    drop(tx);
+    let mut out: Vec<Option<ShardReport>> = vec![None; handles.len()];
+    let mut waiting = asked.iter().filter(|&&a| a).count();
+    while waiting > 0 {
+        match rx.recv_deadline(deadline) {
+            Ok(r) => {
+                let i = r.index;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(r);
+                }
+                waiting -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]

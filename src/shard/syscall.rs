@@ -119,7 +119,14 @@ impl SyscallShard {
             self.sockets.closing.clear();
             // Commands when woken; on an idle turn too, to notice a control
             // side that has gone away.
-            if (woken || ready == 0) && read_commands(&self.control, || self.report(0)) {
+            if (woken || ready == 0)
+                && read_commands(
+                    &self.control,
+                    self.index,
+                    &mut self.relay,
+                    self.batch.stats(),
+                )
+            {
                 break;
             }
         }
@@ -129,16 +136,12 @@ impl SyscallShard {
         self.sockets.closing.clear();
         self.sockets.relays.clear();
         tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
-        self.report(allocations_at_exit)
-    }
-
-    fn report(&self, allocations_at_exit: usize) -> ShardReport {
-        ShardReport {
-            index: self.index,
-            turn: self.relay.stats().clone(),
-            io: self.batch.stats().clone(),
+        ShardReport::new(
+            self.index,
+            &self.relay,
+            self.batch.stats(),
             allocations_at_exit,
-        }
+        )
     }
 
     /// Reads datagrams from the socket tagged `key` and answers or forwards them.

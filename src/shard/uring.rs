@@ -154,7 +154,9 @@ impl UringShard {
             }
             // Commands when woken; on an idle turn too, to notice a control
             // side that has gone away.
-            if (self.io.take_wake() || n == 0) && read_commands(&self.control, || self.report(0)) {
+            if (self.io.take_wake() || n == 0)
+                && read_commands(&self.control, self.index, &mut self.relay, self.io.stats())
+            {
                 break;
             }
         }
@@ -171,16 +173,12 @@ impl UringShard {
             );
         }
         tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
-        self.report(allocations_at_exit)
-    }
-
-    fn report(&self, allocations_at_exit: usize) -> ShardReport {
-        ShardReport {
-            index: self.index,
-            turn: self.relay.stats().clone(),
-            io: self.io.stats().clone(),
+        ShardReport::new(
+            self.index,
+            &self.relay,
+            self.io.stats(),
             allocations_at_exit,
-        }
+        )
     }
 
     /// Queues the send caused by datagram `i`.

@@ -37,7 +37,7 @@ impl Relay {
                     return Err(Code::AllocationMismatch.into());
                 }
                 _ => {
-                    self.delete(index, sockets);
+                    self.delete(index, sockets, "expired");
                     self.stats.allocations_expired += 1;
                 }
             }
@@ -182,6 +182,12 @@ impl Relay {
             channels: Vec::new(),
         });
         self.stats.allocations_created += 1;
+        tracing::debug!(
+            user = %crate::logging::redact_user(who.username),
+            client = %crate::logging::redact(five.client),
+            relay = %primary_addr,
+            "allocation created"
+        );
         self.schedule_sweep(now.at);
         self.allocate_success(now, index, msg, who, req.fingerprint, scratch)
     }
@@ -277,7 +283,7 @@ impl Relay {
             }
         }
         let granted = if req.lifetime == Some(0) {
-            self.delete(index, sockets);
+            self.delete(index, sockets, "deleted by the client");
             self.stats.allocations_deleted += 1;
             0
         } else {
@@ -306,8 +312,13 @@ impl Relay {
         if a.relay_for(&peer).is_none() {
             return Err(Code::PeerAddressFamilyMismatch);
         }
-        policy.check(peer).map_err(|_| {
+        policy.check(peer).map_err(|why| {
             stats.drop_forbidden_peer += 1;
+            tracing::debug!(
+                peer = %crate::logging::redact(peer),
+                reason = ?why,
+                "peer refused by policy"
+            );
             Code::Forbidden
         })
     }

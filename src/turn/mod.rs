@@ -458,7 +458,7 @@ impl Relay {
             .filter(|&i| self.table.get(i).is_some_and(|a| now.at >= a.expires))
             .collect();
         for index in expired {
-            self.delete(index, sockets);
+            self.delete(index, sockets, "expired");
             self.stats.allocations_expired += 1;
         }
         self.table.sweep(now.at);
@@ -501,7 +501,7 @@ impl Relay {
     pub fn close_all(&mut self, sockets: &mut impl RelaySockets) {
         let all: Vec<u32> = self.table.indices().collect();
         for index in all {
-            self.delete(index, sockets);
+            self.delete(index, sockets, "closed at shutdown");
             self.stats.allocations_deleted += 1;
         }
         for r in self.reservations.drain(..) {
@@ -511,7 +511,7 @@ impl Relay {
     }
 
     /// Removes an allocation: sockets closed, ports and quota given back.
-    fn delete(&mut self, index: u32, sockets: &mut impl RelaySockets) {
+    fn delete(&mut self, index: u32, sockets: &mut impl RelaySockets, why: &'static str) {
         let tokens = [
             self.table.token(index, stun::AddressFamily::V4),
             self.table.token(index, stun::AddressFamily::V6),
@@ -526,5 +526,11 @@ impl Relay {
             }
         }
         self.ledger.release(&alloc.quota_id);
+        tracing::debug!(
+            user = %crate::logging::redact_user(&alloc.username),
+            client = %crate::logging::redact(alloc.five.client),
+            why,
+            "allocation ended"
+        );
     }
 }

@@ -72,6 +72,13 @@ impl Reply {
             }),
         )
     }
+    /// ALTERNATE-SERVER (a plain, not XOR-ed, address).
+    pub fn alternate_server(&self) -> Option<SocketAddr> {
+        self.decoded(attr::ALTERNATE_SERVER, |a| match a {
+            Attribute::AlternateServer(s) => Some(s),
+            _ => None,
+        })
+    }
     pub fn lifetime(&self) -> Option<u32> {
         self.decoded(attr::LIFETIME, |a| match a {
             Attribute::Lifetime(v) => Some(v),

@@ -243,8 +243,8 @@ fn quoted(line: &str) -> Vec<String> {
 
 impl Server {
     /// Starts uturn with `args`, adding `--listen 127.0.0.1:0`,
-    /// `--relay-ip 127.0.0.1`, `--workers 2` and the test's `--io-backend`
-    /// unless `args` names them.
+    /// `--relay-ip 127.0.0.1`, `--workers 2`, `--drain-timeout 0` and the
+    /// test's `--io-backend` unless `args` names them.
     /// Panics (with the server's stderr) if it is not ready within 10 s.
     pub fn start(args: &[&str]) -> Server {
         match Server::try_start(args) {
@@ -263,6 +263,10 @@ impl Server {
         }
         if !has_flag(args, "--workers") {
             full.extend(["--workers".into(), "2".into()]);
+        }
+        // Test servers stop at once on SIGTERM unless a test is about draining.
+        if !has_flag(args, "--drain-timeout") {
+            full.extend(["--drain-timeout".into(), "0".into()]);
         }
         if let Some(b) = current_backend().filter(|_| !has_flag(args, "--io-backend")) {
             full.extend(["--io-backend".into(), b.into()]);
@@ -413,6 +417,18 @@ impl Server {
                 self.stderr_text()
             );
         }
+    }
+
+    /// Waits (bounded) for the process to exit on its own; SIGKILL and None
+    /// if it does not within `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        let st = wait_bounded(&mut child, limit);
+        if st.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        st
     }
 
     /// Sends `sig` and waits (bounded) for the exit status; SIGKILL if it hangs.

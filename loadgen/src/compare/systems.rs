@@ -148,6 +148,9 @@ impl Server {
                     "127.0.0.0/8",
                     "--workers",
                     "1",
+                    // Stopped by SIGTERM after each run: no drain.
+                    "--drain-timeout",
+                    "0",
                 ]
                 .iter()
                 .map(|s| s.to_string())
