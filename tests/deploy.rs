@@ -29,11 +29,12 @@ const OTHER_FDS: u64 = 1024;
 const STOP_MARGIN_SECS: u64 = 10;
 
 /// System calls uturn was seen to make (strace -f over start-up, allocate and
-/// relay load, and SIGTERM, on each io backend), plus `listen` and `accept4`
-/// for the metrics and control sockets.
+/// relay load, and SIGTERM, on each io backend), plus what the metrics
+/// listener, the control socket and reloading will need (`listen`, `accept4`,
+/// `unlink`, `statx`, `pipe2`).
 const SYSCALLS_USED: &[&str] = &[
-    "access",
     "accept4",
+    "access",
     "arch_prctl",
     "bind",
     "brk",
@@ -61,6 +62,7 @@ const SYSCALLS_USED: &[&str] = &[
     "munmap",
     "newfstatat",
     "openat",
+    "pipe2",
     "poll",
     "prctl",
     "pread64",
@@ -85,7 +87,9 @@ const SYSCALLS_USED: &[&str] = &[
     "sigaltstack",
     "socket",
     "socketpair",
+    "statx",
     "sysinfo",
+    "unlink",
     "write",
 ];
 
