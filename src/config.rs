@@ -134,6 +134,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Offered in ALTERNATE-SERVER (300) to new allocations while draining.
     pub alternate_server: Option<SocketAddr>,
+    /// Things that work but an operator should fix (logged at start and
+    /// reload, printed by check-config).
+    pub warnings: Vec<String>,
     /// Set when the built-in demo credentials are in use.
     pub demo: Option<DemoCredentials>,
 }
@@ -517,6 +520,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         }
     }
     let mut rest_secrets = Vec::new();
+    let mut warnings = Vec::new();
     if !args.rest_secret.is_empty() {
         for s in &args.rest_secret {
             if s.is_empty() {
@@ -544,6 +548,14 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
             let secret = strip_newline(&text);
             if secret.is_empty() {
                 return Err(invalid(key, format!("{path:?} holds an empty secret")));
+            }
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o004 != 0 {
+                    warnings.push(format!(
+                        "{key}: {path:?} is readable by every user on this host; make it 0640 (group: the service's) or 0600"
+                    ));
+                }
             }
             rest_secrets.push(secret.to_vec());
         }
@@ -777,6 +789,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         control_socket,
         drain_timeout: Duration::from_secs(drain_secs),
         alternate_server,
+        warnings,
         demo,
     })
 }

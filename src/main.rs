@@ -36,6 +36,9 @@ fn serve(args: RunArgs) -> ExitCode {
     };
     let log = uturn::logging::init(cfg.log_format, args.log_level.as_deref(), &cfg.log_level);
     uturn::logging::set_client_details(cfg.log_client_details);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     match uturn::server::run(&cfg, &args, Some(log)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,6 +87,9 @@ fn check_config(a: CheckConfigArgs) -> ExitCode {
     match Config::load(&args) {
         Ok(cfg) => {
             println!("config OK: {}\n{}", a.config.display(), cfg.summary());
+            for w in &cfg.warnings {
+                println!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

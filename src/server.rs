@@ -512,6 +512,9 @@ impl Control<'_> {
             );
         }
         let new = Config::load(self.args).map_err(|e| e.to_string())?;
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
         let needs_restart = restart_only_changes(&self.current, &new);
         let own = own_addresses(&new, &self.bound);
         let snapshot = Arc::new(Reloaded {

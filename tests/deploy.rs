@@ -406,14 +406,14 @@ fn unit_syscall_filter_allows_what_uturn_uses() {
 #[test]
 fn example_config_passes_check_config() {
     let cfg_text = read(CONFIG);
-    let credential = "/run/credentials/uturn.service/rest-secret";
+    let credential = "/etc/uturn/secrets/rest-secret";
     assert!(
         cfg_text.contains(credential),
         "{CONFIG} should read the REST secret from {credential}"
     );
-    // The credential exists only inside the running service: use a file
-    // here. The listen and relay addresses stay as they are, since
-    // check-config parses them without binding.
+    // The secret exists only on the node: use a file here. The listen and
+    // relay addresses stay as they are, since check-config parses them
+    // without binding.
     let dir = scratch_dir("check-config");
     let secret = dir.join("rest-secret");
     std::fs::write(&secret, "a-test-secret\n").expect("write the secret");
@@ -500,25 +500,29 @@ fn credential_and_runtime_paths_match() {
     let unit = read(UNIT);
     let cfg = config();
 
-    // LoadCredential=ID:PATH lands at /run/credentials/uturn.service/ID, which
-    // must be what rest_secret_files names.
-    let cred = service_value(&unit, "LoadCredential");
-    let (id, source) = cred
-        .split_once(':')
-        .unwrap_or_else(|| panic!("{UNIT}: LoadCredential={cred} is not ID:PATH"));
-    assert!(
-        source.starts_with('/'),
-        "{UNIT}: credential source {source:?} is not absolute"
-    );
+    // The secrets are files the service reads itself (so that a reload can
+    // rotate them), in a directory the file-system protection leaves readable.
     let files: Vec<&str> = cfg
         .get("rest_secret_files")
         .and_then(toml::Value::as_array)
         .map(|a| a.iter().filter_map(toml::Value::as_str).collect())
         .unwrap_or_default();
-    assert_eq!(
-        files,
-        [format!("/run/credentials/uturn.service/{id}")],
-        "{CONFIG}: rest_secret_files must name the unit's credential"
+    assert!(!files.is_empty(), "{CONFIG}: rest_secret_files is empty");
+    for f in &files {
+        assert!(
+            f.starts_with("/etc/uturn/secrets/"),
+            "{CONFIG}: secret file {f:?} is not under /etc/uturn/secrets/"
+        );
+    }
+    assert!(
+        unit_values(&unit, "Service", "LoadCredential").is_empty(),
+        "{UNIT}: a LoadCredential copy is made once per start, so reload could not rotate the secret"
+    );
+    assert!(
+        !unit_values(&unit, "Service", "InaccessiblePaths")
+            .iter()
+            .any(|p| p.contains("/etc/uturn")),
+        "{UNIT}: the secrets must stay readable"
     );
     assert!(
         cfg.get("rest_secrets").is_none(),

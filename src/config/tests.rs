@@ -32,6 +32,10 @@ fn every_key_parses() {
     std::fs::create_dir_all(&dir).unwrap();
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, "from-file\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let text = format!(
         r#"
 listen = ["127.0.0.1:3478", "[::1]:3479"]
@@ -134,6 +138,17 @@ unauth_burst = 9
     assert_eq!((c.unauth_per_second, c.unauth_burst), (7, 9));
     assert!(c.demo.is_none());
     assert!(c.summary().contains("2 static users, 2 REST secrets"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A secret file every user can read works, with a warning that names it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = with_file(&[], &text).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].starts_with("rest_secret_files[0]: "),
+        "{:?}",
+        c.warnings
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
