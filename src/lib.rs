@@ -12,4 +12,5 @@ pub mod policy;
 pub mod server;
 pub mod shard;
 pub mod stun;
+pub mod tune;
 pub mod turn;
