@@ -1,4 +1,4 @@
-//! The `uturn` binary: serve, `derive-key`, `check-config`.
+//! The `uturn` binary: serve, `derive-key`, `check-config`, `tune`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::DeriveKey(a)) => derive_key(a),
         Some(Command::CheckConfig(a)) => check_config(a),
+        Some(Command::Tune(a)) => uturn::tune::run(a),
         None => serve(cli.run),
     }
 }

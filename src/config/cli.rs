@@ -31,6 +31,8 @@ pub enum Command {
     DeriveKey(DeriveKeyArgs),
     /// Validate a configuration file and print a summary; exit status 2 on error.
     CheckConfig(CheckConfigArgs),
+    /// Compare this host's sysctls and limits with a tuning profile (tuning/README.md).
+    Tune(crate::tune::TuneArgs),
 }
 
 #[derive(Debug, Args)]
