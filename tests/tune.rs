@@ -259,6 +259,15 @@ fn local_ports_inside_the_relay_range_are_an_overlap() {
     let row = run.row("ip_local_port_range vs relay");
     assert!(row.contains("outside 49152-65535"), "{row}");
     assert!(row.ends_with(" OVERLAP"), "{row}");
+    // Reserving the relay ports keeps the kernel from handing them out.
+    fake.set("net.ipv4.ip_local_reserved_ports", "3478,60000-60099");
+    let run = fake.check(&[]);
+    assert!(run.row("ip_local_port_range vs relay").ends_with(" ok"));
+    // The profile's exact range still differs.
+    assert!(run
+        .row("net.ipv4.ip_local_port_range")
+        .ends_with(" DIFFERENT"));
+    fake.remove("net.ipv4.ip_local_reserved_ports");
     // --relay-ports overrides the file, as it does for the server.
     let run = fake.check(&["--relay-ports", "10000-10099"]);
     assert!(run.row("ip_local_port_range vs relay").ends_with(" ok"));

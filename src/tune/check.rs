@@ -199,19 +199,44 @@ pub fn fd_row(limit: FdLimit, needs: &RelayNeeds) -> Row {
     }
 }
 
-/// `net.ipv4.ip_local_port_range` against the relay port range.
-pub fn overlap_row(local_range: &Reading, needs: &RelayNeeds) -> Row {
+/// Port ranges of `net.ipv4.ip_local_reserved_ports` ("1000,49152-65535";
+/// empty for none). `None` when the text is not such a list.
+pub fn reserved_ranges(value: &[String]) -> Option<Vec<RangeInclusive<u16>>> {
+    let joined = value.concat();
+    if joined.is_empty() {
+        return Some(Vec::new());
+    }
+    joined
+        .split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some(a..=b)
+        })
+        .collect()
+}
+
+/// `net.ipv4.ip_local_port_range` against the relay port range. Ports in
+/// `net.ipv4.ip_local_reserved_ports` are never handed out as ephemeral
+/// ports, so they do not count as shared.
+pub fn overlap_row(local_range: &Reading, reserved: &Reading, needs: &RelayNeeds) -> Row {
     let (lo, hi) = (*needs.ports.start(), *needs.ports.end());
+    let reserved = match reserved {
+        Reading::Value(v) => reserved_ranges(v).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let (current, status) = match local_range {
         Reading::Value(v) => match v.iter().map(|s| number(s)).collect::<Vec<_>>()[..] {
             [Some(a), Some(b)] => {
-                let overlaps = a <= i128::from(hi) && i128::from(lo) <= b;
-                let status = if overlaps {
-                    Status::Overlap
-                } else {
-                    Status::Ok
-                };
-                (format!("{a}-{b}"), status)
+                let shared = (lo..=hi).any(|p| {
+                    (a..=b).contains(&i128::from(p)) && !reserved.iter().any(|r| r.contains(&p))
+                });
+                let status = if shared { Status::Overlap } else { Status::Ok };
+                let mut current = format!("{a}-{b}");
+                if !reserved.is_empty() && (a..=b).contains(&i128::from(lo)) {
+                    current.push_str(" (some reserved)");
+                }
+                (current, status)
             }
             _ => (local_range.display(), Status::Different),
         },
@@ -224,7 +249,9 @@ pub fn overlap_row(local_range: &Reading, needs: &RelayNeeds) -> Row {
         recommended: format!("outside {lo}-{hi}"),
         status,
         reason: "ephemeral ports the kernel hands out inside the relay range make \
-                 relay binds fail (uturn retries elsewhere) and can run the range dry"
+                 relay binds fail (uturn retries elsewhere) and can run the range dry; \
+                 move the range, or reserve the relay ports with \
+                 net.ipv4.ip_local_reserved_ports"
             .to_string(),
     }
 }
@@ -394,7 +421,8 @@ mod tests {
             workers: 1,
             listen: 1,
         };
-        let row = |s: &str| overlap_row(&Reading::Value(v(s)), &needs);
+        let none = Reading::Value(Vec::new());
+        let row = |s: &str| overlap_row(&Reading::Value(v(s)), &none, &needs);
         assert_eq!(row("32768 60999").status, Status::Overlap);
         assert_eq!(row("32768 60999").current, "32768-60999");
         assert_eq!(row("32768 49151").status, Status::Ok);
@@ -402,15 +430,43 @@ mod tests {
         assert_eq!(row("60000 61000").status, Status::Overlap);
         assert_eq!(row("1024 2048").status, Status::Ok);
         assert_eq!(row("32768").status, Status::Different);
-        assert_eq!(overlap_row(&Reading::Absent, &needs).status, Status::Absent);
+        assert_eq!(
+            overlap_row(&Reading::Absent, &none, &needs).status,
+            Status::Absent
+        );
         let low = RelayNeeds {
             ports: 10000..=10999,
             workers: 1,
             listen: 1,
         };
-        let r = overlap_row(&Reading::Value(v("32768 60999")), &low);
+        let r = overlap_row(&Reading::Value(v("32768 60999")), &none, &low);
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.recommended, "outside 10000-10999");
+    }
+
+    #[test]
+    fn reserved_ports_do_not_count_as_shared() {
+        let needs = RelayNeeds {
+            ports: 49152..=65535,
+            workers: 1,
+            listen: 1,
+        };
+        let local = Reading::Value(v("32768 60999"));
+        let row = |reserved: &str| overlap_row(&local, &Reading::Value(v(reserved)), &needs);
+        assert_eq!(row("49152-65535").status, Status::Ok);
+        assert_eq!(row("49152-65535").current, "32768-60999 (some reserved)");
+        assert_eq!(row("3478,49152-60999").status, Status::Ok);
+        // One port of the shared part left unreserved is enough to collide.
+        assert_eq!(row("49152-60998").status, Status::Overlap);
+        assert_eq!(row("").status, Status::Overlap);
+        assert_eq!(row("junk").status, Status::Overlap);
+        assert_eq!(
+            reserved_ranges(&v("1000,2000-2010")),
+            Some(vec![1000..=1000, 2000..=2010])
+        );
+        assert_eq!(reserved_ranges(&v("")), Some(vec![]));
+        assert_eq!(reserved_ranges(&v("9-1")), None);
+        assert_eq!(reserved_ranges(&v("70000")), None);
     }
 
     #[test]

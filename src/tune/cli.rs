@@ -242,7 +242,11 @@ fn check_cmd(a: &CheckArgs) -> Outcome {
         .collect();
     let own_rows = vec![
         check::fd_row(limit, &needs),
-        check::overlap_row(&tree.read("net.ipv4.ip_local_port_range"), &needs),
+        check::overlap_row(
+            &tree.read("net.ipv4.ip_local_port_range"),
+            &tree.read("net.ipv4.ip_local_reserved_ports"),
+            &needs,
+        ),
         check::rcvbuf_row(&tree.read("net.core.rmem_max")),
     ];
 
