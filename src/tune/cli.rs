@@ -82,9 +82,13 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "NAME", conflicts_with = "profile_file")]
     pub profile: Option<String>,
 
-    /// A profile file of your own instead, in the format of tuning/profiles/*.conf
-    /// (every setting preceded by a "# [min] reason" or "# [exact] reason" line).
-    #[arg(long, value_name = "PATH")]
+    /// A profile file of your own instead (see `help` for the text shown).
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = "A profile file of your own instead, in the format of tuning/profiles/*.conf \
+                (every setting preceded by a \"# [min] reason\" or \"# [exact] reason\" line)"
+    )]
     pub profile_file: Option<PathBuf>,
 
     /// Directory read instead of /proc/sys; key a.b.c is the file DIR/a/b/c (for tests).
