@@ -14,4 +14,5 @@ pub mod policy;
 pub mod server;
 pub mod shard;
 pub mod stun;
+pub mod tune;
 pub mod turn;

@@ -1,4 +1,4 @@
-//! The `uturn` binary: serve, `derive-key`, `check-config`.
+//! The `uturn` binary: serve, `derive-key`, `check-config`, `tune`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => check_config(a),
         Some(Command::Reload(a)) => control(a, "reload"),
         Some(Command::Status(a)) => control(a, "status"),
+        Some(Command::Tune(a)) => uturn::tune::run(a),
         None => serve(cli.run),
     }
 }

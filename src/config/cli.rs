@@ -38,6 +38,8 @@ pub enum Command {
     Reload(ControlArgs),
     /// Print the running server's live allocations, drain state and reload counts.
     Status(ControlArgs),
+    /// Compare this host's sysctls and limits with a tuning profile (tuning/README.md).
+    Tune(crate::tune::TuneArgs),
 }
 
 #[derive(Debug, Args)]
