@@ -33,6 +33,8 @@ pub const DEFAULT_UNAUTH_BURST: u32 = 40;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_IO_BACKEND: &str = "auto";
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_IO_BATCH_WAIT_USECS: u64 = 0;
+const MAX_IO_BATCH_WAIT_USECS: u64 = 10_000;
 /// Name of the user created when no credentials are configured.
 pub const DEMO_USER: &str = "demo";
 const MAX_WORKERS: usize = 1024;
@@ -123,6 +125,9 @@ pub struct Config {
     pub unauth_burst: u32,
     pub log_level: String,
     pub io_backend: IoBackendChoice,
+    /// io_uring: how long a wait under load may hold datagrams to take
+    /// several per wake-up (zero: wake for each).
+    pub io_batch_wait: Duration,
     pub log_format: LogFormat,
     /// Usernames and client/peer addresses may appear in logs.
     pub log_client_details: bool,
@@ -343,7 +348,7 @@ impl Config {
              unauthenticated replies: {} per second per source, burst {}\n\
              software: {}\n\
              log level: {}, format {}, client details in logs: {}\n\
-             io backend: {}\n\
+             io backend: {}, batched waits: {}\n\
              metrics: {}\n\
              control socket: {}\n\
              drain: at most {} s, new allocations get {}",
@@ -369,6 +374,11 @@ impl Config {
             self.log_format.name(),
             if self.log_client_details { "yes" } else { "no" },
             self.io_backend.name(),
+            if self.io_batch_wait.is_zero() {
+                "off".to_string()
+            } else {
+                format!("up to {} µs", self.io_batch_wait.as_micros())
+            },
             self.metrics
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
             self.control_socket
@@ -668,6 +678,24 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         )
     })?;
 
+    // io_batch_wait_usecs
+    let (batch_us, src) = pick(
+        args.io_batch_wait,
+        "--io-batch-wait",
+        f.io_batch_wait_usecs,
+        "io_batch_wait_usecs",
+    )
+    .unwrap_or((
+        DEFAULT_IO_BATCH_WAIT_USECS,
+        Src::File("io_batch_wait_usecs"),
+    ));
+    if batch_us > MAX_IO_BATCH_WAIT_USECS {
+        return Err(invalid(
+            src.key(),
+            format!("{batch_us} is more than {MAX_IO_BATCH_WAIT_USECS} microseconds"),
+        ));
+    }
+
     // log_format, log_client_details
     let (format_str, src) = pick(
         args.log_format.clone(),
@@ -783,6 +811,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         unauth_burst,
         log_level,
         io_backend,
+        io_batch_wait: Duration::from_micros(batch_us),
         log_format,
         log_client_details,
         metrics,

@@ -202,6 +202,7 @@ fn run_shards(
             policy: Arc::clone(&policy),
             ledger: Arc::clone(&ledger),
             control,
+            io_batch_wait: cfg.io_batch_wait,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());
@@ -595,6 +596,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.relay_ports != new.relay_ports, "relay_ports");
     check(old.workers != new.workers, "workers");
     check(old.io_backend != new.io_backend, "io_backend");
+    check(
+        old.io_batch_wait != new.io_batch_wait,
+        "io_batch_wait_usecs",
+    );
     check(old.metrics != new.metrics, "metrics");
     check(old.control_socket != new.control_socket, "control_socket");
     check(old.log_format != new.log_format, "log_format");
@@ -614,6 +619,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.relay_ports = old.relay_ports.clone();
     new.workers = old.workers;
     new.io_backend = old.io_backend;
+    new.io_batch_wait = old.io_batch_wait;
     new.metrics = old.metrics;
     new.control_socket.clone_from(&old.control_socket);
     new.log_format = old.log_format;

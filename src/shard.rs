@@ -71,6 +71,8 @@ pub struct ShardSpec {
     pub ledger: Arc<AllocationLedger>,
     /// Commands from the control thread, and the descriptor it wakes.
     pub control: ShardControl,
+    /// io_uring: the longest a batched wait may hold datagrams (zero: off).
+    pub io_batch_wait: Duration,
 }
 
 /// What a shard hands back when it stops.

@@ -146,6 +146,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "uring|syscall|auto")]
     pub io_backend: Option<String>,
 
+    /// io_uring only: under load, let a worker sleep until several datagrams wait
+    /// (as many as its last wake-up brought, at most 32) or this many microseconds
+    /// pass, instead of waking for each. Fewer wake-ups per packet, at most this
+    /// much added delay; 0 turns it off. [default: 0]
+    #[arg(long, value_name = "USECS")]
+    pub io_batch_wait: Option<u64>,
+
     /// Log level: trace, debug, info, warn, error or off (or a filter such as
     /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
     /// standard error. [default: info]

@@ -51,6 +51,7 @@ offer_sha256 = false
 nonce_lifetime_secs = 300
 log_level = "debug"
 io_backend = "syscall"
+io_batch_wait_usecs = 250
 log_format = "json"
 log_client_details = true
 metrics = "127.0.0.1:9641"
@@ -102,6 +103,7 @@ unauth_burst = 9
     assert_eq!(c.nonce_lifetime_secs, 300);
     assert_eq!(c.log_level, "debug");
     assert_eq!(c.io_backend, IoBackendChoice::Syscall);
+    assert_eq!(c.io_batch_wait, Duration::from_micros(250));
     assert_eq!(c.log_format, LogFormat::Json);
     assert!(c.log_client_details);
     assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
@@ -501,6 +503,7 @@ fn example_file_documents_every_key() {
     assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some() && f.io_backend.is_some());
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
+    assert!(f.io_batch_wait_usecs.is_some());
     assert!(
         f.control_socket.is_some()
             && f.drain_timeout_secs.is_some()
@@ -558,6 +561,7 @@ fn operations_keys_default_safely() {
 fn operations_keys_are_checked() {
     let bad = |line: &str| err(with_file(&[], &format!("{line}\n{}", minimal())));
     assert!(bad("log_format = \"xml\"").starts_with("log_format: "));
+    assert!(bad("io_batch_wait_usecs = 10001").starts_with("io_batch_wait_usecs: "));
     assert!(bad("metrics = \"localhost\"").starts_with("metrics: "));
     assert!(bad("drain_timeout_secs = 90000").starts_with("drain_timeout_secs: "));
     assert!(bad("alternate_server = \"0.0.0.0:3478\"").starts_with("alternate_server: "));

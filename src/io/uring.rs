@@ -143,7 +143,14 @@ pub struct UringConfig {
     /// The setup flags tried first; fewer are tried when the kernel
     /// refuses them. `DeferTaskrun` in production.
     pub flags: RingMode,
+    /// Batched waits: after a turn that received two or more datagrams,
+    /// the next wait asks for `MAX_BATCH_WAIT` completions but returns
+    /// after this long at the latest. Zero waits for one.
+    pub batch_wait: Duration,
 }
+
+/// The most completions a batched wait asks for.
+pub const MAX_BATCH_WAIT: usize = 32;
 
 impl UringConfig {
     /// Bytes from one buffer to the next.
@@ -294,6 +301,10 @@ pub struct Uring {
     headroom: usize,
     capacity: usize,
     wake: Wake,
+    batch_wait: Duration,
+    /// What the last `wait` asked the kernel for: completions beyond its
+    /// sends, and the timeout.
+    last_wait: (usize, Duration),
 }
 
 /// The eventfd the ring watches for wake-ups from other threads. The poll
@@ -369,6 +380,8 @@ impl Uring {
             batch: Vec::with_capacity(usize::from(cfg.buffers)),
             headroom: cfg.headroom,
             capacity: cfg.capacity,
+            batch_wait: cfg.batch_wait,
+            last_wait: (0, Duration::ZERO),
             wake: Wake {
                 fd: None,
                 armed: false,
@@ -457,8 +470,19 @@ impl Uring {
     /// and waits up to `timeout` for at least one completion, then reaps
     /// every completion. Returns how many datagrams were received.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
+        let last = self.batch.len();
         self.end_turn();
         let sends = std::mem::take(&mut self.ctl.queued_sends);
+        // Under load, sleep until several datagrams are waiting rather than
+        // wake for each: with DEFER_TASKRUN the kernel wakes this thread
+        // only once that many completions are pending (or the short
+        // timeout passes), which saves a context switch per datagram.
+        let (extra, timeout) = if self.batch_wait.is_zero() || last < 2 {
+            (1, timeout)
+        } else {
+            (MAX_BATCH_WAIT, timeout.min(self.batch_wait))
+        };
+        self.last_wait = (extra, timeout);
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
         // A UDP send with MSG_DONTWAIT completes while it is submitted, so
@@ -467,7 +491,7 @@ impl Uring {
         // with nothing to receive, and another enter to sleep: wait for one
         // completion beyond this turn's sends instead (a receive, a cancel,
         // or the timeout), so that a turn costs one enter.
-        let want = sends.saturating_add(1);
+        let want = sends.saturating_add(extra);
         let res = self.ctl.ring.submitter().submit_with_args(want, &args);
         self.ctl.stats.wakeups += 1;
         if sends > 0 {
@@ -491,6 +515,12 @@ impl Uring {
         };
         self.reap();
         res.map(|()| self.batch.len())
+    }
+
+    /// What the last `wait` waited for: completions beyond its sends, and
+    /// for how long at most.
+    pub fn last_wait(&self) -> (usize, Duration) {
+        self.last_wait
     }
 
     /// Datagrams received by the last `wait`.

@@ -31,7 +31,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// The ring geometry of a shard with `listeners` listen sockets and `ports`
 /// relay ports.
-pub fn uring_config(listeners: usize, ports: usize) -> UringConfig {
+pub fn uring_config(listeners: usize, ports: usize, batch_wait: Duration) -> UringConfig {
     // The kernel refuses a fixed-file table larger than RLIMIT_NOFILE; a
     // socket beyond it could not be opened anyway.
     let files = (listeners + ports + CLOSING_SLOTS)
@@ -48,6 +48,7 @@ pub fn uring_config(listeners: usize, ports: usize) -> UringConfig {
         reply_len: MAX_REPLY,
         files: files as u32,
         flags: RingMode::DeferTaskrun,
+        batch_wait,
     }
 }
 
@@ -91,7 +92,11 @@ impl UringShard {
     pub(super) fn new(spec: ShardSpec) -> io::Result<UringShard> {
         let ports = (usize::from(*spec.turn.ports.end()) + 1)
             .saturating_sub(usize::from(*spec.turn.ports.start()));
-        let mut io = Uring::new(&uring_config(spec.listeners.len(), ports))?;
+        let mut io = Uring::new(&uring_config(
+            spec.listeners.len(),
+            ports,
+            spec.io_batch_wait,
+        ))?;
         tracing::debug!(
             shard = spec.index,
             flags = io.mode().name(),
@@ -216,7 +221,7 @@ mod tests {
             }
             panic!("io_uring unavailable ({why}); set UTURN_SKIP_URING=1 to skip");
         }
-        Some(Uring::new(&uring_config(1, 16)).expect("ring"))
+        Some(Uring::new(&uring_config(1, 16, Duration::ZERO)).expect("ring"))
     }
 
     #[test]
@@ -282,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_payload_lands_after_the_peer_headroom() {
-        let cfg = uring_config(2, 8192);
+        let cfg = uring_config(2, 8192, Duration::ZERO);
         assert_eq!(cfg.headroom, PEER_HEADROOM);
         assert!(cfg.stride() >= PEER_HEADROOM + RECV_CAPACITY + PEER_TAILROOM);
         assert!(cfg.files as usize >= 3);

@@ -56,6 +56,7 @@ fn probe_here() -> Result<RingMode, Unavailable> {
         reply_len: 64,
         files: 1,
         flags: RingMode::DeferTaskrun,
+        batch_wait: Duration::ZERO,
     };
     let mut ring = Uring::new(&cfg).map_err(explain)?;
     let sock: UdpSocket = Socket::new(

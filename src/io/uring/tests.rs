@@ -24,6 +24,7 @@ fn config_in(buffers: u16, flags: RingMode) -> UringConfig {
         reply_len: 1280,
         files: 8,
         flags,
+        batch_wait: Duration::ZERO,
     }
 }
 
@@ -434,7 +435,54 @@ fn a_wake_up_from_another_thread_ends_the_wait(mode: RingMode) {
     assert_eq!(u.stats().ring_errors, 0);
 }
 
+fn batched_waits_ask_for_more_only_under_load(mode: RingMode) {
+    let Some(_) = ring(16, mode) else { return };
+    let window = Duration::from_millis(100);
+    let mut u = Uring::new(&UringConfig {
+        batch_wait: window,
+        ..config_in(64, mode)
+    })
+    .expect("ring");
+    let rx = nonblocking_udp();
+    let to = rx.local_addr().unwrap();
+    u.ctl().add(rx, 3).unwrap();
+    u.wait(Duration::ZERO).unwrap(); // arms the receive
+    let tx = udp();
+    // Quiet: wait for one datagram, as long as the caller says.
+    tx.send_to(b"one", to).unwrap();
+    assert_eq!(collect(&mut u, 1).len(), 1);
+    u.wait(Duration::from_millis(30)).unwrap();
+    assert_eq!(u.last_wait(), (1, Duration::from_millis(30)));
+    // A turn that brought several: the next wait asks for a batch, for the
+    // window at most (or the caller's timeout, if shorter).
+    for i in 0..5u8 {
+        tx.send_to(&[i], to).unwrap();
+    }
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let n = u.wait(Duration::from_secs(1)).unwrap();
+        for i in 0..n {
+            assert!(u.datagram(i).is_some());
+        }
+        got += n;
+        if n >= 2 {
+            u.wait(Duration::from_secs(5)).unwrap();
+            assert_eq!(u.last_wait(), (MAX_BATCH_WAIT, window));
+            break;
+        }
+    }
+    assert!(got >= 2, "no turn brought two datagrams: {got}");
+    // A lone datagram still comes back from a batched wait (at the window).
+    tx.send_to(b"late", to).unwrap();
+    let late = collect(&mut u, 1);
+    assert!(late.iter().any(|g| g.data == b"late"), "{late:?}");
+    assert_eq!(u.stats().ring_errors, 0);
+}
+
 in_every_mode!(
+    batched_waits_ask_for_more_only_under_load,
     a_wake_up_from_another_thread_ends_the_wait,
     multishot_receives_a_batch_with_sources_after_the_headroom,
     a_tiny_buffer_ring_runs_dry_and_is_rearmed,
