@@ -400,12 +400,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
     }
     let mut listen = Vec::with_capacity(listen_strs.len());
     for (i, s) in listen_strs.iter().enumerate() {
-        let addr: SocketAddr = s.trim().parse().map_err(|_| {
-            invalid(
-                src.item(i),
-                format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
-            )
-        })?;
+        let addr = socket_addr(s, src.item(i))?;
         if addr.ip().is_multicast() {
             return Err(invalid(
                 src.item(i),
@@ -718,12 +713,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
 
     // metrics
     let metrics = match pick(args.metrics.clone(), "--metrics", f.metrics, "metrics") {
-        Some((s, src)) => Some(s.trim().parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                src.key(),
-                format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
-            )
-        })?),
+        Some((s, src)) => Some(socket_addr(&s, src.key())?),
         None => None,
     };
 
@@ -768,12 +758,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         "alternate_server",
     ) {
         Some((s, src)) => {
-            let addr: SocketAddr = s.trim().parse().map_err(|_| {
-                invalid(
-                    src.key(),
-                    format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
-                )
-            })?;
+            let addr = socket_addr(&s, src.key())?;
             if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
                 return Err(invalid(
                     src.key(),
@@ -879,6 +864,16 @@ fn relay_addresses(
         }
     }
     Ok((v4, v6))
+}
+
+/// "IP:PORT" (IPv6 in brackets), or an error naming `key`.
+fn socket_addr(s: &str, key: String) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not IP:PORT (write IPv6 as [ADDR]:PORT)"),
+        )
+    })
 }
 
 /// "LOW-HIGH" with 1 ≤ LOW ≤ HIGH ≤ 65535.
