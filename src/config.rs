@@ -34,6 +34,7 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_IO_BACKEND: &str = "auto";
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_IO_BATCH_WAIT_USECS: u64 = 0;
+pub const DEFAULT_IO_GSO: bool = true;
 const MAX_IO_BATCH_WAIT_USECS: u64 = 10_000;
 /// Name of the user created when no credentials are configured.
 pub const DEMO_USER: &str = "demo";
@@ -128,6 +129,9 @@ pub struct Config {
     /// io_uring: how long a wait under load may hold datagrams to take
     /// several per wake-up (zero: wake for each).
     pub io_batch_wait: Duration,
+    /// io_uring: send runs of same-size datagrams to one destination as
+    /// one UDP GSO send.
+    pub io_gso: bool,
     pub log_format: LogFormat,
     /// Usernames and client/peer addresses may appear in logs.
     pub log_client_details: bool,
@@ -348,7 +352,7 @@ impl Config {
              unauthenticated replies: {} per second per source, burst {}\n\
              software: {}\n\
              log level: {}, format {}, client details in logs: {}\n\
-             io backend: {}, batched waits: {}\n\
+             io backend: {}, batched waits: {}, UDP GSO: {}\n\
              metrics: {}\n\
              control socket: {}\n\
              drain: at most {} s, new allocations get {}",
@@ -379,6 +383,7 @@ impl Config {
             } else {
                 format!("up to {} µs", self.io_batch_wait.as_micros())
             },
+            if self.io_gso { "on" } else { "off" },
             self.metrics
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
             self.control_socket
@@ -797,6 +802,7 @@ fn build(args: &RunArgs, f: FileConfig, have_file: bool) -> Result<Config, Confi
         log_level,
         io_backend,
         io_batch_wait: Duration::from_micros(batch_us),
+        io_gso: args.io_gso.or(f.io_gso).unwrap_or(DEFAULT_IO_GSO),
         log_format,
         log_client_details,
         metrics,

@@ -269,6 +269,11 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         counter(io.tx_datagrams),
     );
     reg.register(
+        "io_tx_coalesced",
+        "Datagrams sent inside another datagram's UDP GSO send (same socket, destination and size)",
+        counter(io.tx_coalesced),
+    );
+    reg.register(
         "io_wakeups",
         "Times the shards woke for io (epoll_wait or io_uring_enter returns)",
         counter(io.wakeups),

@@ -203,6 +203,7 @@ fn run_shards(
             ledger: Arc::clone(&ledger),
             control,
             io_batch_wait: cfg.io_batch_wait,
+            io_gso: cfg.io_gso,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());
@@ -600,6 +601,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.io_batch_wait != new.io_batch_wait,
         "io_batch_wait_usecs",
     );
+    check(old.io_gso != new.io_gso, "io_gso");
     check(old.metrics != new.metrics, "metrics");
     check(old.control_socket != new.control_socket, "control_socket");
     check(old.log_format != new.log_format, "log_format");
@@ -620,6 +622,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.workers = old.workers;
     new.io_backend = old.io_backend;
     new.io_batch_wait = old.io_batch_wait;
+    new.io_gso = old.io_gso;
     new.metrics = old.metrics;
     new.control_socket.clone_from(&old.control_socket);
     new.log_format = old.log_format;

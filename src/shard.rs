@@ -73,6 +73,8 @@ pub struct ShardSpec {
     pub control: ShardControl,
     /// io_uring: the longest a batched wait may hold datagrams (zero: off).
     pub io_batch_wait: Duration,
+    /// io_uring: merge same-size sends to one destination (UDP GSO).
+    pub io_gso: bool,
 }
 
 /// What a shard hands back when it stops.

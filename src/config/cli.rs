@@ -153,6 +153,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "USECS")]
     pub io_batch_wait: Option<u64>,
 
+    /// io_uring only: send a run of same-size datagrams from one socket to one
+    /// destination (a burst of media to one client or peer) as one UDP GSO send;
+    /// the kernel splits it back into the same datagrams. [default: true]
+    #[arg(long, value_name = "true|false")]
+    pub io_gso: Option<bool>,
+
     /// Log level: trace, debug, info, warn, error or off (or a filter such as
     /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
     /// standard error. [default: info]

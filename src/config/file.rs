@@ -29,6 +29,7 @@ pub(super) struct FileConfig {
     pub log_level: Option<String>,
     pub io_backend: Option<String>,
     pub io_batch_wait_usecs: Option<u64>,
+    pub io_gso: Option<bool>,
     pub log_format: Option<String>,
     pub log_client_details: Option<bool>,
     pub metrics: Option<String>,

@@ -52,6 +52,7 @@ nonce_lifetime_secs = 300
 log_level = "debug"
 io_backend = "syscall"
 io_batch_wait_usecs = 250
+io_gso = false
 log_format = "json"
 log_client_details = true
 metrics = "127.0.0.1:9641"
@@ -104,6 +105,7 @@ unauth_burst = 9
     assert_eq!(c.log_level, "debug");
     assert_eq!(c.io_backend, IoBackendChoice::Syscall);
     assert_eq!(c.io_batch_wait, Duration::from_micros(250));
+    assert!(!c.io_gso);
     assert_eq!(c.log_format, LogFormat::Json);
     assert!(c.log_client_details);
     assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
@@ -503,7 +505,7 @@ fn example_file_documents_every_key() {
     assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some() && f.io_backend.is_some());
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
-    assert!(f.io_batch_wait_usecs.is_some());
+    assert!(f.io_batch_wait_usecs.is_some() && f.io_gso.is_some());
     assert!(
         f.control_socket.is_some()
             && f.drain_timeout_secs.is_some()

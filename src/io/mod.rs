@@ -126,6 +126,10 @@ pub struct IoStats {
     /// (uring) Every send slot was in flight, or the submission queue was
     /// full; dropped.
     pub tx_no_slot: u64,
+    /// (uring) Datagrams that rode in another datagram's send (UDP GSO:
+    /// same socket, destination and size); sent, and counted in
+    /// `tx_datagrams` too.
+    pub tx_coalesced: u64,
     /// (uring) A cancel found its receive already finished (ENOENT,
     /// EALREADY); harmless.
     pub cancel_missed: u64,
@@ -162,6 +166,7 @@ impl IoStats {
             tx_errors,
             tx_unroutable,
             tx_no_slot,
+            tx_coalesced,
             cancel_missed,
             cancel_errors,
             cq_overflow,
@@ -187,6 +192,7 @@ impl IoStats {
         self.tx_errors += tx_errors;
         self.tx_unroutable += tx_unroutable;
         self.tx_no_slot += tx_no_slot;
+        self.tx_coalesced += tx_coalesced;
         self.cancel_missed += cancel_missed;
         self.cancel_errors += cancel_errors;
         self.cq_overflow += cq_overflow;

@@ -96,7 +96,7 @@ use super::addr::{read_sockaddr, zeroed_storage};
 use super::wake::WakeFd;
 use super::IoStats;
 use ctl::{FileSlot, SlotState};
-use mem::{RawMem, RxPool, TxMeta, TxPool};
+use mem::{RawMem, RxPool, TxMeta, TxPool, MAX_SEGMENTS};
 
 /// Bytes of `struct io_uring_recvmsg_out` at the start of every buffer.
 pub const RECVMSG_OUT_LEN: usize = 16;
@@ -143,6 +143,9 @@ pub struct UringConfig {
     /// The setup flags tried first; fewer are tried when the kernel
     /// refuses them. `DeferTaskrun` in production.
     pub flags: RingMode,
+    /// Send runs of same-size datagrams from one socket to one destination
+    /// as one `sendmsg` with UDP_SEGMENT (GSO).
+    pub gso: bool,
     /// Batched waits: after a turn that received two or more datagrams,
     /// the next wait asks for `MAX_BATCH_WAIT` completions but returns
     /// after this long at the latest. Zero waits for one.
@@ -305,7 +308,61 @@ pub struct Uring {
     /// What the last `wait` asked the kernel for: completions beyond its
     /// sends, and the timeout.
     last_wait: (usize, Duration),
+    /// This turn's sends, prepared in their slots, submitted by `wait`
+    /// (merged into GSO sends where they can be).
+    queued: Vec<QueuedSend>,
+    /// The sends `submit_sends` builds SQEs for (kept to reuse its memory).
+    heads: Vec<u32>,
+    /// Merging is on (off from the start, or after the kernel refused it).
+    gso: bool,
 }
+
+/// A prepared send waiting for the end of the turn.
+#[derive(Copy, Clone, Debug)]
+struct QueuedSend {
+    slot: u32,
+    file: u32,
+    dest: SocketAddr,
+    data: *const u8,
+    len: usize,
+}
+
+/// A send of this turn that later datagrams may join (GSO).
+#[derive(Copy, Clone, Debug)]
+struct OpenRun {
+    slot: u32,
+    file: u32,
+    dest: SocketAddr,
+    segment: usize,
+    count: usize,
+    bytes: usize,
+    closed: bool,
+}
+
+impl OpenRun {
+    const CLOSED: OpenRun = OpenRun {
+        slot: 0,
+        file: 0,
+        dest: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        segment: 0,
+        count: 0,
+        bytes: 0,
+        closed: true,
+    };
+}
+
+/// Largest datagram merged into a GSO send: at most this many bytes, so
+/// that a segment fits the MTU of any Ethernet path (the kernel refuses a
+/// GSO send whose segments do not fit the route's MTU).
+const GSO_MAX_SEGMENT: usize = 1400;
+/// Largest GSO send, in bytes (a UDP datagram's limit, before splitting).
+const GSO_MAX_BYTES: usize = 65_000;
+/// How many recent sends a new one may join (a short look-back keeps the
+/// merge linear in the turn's sends).
+const GSO_LOOKBACK: usize = 8;
 
 /// The eventfd the ring watches for wake-ups from other threads. The poll
 /// on it reads no memory of the program; the descriptor is kept open here
@@ -382,6 +439,9 @@ impl Uring {
             capacity: cfg.capacity,
             batch_wait: cfg.batch_wait,
             last_wait: (0, Duration::ZERO),
+            queued: Vec::with_capacity(cfg.tx_slots as usize),
+            heads: Vec::with_capacity(cfg.tx_slots as usize),
+            gso: cfg.gso,
             wake: Wake {
                 fd: None,
                 armed: false,
@@ -589,32 +649,138 @@ impl Uring {
             self.ctl.stats.tx_unroutable += 1;
             return false;
         };
-        let hdr = self.tx.prepare(slot, &dest, ptr, len);
-        let e = opcode::SendMsg::new(types::Fixed(sock.0), hdr)
-            .flags(libc::MSG_DONTWAIT as u32)
-            .build()
-            .user_data(user_data(KIND_SEND, slot));
-        if !self.ctl.push(&e) {
-            self.tx.unreserve(slot);
-            self.ctl.stats.tx_no_slot += 1;
-            return false;
-        }
+        self.tx.prepare(slot, &dest, ptr, len);
         self.tx.meta[slot as usize] = TxMeta {
             file: sock.0,
             bid: hold,
+            segments: 1,
+            next: None,
         };
         if let Some(b) = hold {
             self.rx.hold(b);
         }
+        // Counted as in flight from now on, so that the socket is not
+        // closed under a send that `wait` has yet to submit.
         self.ctl.files[sock.0 as usize].sends += 1;
-        self.ctl.queued_sends += 1;
+        self.queued.push(QueuedSend {
+            slot,
+            file: sock.0,
+            dest,
+            data: ptr,
+            len,
+        });
         true
+    }
+
+    /// Submits the turn's sends: each one as it is, or, with GSO on, runs
+    /// of same-size datagrams (the last may be shorter) from one socket to
+    /// one destination as one `sendmsg`. Datagrams to one destination keep
+    /// their order; sends to different destinations may be reordered.
+    fn submit_sends(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut open = [OpenRun::CLOSED; GSO_LOOKBACK];
+        // Both lists keep their memory from turn to turn: no allocation here.
+        let mut primaries = std::mem::take(&mut self.heads);
+        primaries.clear();
+        let queued = std::mem::take(&mut self.queued);
+        for (k, q) in queued.iter().enumerate() {
+            if self.gso && self.join_run(&mut open, q) {
+                self.ctl.stats.tx_coalesced += 1;
+                continue;
+            }
+            open[k % GSO_LOOKBACK] = OpenRun {
+                slot: q.slot,
+                file: q.file,
+                dest: q.dest,
+                segment: q.len,
+                count: 1,
+                bytes: q.len,
+                closed: q.len == 0 || q.len > GSO_MAX_SEGMENT,
+            };
+            primaries.push(q.slot);
+        }
+        self.queued = queued;
+        self.queued.clear();
+        for &slot in &primaries {
+            let meta = self.tx.meta[slot as usize];
+            let e = opcode::SendMsg::new(types::Fixed(meta.file), self.tx.header(slot))
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .user_data(user_data(KIND_SEND, slot));
+            if self.ctl.push(&e) {
+                self.ctl.queued_sends += 1;
+            } else {
+                // Not submitted: give everything in it back, counted.
+                self.ctl.stats.tx_no_slot += u64::from(meta.segments);
+                self.release_send(slot);
+            }
+        }
+        self.heads = primaries;
+    }
+
+    /// Adds `q` to a recent run from its socket to its destination, if it
+    /// fits there (same or smaller size, room left).
+    fn join_run(&mut self, open: &mut [OpenRun; GSO_LOOKBACK], q: &QueuedSend) -> bool {
+        let Some(run) = open.iter_mut().find(|r| {
+            !r.closed
+                && r.file == q.file
+                && r.dest == q.dest
+                && q.len <= r.segment
+                && q.len > 0
+                && r.count < MAX_SEGMENTS
+                && r.bytes + q.len <= GSO_MAX_BYTES
+        }) else {
+            return false;
+        };
+        if !self.tx.append(run.slot, q.data, q.len, run.segment as u16) {
+            run.closed = true;
+            return false;
+        }
+        let meta = &mut self.tx.meta;
+        meta[q.slot as usize].next = meta[run.slot as usize].next;
+        meta[run.slot as usize].next = Some(q.slot);
+        meta[run.slot as usize].segments += 1;
+        run.count += 1;
+        run.bytes += q.len;
+        // Only the last datagram of a GSO send may be shorter.
+        run.closed = q.len < run.segment;
+        true
+    }
+
+    /// Gives back a send slot and every slot chained to it: their receive
+    /// buffers, and their count of sends in flight on the socket.
+    fn release_send(&mut self, slot: u32) {
+        let mut next = Some(slot);
+        let mut guard = 0;
+        while let Some(s) = next {
+            let Some(meta) = self.tx.meta.get(s as usize).copied() else {
+                self.ctl.stats.ring_errors += 1;
+                return;
+            };
+            if let Some(f) = self.ctl.files.get_mut(meta.file as usize) {
+                f.sends = f.sends.saturating_sub(1);
+            }
+            if let Some(bid) = meta.bid {
+                self.rx.release(bid);
+            }
+            self.tx.meta[s as usize].next = None;
+            self.tx.unreserve(s);
+            next = meta.next;
+            guard += 1;
+            if guard > MAX_SEGMENTS {
+                self.ctl.stats.ring_errors += 1;
+                return;
+            }
+        }
     }
 
     /// Gives back what the last turn held, re-arms receives and frees the
     /// slots of closed sockets. `wait` does this first; call it directly
     /// only to settle state without waiting.
     pub fn end_turn(&mut self) {
+        self.submit_sends();
         for p in self.batch.drain(..) {
             if let Some(s) = p.tx {
                 self.tx.unreserve(s);
@@ -750,26 +916,29 @@ impl Uring {
             self.ctl.stats.ring_errors += 1;
             return;
         };
-        if let Some(f) = self.ctl.files.get_mut(meta.file as usize) {
-            f.sends = f.sends.saturating_sub(1);
-        }
-        if let Some(bid) = meta.bid {
-            self.rx.release(bid);
-        }
-        self.tx.unreserve(slot);
+        self.release_send(slot);
+        let n = u64::from(meta.segments.max(1));
         let stats = &mut self.ctl.stats;
         if res >= 0 {
-            stats.tx_datagrams += 1;
+            stats.tx_datagrams += n;
             stats.tx_bytes += res as u64;
             return;
         }
         match -res {
-            libc::EAGAIN => stats.tx_would_block += 1,
-            libc::ENOBUFS => stats.tx_no_buffers += 1,
-            libc::EMSGSIZE => stats.tx_too_big += 1,
-            _ => stats.tx_errors += 1,
+            libc::EAGAIN => stats.tx_would_block += n,
+            libc::ENOBUFS => stats.tx_no_buffers += n,
+            libc::EMSGSIZE => stats.tx_too_big += n,
+            _ => stats.tx_errors += n,
         }
-        tracing::debug!(file = meta.file, error = %io::Error::from_raw_os_error(-res), "send failed, datagram dropped");
+        if n > 1 && matches!(-res, libc::EINVAL | libc::EIO | libc::EOPNOTSUPP) && self.gso {
+            // The kernel or the route refuses UDP GSO: send one by one from now on.
+            self.gso = false;
+            tracing::warn!(
+                error = %io::Error::from_raw_os_error(-res),
+                "UDP GSO refused; sending datagrams one by one from now on"
+            );
+        }
+        tracing::debug!(file = meta.file, segments = n, error = %io::Error::from_raw_os_error(-res), "send failed, datagrams dropped");
     }
 }
 

@@ -31,7 +31,12 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// The ring geometry of a shard with `listeners` listen sockets and `ports`
 /// relay ports.
-pub fn uring_config(listeners: usize, ports: usize, batch_wait: Duration) -> UringConfig {
+pub fn uring_config(
+    listeners: usize,
+    ports: usize,
+    batch_wait: Duration,
+    gso: bool,
+) -> UringConfig {
     // The kernel refuses a fixed-file table larger than RLIMIT_NOFILE; a
     // socket beyond it could not be opened anyway.
     let files = (listeners + ports + CLOSING_SLOTS)
@@ -49,6 +54,7 @@ pub fn uring_config(listeners: usize, ports: usize, batch_wait: Duration) -> Uri
         files: files as u32,
         flags: RingMode::DeferTaskrun,
         batch_wait,
+        gso,
     }
 }
 
@@ -96,6 +102,7 @@ impl UringShard {
             spec.listeners.len(),
             ports,
             spec.io_batch_wait,
+            spec.io_gso,
         ))?;
         tracing::debug!(
             shard = spec.index,
@@ -221,7 +228,7 @@ mod tests {
             }
             panic!("io_uring unavailable ({why}); set UTURN_SKIP_URING=1 to skip");
         }
-        Some(Uring::new(&uring_config(1, 16, Duration::ZERO)).expect("ring"))
+        Some(Uring::new(&uring_config(1, 16, Duration::ZERO, true)).expect("ring"))
     }
 
     #[test]
@@ -287,7 +294,7 @@ mod tests {
 
     #[test]
     fn the_payload_lands_after_the_peer_headroom() {
-        let cfg = uring_config(2, 8192, Duration::ZERO);
+        let cfg = uring_config(2, 8192, Duration::ZERO, true);
         assert_eq!(cfg.headroom, PEER_HEADROOM);
         assert!(cfg.stride() >= PEER_HEADROOM + RECV_CAPACITY + PEER_TAILROOM);
         assert!(cfg.files as usize >= 3);

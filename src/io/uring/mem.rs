@@ -256,12 +256,23 @@ impl RxPool {
     }
 }
 
-/// What the kernel reads for one `sendmsg`.
+/// Datagrams one `sendmsg` may carry with UDP GSO (the kernel allows 64
+/// or more; a batch of receives brings at most 32 anyway).
+pub(super) const MAX_SEGMENTS: usize = 32;
+
+/// `CMSG_SPACE(sizeof(u16))` on 64-bit Linux, in u64 words.
+const CONTROL_WORDS: usize = 3;
+
+/// What the kernel reads for one `sendmsg`: one datagram, or with UDP GSO
+/// several of one size (the last may be shorter) to one destination, each
+/// payload where it was received.
 #[repr(C)]
 struct TxHdr {
     msg: libc::msghdr,
-    iov: libc::iovec,
+    iovs: [libc::iovec; MAX_SEGMENTS],
     name: libc::sockaddr_storage,
+    /// The UDP_SEGMENT control message, when the send carries several.
+    control: [u64; CONTROL_WORDS],
 }
 
 /// One send slot while in flight.
@@ -271,6 +282,11 @@ pub(super) struct TxMeta {
     pub(super) file: u32,
     /// Receive buffer the payload is read from, if not the slot's reply area.
     pub(super) bid: Option<u16>,
+    /// Datagrams the send carries (1, or more with GSO).
+    pub(super) segments: u16,
+    /// The next slot whose datagram rides in this slot's send (GSO): its
+    /// buffer and slot are given back with this one's completion.
+    pub(super) next: Option<u32>,
 }
 
 /// Send slots: a message header, an address and a reply area each, plus one
@@ -361,7 +377,7 @@ impl TxPool {
             let h = self.hdrs.ptr().cast::<TxHdr>().add(i);
             let name = ptr::addr_of_mut!((*h).name);
             let namelen = write_sockaddr(dest, &mut *name);
-            let iov = ptr::addr_of_mut!((*h).iov);
+            let iov = ptr::addr_of_mut!((*h).iovs).cast::<libc::iovec>();
             iov.write(libc::iovec {
                 iov_base: data as *mut libc::c_void,
                 iov_len: len,
@@ -376,4 +392,58 @@ impl TxPool {
             m.cast_const()
         }
     }
+
+    /// The message header of slot `slot`, for its SQE.
+    pub(super) fn header(&self, slot: u32) -> *const libc::msghdr {
+        let i = (slot as usize).min(self.count - 1);
+        self.hdrs
+            .ptr()
+            .cast::<TxHdr>()
+            .wrapping_add(i)
+            .cast::<libc::msghdr>()
+            .cast_const()
+    }
+
+    /// Adds a datagram of `len` bytes at `data` to the prepared, not yet
+    /// submitted send of slot `slot`, and (from the second datagram on)
+    /// marks it a UDP GSO send of `segment`-byte datagrams. False when the
+    /// send is full.
+    pub(super) fn append(&mut self, slot: u32, data: *const u8, len: usize, segment: u16) -> bool {
+        let i = (slot as usize).min(self.count - 1);
+        // SAFETY: as in `prepare`: `i < count`, inside the aligned
+        // allocation; the slot was prepared and its send is not submitted
+        // yet, so the kernel does not read it now. `n < MAX_SEGMENTS` keeps
+        // the write inside `iovs`. The control message is written into the
+        // slot's own `control` words, which are big enough for one cmsg
+        // holding a u16 (checked by the assertion below the impl).
+        unsafe {
+            let h = self.hdrs.ptr().cast::<TxHdr>().add(i);
+            let m = ptr::addr_of_mut!((*h).msg);
+            let n = (*m).msg_iovlen;
+            if n >= MAX_SEGMENTS {
+                return false;
+            }
+            let iov = ptr::addr_of_mut!((*h).iovs).cast::<libc::iovec>();
+            iov.add(n).write(libc::iovec {
+                iov_base: data as *mut libc::c_void,
+                iov_len: len,
+            });
+            (*m).msg_iovlen = n + 1;
+            if (*m).msg_control.is_null() {
+                let control = ptr::addr_of_mut!((*h).control);
+                control.write([0; CONTROL_WORDS]);
+                let c = control.cast::<libc::cmsghdr>();
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(segment);
+                (*m).msg_control = control.cast();
+                (*m).msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+            }
+        }
+        true
+    }
 }
+
+// The control words hold one cmsg with a u16.
+const _: () = assert!(std::mem::size_of::<[u64; CONTROL_WORDS]>() >= 24);

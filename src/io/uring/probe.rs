@@ -57,6 +57,7 @@ fn probe_here() -> Result<RingMode, Unavailable> {
         files: 1,
         flags: RingMode::DeferTaskrun,
         batch_wait: Duration::ZERO,
+        gso: false,
     };
     let mut ring = Uring::new(&cfg).map_err(explain)?;
     let sock: UdpSocket = Socket::new(

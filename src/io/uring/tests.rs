@@ -25,6 +25,7 @@ fn config_in(buffers: u16, flags: RingMode) -> UringConfig {
         files: 8,
         flags,
         batch_wait: Duration::ZERO,
+        gso: false,
     }
 }
 
@@ -481,7 +482,63 @@ fn batched_waits_ask_for_more_only_under_load(mode: RingMode) {
     assert_eq!(u.stats().ring_errors, 0);
 }
 
+fn same_size_sends_to_one_destination_leave_as_one_gso_send(mode: RingMode) {
+    let Some(_) = ring(16, mode) else { return };
+    let mut u = Uring::new(&UringConfig {
+        gso: true,
+        ..config_in(64, mode)
+    })
+    .expect("ring");
+    let listener = nonblocking_udp();
+    let to = listener.local_addr().unwrap();
+    let lid = u.ctl().add(listener, 1).unwrap();
+    // Client a sends six datagrams of 40 bytes and one of 10; client b
+    // sends three of 40, interleaved. Each is echoed to its sender.
+    let (a, b) = (udp(), udp());
+    let mut want_a = Vec::new();
+    let mut want_b = Vec::new();
+    for i in 0..7u8 {
+        let d = vec![b'A' + i; if i == 6 { 10 } else { 40 }];
+        a.send_to(&d, to).unwrap();
+        want_a.push(d);
+        if i < 3 {
+            let d = vec![b'a' + i; 40];
+            b.send_to(&d, to).unwrap();
+            want_b.push(d);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while seen < 10 && Instant::now() < deadline {
+        let n = u.wait(Duration::from_millis(50)).unwrap();
+        for i in 0..n {
+            let d = u.datagram(i).unwrap();
+            let (from, len) = (d.from, d.len);
+            assert!(u.send(i, lid, from, TxBytes::Rx(HEADROOM..HEADROOM + len)));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 10);
+    u.wait(Duration::from_millis(50)).unwrap();
+    let got_a: Vec<Vec<u8>> = (0..7).map(|_| recv(&a).0).collect();
+    let got_b: Vec<Vec<u8>> = (0..3).map(|_| recv(&b).0).collect();
+    assert_eq!(got_a, want_a, "every datagram to a, whole and in order");
+    assert_eq!(got_b, want_b, "every datagram to b, whole and in order");
+    let st = u.stats();
+    println!("tx_coalesced {} of 10", st.tx_coalesced);
+    assert_eq!(st.tx_datagrams, 10, "{st:?}");
+    assert_eq!(st.tx_dropped(), 0, "{st:?}");
+    // How many merged depends on how the receives fell into turns; with
+    // all ten waiting before the first wait, they come in one turn.
+    assert!(st.tx_coalesced >= 1, "nothing was merged: {st:?}");
+    assert!(st.tx_coalesced <= 8, "at most 6 for a and 2 for b: {st:?}");
+    u.end_turn();
+    assert_eq!(u.buffers_out(), 0, "GSO completions gave every buffer back");
+}
+
 in_every_mode!(
+    same_size_sends_to_one_destination_leave_as_one_gso_send,
     batched_waits_ask_for_more_only_under_load,
     a_wake_up_from_another_thread_ends_the_wait,
     multishot_receives_a_batch_with_sources_after_the_headroom,
