@@ -690,6 +690,13 @@ impl Uring {
                 self.ctl.stats.tx_coalesced += 1;
                 continue;
             }
+            // A later datagram to this destination must not join a run that
+            // leaves before this one: close them, so that order is kept.
+            for r in open.iter_mut() {
+                if r.file == q.file && r.dest == q.dest {
+                    r.closed = true;
+                }
+            }
             open[k % GSO_LOOKBACK] = OpenRun {
                 slot: q.slot,
                 file: q.file,

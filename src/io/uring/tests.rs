@@ -493,10 +493,20 @@ fn same_size_sends_to_one_destination_leave_as_one_gso_send(mode: RingMode) {
     let to = listener.local_addr().unwrap();
     let lid = u.ctl().add(listener, 1).unwrap();
     // Client a sends six datagrams of 40 bytes and one of 10; client b
-    // sends three of 40, interleaved. Each is echoed to its sender.
-    let (a, b) = (udp(), udp());
+    // sends three of 40, interleaved; client c sends 40, 80, 20 bytes (the
+    // 80 cannot join the 40's send, and the 20 must not overtake it). Each
+    // is echoed to its sender.
+    let (a, b, c) = (udp(), udp(), udp());
     let mut want_a = Vec::new();
     let mut want_b = Vec::new();
+    let want_c: Vec<Vec<u8>> = [40usize, 80, 20]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| vec![b'0' + i as u8; n])
+        .collect();
+    for d in &want_c {
+        c.send_to(d, to).unwrap();
+    }
     for i in 0..7u8 {
         let d = vec![b'A' + i; if i == 6 { 10 } else { 40 }];
         a.send_to(&d, to).unwrap();
@@ -510,7 +520,7 @@ fn same_size_sends_to_one_destination_leave_as_one_gso_send(mode: RingMode) {
     std::thread::sleep(Duration::from_millis(50));
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(2);
-    while seen < 10 && Instant::now() < deadline {
+    while seen < 13 && Instant::now() < deadline {
         let n = u.wait(Duration::from_millis(50)).unwrap();
         for i in 0..n {
             let d = u.datagram(i).unwrap();
@@ -519,20 +529,25 @@ fn same_size_sends_to_one_destination_leave_as_one_gso_send(mode: RingMode) {
             seen += 1;
         }
     }
-    assert_eq!(seen, 10);
+    assert_eq!(seen, 13);
     u.wait(Duration::from_millis(50)).unwrap();
     let got_a: Vec<Vec<u8>> = (0..7).map(|_| recv(&a).0).collect();
     let got_b: Vec<Vec<u8>> = (0..3).map(|_| recv(&b).0).collect();
+    let got_c: Vec<Vec<u8>> = (0..3).map(|_| recv(&c).0).collect();
     assert_eq!(got_a, want_a, "every datagram to a, whole and in order");
     assert_eq!(got_b, want_b, "every datagram to b, whole and in order");
+    assert_eq!(got_c, want_c, "every datagram to c, whole and in order");
     let st = u.stats();
-    println!("tx_coalesced {} of 10", st.tx_coalesced);
-    assert_eq!(st.tx_datagrams, 10, "{st:?}");
+    println!("tx_coalesced {} of 13", st.tx_coalesced);
+    assert_eq!(st.tx_datagrams, 13, "{st:?}");
     assert_eq!(st.tx_dropped(), 0, "{st:?}");
     // How many merged depends on how the receives fell into turns; with
     // all ten waiting before the first wait, they come in one turn.
     assert!(st.tx_coalesced >= 1, "nothing was merged: {st:?}");
-    assert!(st.tx_coalesced <= 8, "at most 6 for a and 2 for b: {st:?}");
+    assert!(
+        st.tx_coalesced <= 9,
+        "at most 6 for a, 2 for b, 1 for c (the 20 after the 80): {st:?}"
+    );
     u.end_turn();
     assert_eq!(u.buffers_out(), 0, "GSO completions gave every buffer back");
 }
