@@ -354,10 +354,13 @@ impl OpenRun {
     };
 }
 
-/// Largest datagram merged into a GSO send: at most this many bytes, so
-/// that a segment fits the MTU of any Ethernet path (the kernel refuses a
-/// GSO send whose segments do not fit the route's MTU).
-const GSO_MAX_SEGMENT: usize = 1400;
+/// Largest datagram merged into a GSO send. The kernel refuses a GSO send
+/// whose segments do not fit the route's MTU (where a lone datagram would
+/// be fragmented), so merging stops at what fits IPv6's minimum MTU, 1280
+/// bytes less the IPv6 and UDP headers: every path that carries IPv6, and
+/// IPv4 paths down to 1260. WebRTC keeps its packets at 1200 bytes or less,
+/// so media merges; larger datagrams leave one by one.
+const GSO_MAX_SEGMENT: usize = 1232;
 /// Largest GSO send, in bytes (a UDP datagram's limit, before splitting).
 const GSO_MAX_BYTES: usize = 65_000;
 /// How many recent sends a new one may join (a short look-back keeps the
