@@ -146,10 +146,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "uring|syscall|auto")]
     pub io_backend: Option<String>,
 
-    /// io_uring only: under load, let a worker sleep until several datagrams wait
-    /// (as many as its last wake-up brought, at most 32) or this many microseconds
-    /// pass, instead of waking for each. Fewer wake-ups per packet, at most this
-    /// much added delay; 0 turns it off. [default: 0]
+    /// io_uring only: under load (a wake-up that brought two or more datagrams), let
+    /// a worker sleep until 32 datagrams wait or this many microseconds pass, instead
+    /// of waking for each. Fewer wake-ups per packet, at most this much added delay;
+    /// 0 turns it off. [default: 0]
     #[arg(long, value_name = "USECS")]
     pub io_batch_wait: Option<u64>,
 
