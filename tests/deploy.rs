@@ -421,12 +421,15 @@ fn example_config_passes_check_config() {
     let path = dir.join("uturn.toml");
     std::fs::write(&path, local).expect("write the config copy");
 
-    let res = Command::new(env!("CARGO_BIN_EXE_uturn"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run uturn check-config");
+    let check_config = || {
+        Command::new(env!("CARGO_BIN_EXE_uturn"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run uturn check-config")
+    };
+    let res = check_config();
     let all = text(&res);
     println!("uturn check-config:\n{all}");
     assert!(
@@ -443,12 +446,7 @@ fn example_config_passes_check_config() {
 
     // And with the secret gone the same file is refused, naming the key.
     std::fs::remove_file(&secret).expect("remove the secret");
-    let res = Command::new(env!("CARGO_BIN_EXE_uturn"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run uturn check-config");
+    let res = check_config();
     assert_eq!(res.status.code(), Some(2), "{}", text(&res));
     assert!(
         String::from_utf8_lossy(&res.stderr).contains("rest_secret_files[0]"),

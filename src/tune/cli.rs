@@ -273,15 +273,11 @@ fn check_cmd(a: &CheckArgs) -> Outcome {
     let line = |out: &mut String, k: &str, c: &str, r: &str, s: &str| {
         let _ = writeln!(out, "{k:<w_key$}  {c:<w_cur$}  {r:<w_rec$}  {s}");
     };
+    let row =
+        |out: &mut String, r: &Row| line(out, &r.key, &r.current, &r.recommended, r.status.label());
     line(&mut out, "key", "current", "recommended", "status");
     for r in &sysctl_rows {
-        line(
-            &mut out,
-            &r.key,
-            &r.current,
-            &r.recommended,
-            r.status.label(),
-        );
+        row(&mut out, r);
     }
     let source = match &a.config {
         Some(p) => format!("from {}", p.display()),
@@ -301,13 +297,7 @@ fn check_cmd(a: &CheckArgs) -> Outcome {
         }
     );
     for r in &own_rows {
-        line(
-            &mut out,
-            &r.key,
-            &r.current,
-            &r.recommended,
-            r.status.label(),
-        );
+        row(&mut out, r);
     }
 
     let off: Vec<&&Row> = all.iter().filter(|r| r.status.is_off()).collect();

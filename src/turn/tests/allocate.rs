@@ -43,16 +43,7 @@ fn allocate_succeeds_with_relayed_mapped_and_default_lifetime() {
     assert_eq!(r.addr(attr::XOR_MAPPED_ADDRESS), Some(addr(C1)));
     assert_eq!(r.lifetime(), Some(600));
     // The response is signed with the same key.
-    let key = derive_key(
-        PasswordAlgorithm::Md5,
-        b"alice",
-        REALM.as_bytes(),
-        b"alice-pw",
-    );
-    assert_eq!(
-        crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()),
-        crate::stun::integrity::Integrity::Valid
-    );
+    assert_signed_md5(&r, "alice", "alice-pw");
     assert_eq!(h.relay.allocation_count(), 1);
     assert_eq!(h.sockets.bound.values().collect::<Vec<_>>(), vec![&relayed]);
 }
@@ -395,17 +386,8 @@ fn draining_with_an_alternate_answers_300_signed_for_the_same_family() {
     let r = c.request(&mut h, Method::Allocate, &udp);
     assert_eq!(r.code(), Some(300));
     assert_eq!(r.addr(attr::ALTERNATE_SERVER), Some(alternate));
-    let key = derive_key(
-        PasswordAlgorithm::Md5,
-        b"alice",
-        REALM.as_bytes(),
-        b"alice-pw",
-    );
-    assert_eq!(
-        crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()),
-        crate::stun::integrity::Integrity::Valid,
-        "the 300 is signed, so the client may trust ALTERNATE-SERVER"
-    );
+    // Signed, so that the client may trust ALTERNATE-SERVER.
+    assert_signed_md5(&r, "alice", "alice-pw");
     // An IPv6 client is not sent to an IPv4 server.
     let mut v6 = Client::new("[2001:db8::5]:40000", md5("alice", "alice-pw"));
     assert_eq!(v6.request(&mut h, Method::Allocate, &udp).code(), Some(508));
@@ -426,4 +408,19 @@ fn gauges_count_live_permissions_and_channels() {
     h.advance(301);
     let g = h.relay.gauges(h.now().at);
     assert_eq!((g.allocations, g.permissions, g.channels), (1, 0, 1));
+}
+
+/// `r` carries a valid MESSAGE-INTEGRITY under `user`'s MD5 key.
+fn assert_signed_md5(r: &Resp, user: &str, password: &str) {
+    let key = derive_key(
+        PasswordAlgorithm::Md5,
+        user.as_bytes(),
+        REALM.as_bytes(),
+        password.as_bytes(),
+    );
+    assert_eq!(
+        crate::stun::integrity::check_sha1(&r.msg(), key.as_bytes()),
+        crate::stun::integrity::Integrity::Valid,
+        "not signed with {user}'s key"
+    );
 }
