@@ -527,6 +527,10 @@ impl Control<'_> {
                 &own,
             )),
             quotas: new.quotas,
+            max_lifetime: new.max_lifetime,
+            software: new.software.clone(),
+            unauth_rate: new.unauth_per_second,
+            unauth_burst: new.unauth_burst,
         });
         self.ledger.set_limits(new.quotas);
         let mut missed = 0;
@@ -553,7 +557,8 @@ impl Control<'_> {
         let q = &c.quotas;
         let mut summary = format!(
             "realm {:?}, {} static users, {} REST secrets, peers allow {} / deny {} prefixes, \
-             quotas {}/user {} total {} permissions {} channels, {level}, client details in logs {}, \
+             quotas {}/user {} total {} permissions {} channels, max lifetime {} s, \
+             unauthenticated replies {}/s burst {}, {level}, client details in logs {}, \
              drain timeout {} s",
             c.realm,
             c.users.len(),
@@ -564,6 +569,9 @@ impl Control<'_> {
             q.total_allocations,
             q.permissions_per_allocation,
             q.channels_per_allocation,
+            c.max_lifetime.as_secs(),
+            c.unauth_per_second,
+            c.unauth_burst,
             if c.log_client_details { "on" } else { "off" },
             c.drain_timeout.as_secs(),
         );
@@ -605,12 +613,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.metrics != new.metrics, "metrics");
     check(old.control_socket != new.control_socket, "control_socket");
     check(old.log_format != new.log_format, "log_format");
-    check(old.max_lifetime != new.max_lifetime, "max_lifetime_secs");
-    check(old.software != new.software, "software");
-    check(
-        old.unauth_per_second != new.unauth_per_second || old.unauth_burst != new.unauth_burst,
-        "rate_limit",
-    );
     v
 }
 
@@ -626,10 +628,6 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.metrics = old.metrics;
     new.control_socket.clone_from(&old.control_socket);
     new.log_format = old.log_format;
-    new.max_lifetime = old.max_lifetime;
-    new.software.clone_from(&old.software);
-    new.unauth_per_second = old.unauth_per_second;
-    new.unauth_burst = old.unauth_burst;
 }
 
 /// Live allocations on every shard; None when a shard did not answer.

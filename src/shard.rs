@@ -212,6 +212,12 @@ fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &I
                 relay.set_auth(Arc::clone(&r.auth));
                 relay.set_policy(Arc::clone(&r.policy));
                 relay.set_quotas(r.quotas);
+                relay.set_limits(
+                    r.max_lifetime,
+                    r.software.clone(),
+                    r.unauth_rate,
+                    r.unauth_burst,
+                );
                 tracing::debug!(shard = index, "configuration reloaded");
             }
             Ok(ShardCommand::Drain(alternate)) => {

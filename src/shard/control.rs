@@ -45,6 +45,10 @@ pub struct Reloaded {
     pub auth: Arc<Authenticator>,
     pub policy: Arc<PeerPolicy>,
     pub quotas: Quotas,
+    pub max_lifetime: Duration,
+    pub software: Option<String>,
+    pub unauth_rate: u32,
+    pub unauth_burst: u32,
 }
 
 /// Commands a shard may have waiting; more are refused (the sender is told).

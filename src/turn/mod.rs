@@ -307,6 +307,26 @@ impl Relay {
         self.cfg.quotas = quotas;
     }
 
+    /// Replaces the settings a reload may change beside credentials, policy
+    /// and quotas: the longest lifetime (live allocations keep theirs until
+    /// their next Refresh), SOFTWARE, and the rate of unauthenticated
+    /// replies (the limiter starts afresh only when that changes).
+    pub fn set_limits(
+        &mut self,
+        max_lifetime: Duration,
+        software: Option<String>,
+        unauth_rate: u32,
+        unauth_burst: u32,
+    ) {
+        self.cfg.max_lifetime = max_lifetime;
+        self.cfg.software = software;
+        if (unauth_rate, unauth_burst) != (self.cfg.unauth_rate, self.cfg.unauth_burst) {
+            self.cfg.unauth_rate = unauth_rate;
+            self.cfg.unauth_burst = unauth_burst;
+            self.limiter = RateLimiter::new(unauth_rate, unauth_burst);
+        }
+    }
+
     /// Refuses new allocations from now on (drain): 300 (Try Alternate)
     /// naming `alternate` to clients of its address family, 508 to others.
     /// Existing allocations are served as before.

@@ -90,7 +90,7 @@ fn series(body: &str, name: &str) -> Option<u64> {
 
 /// A configuration with these REST secrets, loopback peers allowed and a
 /// control socket.
-fn reload_config(secrets: &[&str], socket: &Path, log_level: &str) -> String {
+fn reload_config(secrets: &[&str], socket: &Path, log_level: &str, max_lifetime: u32) -> String {
     let list = secrets
         .iter()
         .map(|s| format!("{s:?}"))
@@ -99,6 +99,7 @@ fn reload_config(secrets: &[&str], socket: &Path, log_level: &str) -> String {
     format!(
         "listen = [\"127.0.0.1:0\"]\nrelay_ips = [\"127.0.0.1\"]\nrealm = \"{REALM}\"\n\
          rest_secrets = [{list}]\ncontrol_socket = {:?}\nlog_level = \"{log_level}\"\n\
+         max_lifetime_secs = {max_lifetime}\n\
          [peers]\nallow = [\"127.0.0.0/8\"]\n",
         socket.display().to_string()
     )
@@ -112,7 +113,7 @@ fn rest_client(server: &Server, secret: &str, id: &str) -> TurnClient {
 fn reload_keeps_allocations_and_rotates_secrets() {
     let path = scratch_path("reload.toml");
     let socket = scratch_path("reload.sock");
-    std::fs::write(&path, reload_config(&["old-secret"], &socket, "info")).unwrap();
+    std::fs::write(&path, reload_config(&["old-secret"], &socket, "info", 3600)).unwrap();
     let server = Server::start(&["--config", path.to_str().unwrap()]);
     let mut first = rest_client(&server, "old-secret", "carol");
     first.allocate();
@@ -121,7 +122,7 @@ fn reload_keeps_allocations_and_rotates_secrets() {
     // Rotation, step 1: the new secret beside the old one, by SIGHUP.
     std::fs::write(
         &path,
-        reload_config(&["new-secret", "old-secret"], &socket, "debug"),
+        reload_config(&["new-secret", "old-secret"], &socket, "debug", 300),
     )
     .unwrap();
     signal(server.pid(), Signal::SIGHUP);
@@ -129,6 +130,7 @@ fn reload_keeps_allocations_and_rotates_secrets() {
     echo(&mut first, &peer, 0x4001, "after the first reload");
     let mut on_new = rest_client(&server, "new-secret", "dave");
     on_new.allocate();
+    assert_eq!(on_new.lifetime, Some(300), "max_lifetime_secs reloaded");
     let mut on_old = rest_client(&server, "old-secret", "erin");
     on_old.allocate();
     if std::env::var_os("RUST_LOG").is_none() {
@@ -137,7 +139,7 @@ fn reload_keeps_allocations_and_rotates_secrets() {
     }
 
     // Step 2: the old secret removed, through `uturn reload`.
-    std::fs::write(&path, reload_config(&["new-secret"], &socket, "info")).unwrap();
+    std::fs::write(&path, reload_config(&["new-secret"], &socket, "info", 300)).unwrap();
     let out = run_uturn(&["reload", "--socket", socket.to_str().unwrap()]);
     assert_eq!(
         out.status.and_then(|s| s.code()),

@@ -424,3 +424,24 @@ fn assert_signed_md5(r: &Resp, user: &str, password: &str) {
         "not signed with {user}'s key"
     );
 }
+
+#[test]
+fn a_reload_lowers_the_lifetime_for_new_allocations_and_refreshes() {
+    let mut h = Harness::new();
+    let mut old = Client::new(C1, md5("alice", "alice-pw"));
+    old.request(&mut h, Method::Binding, &|_| {});
+    assert_eq!(
+        old.request(&mut h, Method::Allocate, &udp).lifetime(),
+        Some(600)
+    );
+    h.relay.set_limits(Duration::from_secs(120), None, 20, 40);
+    let mut new = Client::new("203.0.113.11:40001", md5("alice", "alice-pw"));
+    assert_eq!(
+        new.request(&mut h, Method::Allocate, &udp).lifetime(),
+        Some(120)
+    );
+    // The live allocation keeps its 600 s until it refreshes.
+    h.advance(300);
+    assert_eq!(h.relay.allocation_count(), 1, "the 120 s one expired");
+    assert_eq!(old.refresh(&mut h, 600).lifetime(), Some(120));
+}
