@@ -513,11 +513,13 @@ impl Control<'_> {
                 "uturn was started without --config: there is no file to reload".to_string(),
             );
         }
-        let new = Config::load(self.args).map_err(|e| e.to_string())?;
+        let mut new = Config::load(self.args).map_err(|e| e.to_string())?;
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
-        let needs_restart = restart_only_changes(&self.current, &new);
+        // From here on `new` holds the running values of the restart-only
+        // keys (the relay's own addresses among them, for the peer policy).
+        let needs_restart = keep_restart_only(&self.current, &mut new);
         let own = own_addresses(&new, &self.bound);
         let snapshot = Arc::new(Reloaded {
             auth: Arc::new(Authenticator::new(new.auth_config(), self.nonce_key)),
@@ -544,9 +546,7 @@ impl Control<'_> {
             Some(log) => log.set_level(&new.log_level)?,
             None => format!("log level {}", new.log_level),
         };
-        // Keep the restart-only settings as they are in force.
-        let mut next = new;
-        keep_restart_only(&self.current, &mut next);
+        let next = new;
         if self.drain.is_some() && next.alternate_server != self.current.alternate_server {
             for c in self.controls {
                 c.send(ShardCommand::Drain(next.alternate_server));
@@ -588,46 +588,47 @@ impl Control<'_> {
     }
 }
 
-/// Keys a reload cannot change (sockets, threads, the io backend, the
-/// listeners), named as in the file, when `new` differs from `old`.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let mut check = |changed: bool, key: &'static str| {
-        if changed {
-            v.push(key);
+/// Puts back in `new` the running values of the keys a reload cannot
+/// change (they need sockets or threads), and names those that differed,
+/// as in the file.
+fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    fn keep<T: PartialEq + Clone>(
+        changed: &mut Vec<&'static str>,
+        key: &'static str,
+        old: &T,
+        new: &mut T,
+    ) {
+        if old != new {
+            if !changed.contains(&key) {
+                changed.push(key);
+            }
+            new.clone_from(old);
         }
-    };
-    check(old.listen != new.listen, "listen");
-    check(
-        old.relay_v4 != new.relay_v4 || old.relay_v6 != new.relay_v6,
-        "relay_ips",
-    );
-    check(old.relay_ports != new.relay_ports, "relay_ports");
-    check(old.workers != new.workers, "workers");
-    check(old.io_backend != new.io_backend, "io_backend");
-    check(
-        old.io_batch_wait != new.io_batch_wait,
+    }
+    let mut changed = Vec::new();
+    let c = &mut changed;
+    keep(c, "listen", &old.listen, &mut new.listen);
+    keep(c, "relay_ips", &old.relay_v4, &mut new.relay_v4);
+    keep(c, "relay_ips", &old.relay_v6, &mut new.relay_v6);
+    keep(c, "relay_ports", &old.relay_ports, &mut new.relay_ports);
+    keep(c, "workers", &old.workers, &mut new.workers);
+    keep(c, "io_backend", &old.io_backend, &mut new.io_backend);
+    keep(
+        c,
         "io_batch_wait_usecs",
+        &old.io_batch_wait,
+        &mut new.io_batch_wait,
     );
-    check(old.io_gso != new.io_gso, "io_gso");
-    check(old.metrics != new.metrics, "metrics");
-    check(old.control_socket != new.control_socket, "control_socket");
-    check(old.log_format != new.log_format, "log_format");
-    v
-}
-
-fn keep_restart_only(old: &Config, new: &mut Config) {
-    new.listen.clone_from(&old.listen);
-    new.relay_v4 = old.relay_v4;
-    new.relay_v6 = old.relay_v6;
-    new.relay_ports = old.relay_ports.clone();
-    new.workers = old.workers;
-    new.io_backend = old.io_backend;
-    new.io_batch_wait = old.io_batch_wait;
-    new.io_gso = old.io_gso;
-    new.metrics = old.metrics;
-    new.control_socket.clone_from(&old.control_socket);
-    new.log_format = old.log_format;
+    keep(c, "io_gso", &old.io_gso, &mut new.io_gso);
+    keep(c, "metrics", &old.metrics, &mut new.metrics);
+    keep(
+        c,
+        "control_socket",
+        &old.control_socket,
+        &mut new.control_socket,
+    );
+    keep(c, "log_format", &old.log_format, &mut new.log_format);
+    changed
 }
 
 /// Live allocations on every shard; None when a shard did not answer.
@@ -807,4 +808,36 @@ fn log_totals(reports: &[ShardReport]) {
         rx_errors = io.rx_errors,
         "totals at shutdown"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(flags: &[&str]) -> Config {
+        let mut argv = vec!["uturn", "--rest-secret", "s"];
+        argv.extend_from_slice(flags);
+        let args = crate::config::Cli::try_parse_from(argv).unwrap().run;
+        Config::from_parts(&args, None).unwrap()
+    }
+
+    #[test]
+    fn restart_only_keys_keep_their_running_values_and_are_named() {
+        let old = config(&["--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1"]);
+        let mut new = config(&[
+            "--listen",
+            "127.0.0.1:3479",
+            "--relay-ip",
+            "127.0.0.2",
+            "--realm",
+            "new.realm",
+        ]);
+        let changed = keep_restart_only(&old, &mut new);
+        assert_eq!(changed, vec!["listen", "relay_ips"]);
+        assert_eq!(new.listen, old.listen);
+        assert_eq!(new.relay_v4, old.relay_v4);
+        assert_eq!(new.realm, "new.realm", "reloadable keys take the new value");
+        assert!(keep_restart_only(&old, &mut new).is_empty());
+    }
 }
