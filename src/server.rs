@@ -77,7 +77,7 @@ pub(crate) enum Event {
         reply: Option<Sender<Result<String, String>>>,
     },
     /// `uturn status`: a one-line summary.
-    Status(Sender<String>),
+    Status(Sender<Result<String, String>>),
 }
 
 /// How often a drain checks whether the allocations have ended.
@@ -404,7 +404,7 @@ impl Control<'_> {
                         }
                     }
                     Ok(Event::Status(reply)) => {
-                        let _ = reply.send(self.status());
+                        let _ = reply.send(Ok(self.status()));
                     }
                     // Only the signal thread holds no sender when the
                     // control socket is off; it never ends on its own.

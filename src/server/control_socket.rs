@@ -113,37 +113,35 @@ fn serve(stream: UnixStream, events: &Sender<Event>) {
 }
 
 fn answer(request: &str, events: &Sender<Event>) -> String {
-    match request {
-        "reload" => {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let asked = events.try_send(Event::Reload {
-                by: "control socket",
-                reply: Some(tx),
-            });
-            if asked.is_err() {
-                return "error the server is busy; try again".to_string();
-            }
-            match rx.recv_timeout(ANSWER_TIMEOUT) {
-                Ok(Ok(summary)) => format!("ok {summary}"),
-                Ok(Err(e)) => format!("error {e}"),
-                Err(_) => "error no answer from the server".to_string(),
-            }
-        }
-        "status" => {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            if events.try_send(Event::Status(tx)).is_err() {
-                return "error the server is busy; try again".to_string();
-            }
-            match rx.recv_timeout(ANSWER_TIMEOUT) {
-                Ok(s) => format!("ok {s}"),
-                Err(_) => "error no answer from the server".to_string(),
-            }
-        }
-        other => format!(
-            "error unknown request {:?}: expected reload or status",
+    let reply = match request {
+        "reload" => ask_main(events, |tx| Event::Reload {
+            by: "control socket",
+            reply: Some(tx),
+        }),
+        "status" => ask_main(events, Event::Status),
+        other => Err(format!(
+            "unknown request {:?}: expected reload or status",
             other.chars().take(32).collect::<String>()
-        ),
+        )),
+    };
+    match reply {
+        Ok(text) => format!("ok {text}"),
+        Err(e) => format!("error {e}"),
     }
+}
+
+/// Hands the main thread the event `make` builds around a reply channel,
+/// and waits for its answer.
+fn ask_main(
+    events: &Sender<Event>,
+    make: impl FnOnce(Sender<Result<String, String>>) -> Event,
+) -> Result<String, String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if events.try_send(make(tx)).is_err() {
+        return Err("the server is busy; try again".to_string());
+    }
+    rx.recv_timeout(ANSWER_TIMEOUT)
+        .unwrap_or_else(|_| Err("no answer from the server".to_string()))
 }
 
 /// Longest reply read by `ask`.
