@@ -12,7 +12,7 @@ use uturn::config::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit status for a configuration or usage error (as clap uses).
+/// Exit status for a configuration, usage or start-up error (as clap uses).
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
@@ -45,7 +45,11 @@ fn serve(args: RunArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "uturn stopped");
             eprintln!("uturn: error: {e}");
-            ExitCode::FAILURE
+            if e.is_start_up_refusal() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

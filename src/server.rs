@@ -26,7 +26,7 @@ use signal_hook::iterator::Signals;
 
 use crate::auth::Authenticator;
 use crate::config::{port_slices, Config, IoBackendChoice, RunArgs};
-use crate::io::socket::udp_listener;
+use crate::io::socket::{udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::logging::LogControl;
 use crate::metrics::{ControlState, MetricsServer, StaticInfo};
@@ -42,6 +42,12 @@ use control_socket::ControlSocket;
 pub enum ServerError {
     #[error("cannot listen on udp {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
+    #[error(
+        "cannot listen on udp {addr}: another process already holds it (another uturn?); \
+         refusing to share it, since the kernel would split that process's clients \
+         between the two"
+    )]
+    AddressTaken { addr: SocketAddr },
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("cannot read random bytes for the nonce key: {0}")]
@@ -56,6 +62,23 @@ pub enum ServerError {
     Metrics { addr: SocketAddr, source: io::Error },
     #[error("control_socket {path:?}: {source}")]
     ControlSocket { path: PathBuf, source: io::Error },
+}
+
+impl ServerError {
+    /// True for errors in what uturn was told to do (an address it cannot
+    /// have, a port range too small), which a restart would only repeat:
+    /// the binary exits 2 for these, as for configuration errors, so that
+    /// systemd's `RestartPreventExitStatus=2` stops retrying.
+    pub fn is_start_up_refusal(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Listen { .. }
+                | ServerError::AddressTaken { .. }
+                | ServerError::Ports(_)
+                | ServerError::Metrics { .. }
+                | ServerError::ControlSocket { .. }
+        )
+    }
 }
 
 /// Sends the shard's index when dropped, also when the thread unwinds.
@@ -687,18 +710,23 @@ fn bind_listeners(
         .collect();
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let first = udp_listener(addr).map_err(|source| ServerError::Listen { addr, source })?;
+        // SECURITY.md rule 15: the first socket claims the address for this
+        // process, before any socket of ours could join another's group.
+        let first = udp_listener(addr, Group::Open).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => ServerError::AddressTaken { addr },
+            _ => ServerError::Listen { addr, source },
+        })?;
         let resolved = first
             .local_addr()
             .map_err(|source| ServerError::Listen { addr, source })?;
         per_shard[0].push(first);
         for shard in per_shard.iter_mut().skip(1) {
-            shard.push(
-                udp_listener(resolved).map_err(|source| ServerError::Listen {
+            shard.push(udp_listener(resolved, Group::Join).map_err(|source| {
+                ServerError::Listen {
                     addr: resolved,
                     source,
-                })?,
-            );
+                }
+            })?);
         }
         bound.push(resolved);
     }

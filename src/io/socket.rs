@@ -29,12 +29,29 @@ fn new_udp(addr: &SocketAddr) -> io::Result<Socket> {
 /// `net.core.rmem_max`, so hosts must raise that too.
 pub const LISTENER_RCVBUF: usize = 4 << 20;
 
-/// A non-blocking listener socket bound to `addr` with SO_REUSEPORT, so that
-/// every shard binds its own socket to the same address and the kernel
-/// spreads clients across them by 5-tuple hash.
-pub fn udp_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Whether a listener opens an address's SO_REUSEPORT group or joins the
+/// group this process opened.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// The first socket on the address: bound *without* SO_REUSEPORT, so the
+    /// bind fails with `AddrInUse` when any other socket holds the address,
+    /// including another process's SO_REUSEPORT group (SECURITY.md rule 15).
+    /// SO_REUSEPORT is switched on only after the bind succeeded, so that
+    /// this process's other shards can join.
+    Open,
+    /// Every further shard's socket on the address the `Open` one resolved.
+    Join,
+}
+
+/// A non-blocking listener socket bound to `addr`. The first (`Group::Open`)
+/// claims the address for this process alone; the others (`Group::Join`)
+/// share it through SO_REUSEPORT, so that every shard has its own socket on
+/// the address and the kernel spreads clients across them by 5-tuple hash.
+pub fn udp_listener(addr: SocketAddr, group: Group) -> io::Result<UdpSocket> {
     let sock = new_udp(&addr)?;
-    sock.set_reuse_port(true)?;
+    if group == Group::Join {
+        sock.set_reuse_port(true)?;
+    }
     // A smaller buffer than asked for is not an error: the relay works, it
     // just absorbs shorter bursts. Say what the kernel granted.
     if let Err(e) = sock.set_recv_buffer_size(LISTENER_RCVBUF) {
@@ -49,6 +66,12 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
         );
     }
     sock.bind(&addr.into())?;
+    if group == Group::Open {
+        // Once set, the kernel lets a socket with SO_REUSEPORT and the same
+        // owner join this one; a socket of another process still cannot,
+        // since its own first socket has no SO_REUSEPORT.
+        sock.set_reuse_port(true)?;
+    }
     Ok(sock.into())
 }
 
@@ -153,14 +176,55 @@ mod tests {
 
     #[test]
     fn listeners_share_a_port_relays_do_not() {
-        let a = udp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = udp_listener("127.0.0.1:0".parse().unwrap(), Group::Open).unwrap();
         let port_addr = a.local_addr().unwrap();
-        let b = udp_listener(port_addr).unwrap();
+        let b = udp_listener(port_addr, Group::Join).unwrap();
         assert_eq!(b.local_addr().unwrap(), port_addr);
 
         let r = udp_relay("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let err = udp_relay(r.local_addr().unwrap(), false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn an_address_with_a_group_cannot_be_opened_again() {
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(first) = udp_listener(any.parse().unwrap(), Group::Open) else {
+                continue; // no ::1 on this host
+            };
+            let addr = first.local_addr().unwrap();
+            let _joined = udp_listener(addr, Group::Join).unwrap();
+            // A second instance opens its own group first: refused.
+            let err = udp_listener(addr, Group::Open).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{addr}");
+            // Also on the wildcard address of the same port.
+            let mut wild = addr;
+            wild.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            });
+            let err = udp_listener(wild, Group::Open).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{wild}");
+        }
+    }
+
+    #[test]
+    fn a_joined_group_spreads_clients_over_its_sockets() {
+        let a = udp_listener("127.0.0.1:0".parse().unwrap(), Group::Open).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = udp_listener(addr, Group::Join).unwrap();
+        // Each datagram from a fresh source port hashes anew.
+        for _ in 0..64 {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.send_to(b"x", addr).unwrap();
+        }
+        let count = |s: &UdpSocket| {
+            let mut buf = [0u8; 8];
+            std::iter::from_fn(|| s.recv(&mut buf).ok()).count()
+        };
+        let (na, nb) = (count(&a), count(&b));
+        assert_eq!(na + nb, 64);
+        assert!(na > 0 && nb > 0, "one socket got everything: {na} / {nb}");
     }
 
     #[test]

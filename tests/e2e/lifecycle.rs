@@ -358,7 +358,75 @@ fn logs_name_clients_only_when_asked() {
     assert!(line.contains(&c.local_addr().to_string()), "{line}");
 }
 
+/// SECURITY.md rule 15: a second uturn on an address the first serves exits 2
+/// naming the address, and the first keeps every client (before the fix both
+/// printed `ready` and the kernel split the first one's clients between them).
+fn a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients() {
+    let first = lab_server(&[]);
+    // Several clients, so that both of the first server's workers hold some.
+    let mut clients: Vec<(TurnClient, Peer)> = (0..8)
+        .map(|_| {
+            let mut c = TurnClient::new(first.addr, "alice", "wonderland", AuthMode::Legacy);
+            c.allocate();
+            let peer = bind_channel(&mut c, 0x4000);
+            (c, peer)
+        })
+        .collect();
+
+    let listen = first.addr.to_string();
+    let mut args = vec![
+        "--realm",
+        REALM,
+        "--user",
+        "alice:wonderland",
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--listen",
+        &listen,
+        "--relay-ip",
+        "127.0.0.1",
+        "--workers",
+        "2",
+    ];
+    let backend = current_backend().expect("run on a backend");
+    args.extend(["--io-backend", backend]);
+    let second = run_uturn(&args);
+    assert_eq!(
+        second.status.and_then(|s| s.code()),
+        Some(2),
+        "the second instance must exit 2\nstdout:\n{}\nstderr:\n{}",
+        second.stdout,
+        second.stderr
+    );
+    assert!(!second.stdout.contains("uturn: ready"), "{}", second.stdout);
+    assert!(
+        second.stderr.contains(&format!("udp {listen}"))
+            && second.stderr.contains("another process already holds it"),
+        "the error names the address and says why:\n{}",
+        second.stderr
+    );
+
+    for (i, (c, peer)) in clients.iter_mut().enumerate() {
+        echo(
+            c,
+            peer,
+            0x4000,
+            &format!("client {i} after the second start"),
+        );
+        assert_success(&c.refresh(600), &format!("client {i}: Refresh"));
+    }
+    // A client that arrives now also reaches the first instance.
+    full_flow(
+        first.addr,
+        "alice",
+        "wonderland",
+        AuthMode::Legacy,
+        Some(LOOPBACK_V4),
+    );
+}
+
 on_both_backends!(
+    a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients,
     reload_keeps_allocations_and_rotates_secrets,
     drain_refuses_new_allocations_and_serves_old_ones,
     drain_answers_300_with_the_alternate_and_a_second_signal_exits,
