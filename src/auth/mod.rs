@@ -13,7 +13,8 @@
 //! 7. MAC wrong for every candidate key → 401;
 //! 8. NONCE ours but expired → 438 — only now, after the MAC proved the
 //!    credentials, as §9.2.4 lists it;
-//! 9. REST credential expired (Allocate only) → 401.
+//! 9. REST credential expired → 401, on every request but a Refresh that
+//!    deletes (the caller says which, through `check_expiry`).
 
 pub mod key;
 pub mod nonce;
@@ -182,9 +183,9 @@ impl Authenticator {
     pub fn realm(&self) -> &str {
         &self.cfg.realm
     }
-    /// Authenticates `msg` from `client`. `check_expiry` is true for Allocate:
-    /// an expired REST credential is refused there, while refreshes of a live
-    /// allocation keep working (the allocation's lifetime bounds them).
+    /// Authenticates `msg` from `client`. With `check_expiry` an expired REST
+    /// credential is refused (SECURITY.md rule 1); the relay passes false only
+    /// for a Refresh with LIFETIME 0, so that a client can still delete.
     pub fn authenticate<'a>(
         &'a self,
         msg: &Message<'a>,

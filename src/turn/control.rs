@@ -304,9 +304,10 @@ impl Relay {
         sockets: &mut impl RelaySockets,
     ) -> ClientOutput {
         let auth = std::sync::Arc::clone(&self.auth);
-        // The REST expiry is checked when an allocation is made; its lifetime
-        // bounds everything after that.
-        let check_expiry = msg.method() == Method::Allocate;
+        // SECURITY.md rule 1: an expired REST credential is refused on every
+        // authenticated request, so that it cannot keep an allocation alive;
+        // only a Refresh that deletes the allocation still works with it.
+        let check_expiry = !is_deletion(msg);
         let who = match auth.authenticate(msg, five.client, now.unix, check_expiry) {
             Ok(who) => who,
             Err(e) => return self.auth_error(now, five, msg, scratch, &auth, e),
@@ -429,6 +430,16 @@ impl Relay {
             Some(secs) => Duration::from_secs(u64::from(secs)).min(max).max(default),
         }
     }
+}
+
+/// A Refresh whose (trusted) LIFETIME is 0: RFC 8656 §7.3, a deletion.
+fn is_deletion(msg: &Message<'_>) -> bool {
+    msg.method() == Method::Refresh
+        && msg
+            .attributes()
+            .find(|a| a.typ == attr::LIFETIME)
+            .and_then(|raw| Attribute::decode(raw, msg.transaction_id()).ok())
+            .is_some_and(|a| matches!(a, Attribute::Lifetime(0)))
 }
 
 #[path = "methods.rs"]

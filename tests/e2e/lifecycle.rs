@@ -425,7 +425,70 @@ fn a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients()
     );
 }
 
+/// SECURITY.md rule 1: a REST credential past its expiry is refused on every
+/// authenticated request of a live allocation (Refresh, CreatePermission,
+/// ChannelBind), counted as expired_credential; Refresh 0 still deletes.
+fn an_expired_rest_credential_cannot_keep_an_allocation_alive() {
+    let server = Server::start(&[
+        "--realm",
+        REALM,
+        "--rest-secret",
+        "short-lived-secret",
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let expiry = unix_now() + 2;
+    let (u, p) = rest_creds("short-lived-secret", expiry, "alice");
+    let mut c = TurnClient::new(server.addr, &u, &p, AuthMode::Legacy);
+    c.allocate();
+    let peer = bind_channel(&mut c, 0x4000);
+    // Past the expiry (the server compares whole unix seconds).
+    while unix_now() <= expiry {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other = Peer::v4();
+    for (what, r) in [
+        ("Refresh(3600)", c.refresh(3600)),
+        ("CreatePermission", c.create_permission(&[other.addr])),
+        ("ChannelBind", c.channel_bind(0x4001, other.addr)),
+    ] {
+        assert_error(&r, &[401], &format!("{what} with an expired credential"));
+    }
+    // A fresh nonce does not help: the credential itself has expired.
+    let r = c.challenge(Method::Refresh);
+    assert_error(&r, &[401], "unsigned Refresh");
+    assert_error(&c.refresh(600), &[401], "Refresh(600) with a fresh nonce");
+    let (_, body) = http_get(metrics_addr(&server), "GET", "/metrics");
+    let counted = series(
+        &body,
+        "uturn_auth_failures_total{reason=\"expired_credential\"}",
+    )
+    .unwrap_or(0);
+    assert!(
+        counted >= 4,
+        "expired_credential counted {counted}:\n{body}"
+    );
+
+    // Refresh 0 still deletes; the relay then forwards nothing more.
+    assert_success(&c.refresh(0), "Refresh(0) with an expired credential");
+    c.send_channel(0x4000, b"after the delete", false);
+    peer.expect_nothing("ChannelData after the allocation was deleted");
+    // Scrapes less than 0.5 s apart share a snapshot: poll for the gauge.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = http_get(metrics_addr(&server), "GET", "/metrics");
+        match series(&body, "uturn_allocations") {
+            Some(0) => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            n => panic!("uturn_allocations {n:?} after Refresh(0):\n{body}"),
+        }
+    }
+}
+
 on_both_backends!(
+    an_expired_rest_credential_cannot_keep_an_allocation_alive,
     a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients,
     reload_keeps_allocations_and_rotates_secrets,
     drain_refuses_new_allocations_and_serves_old_ones,

@@ -82,15 +82,53 @@ fn sha256_password_algorithm_works() {
 }
 
 #[test]
-fn rest_credentials_expire_at_allocate_but_refresh_keeps_working() {
+fn an_expired_rest_credential_gets_401_on_every_request_but_a_deleting_refresh() {
     let mut h = Harness::new();
-    let mut c = Client::new(C1, rest_cred(UNIX0 + 60, "carol", SECRET));
+    let mut c = Client::new(C1, rest_cred(UNIX0 + 5, "carol", SECRET));
+    c.allocate(&mut h);
+    assert_eq!(c.permit(&mut h, PEER).class(), Class::Success, "in time");
+    assert_eq!(c.bind(&mut h, 0x4000, PEER).class(), Class::Success);
+    h.advance(10);
+    let i = crate::turn::AUTH_FAILURE_REASONS
+        .iter()
+        .position(|&r| r == "expired_credential")
+        .unwrap();
+    type Ask = dyn Fn(&mut Client, &mut Harness) -> Resp;
+    let requests: [(&str, &Ask); 4] = [
+        ("Refresh(3600)", &|c, h| c.refresh(h, 3600)),
+        ("Refresh(600)", &|c, h| c.refresh(h, 600)),
+        ("CreatePermission", &|c, h| c.permit(h, "198.51.100.77:9")),
+        ("ChannelBind", &|c, h| c.bind(h, 0x4001, PEER)),
+    ];
+    for (what, ask) in requests {
+        let before = h.relay.stats().auth_failures_by_reason[i];
+        let r = ask(&mut c, &mut h);
+        assert_eq!(r.code(), Some(401), "{what} with an expired credential");
+        assert!(r.attr(attr::NONCE).is_some(), "{what}: 401 carries a nonce");
+        // Counted under expired_credential (once per try: the client
+        // retries once with the fresh nonce of the first 401).
+        let after = h.relay.stats().auth_failures_by_reason[i];
+        assert!(after > before, "{what}: not counted as expired_credential");
+    }
+    // The allocation was not extended: it ends at its first lifetime.
+    assert_eq!(h.relay.allocation_count(), 1);
+    // A Refresh to lifetime 0 still deletes it.
+    let r = c.refresh(&mut h, 0);
+    assert_eq!(r.class(), Class::Success, "Refresh(0): {:?}", r.code());
+    assert_eq!(h.relay.allocation_count(), 0);
+    assert_eq!(h.relay.stats().allocations_deleted, 1);
+}
+
+#[test]
+fn rest_credentials_expire_at_allocate_but_refresh_keeps_working_until_then() {
+    let mut h = Harness::new();
+    let mut c = Client::new(C1, rest_cred(UNIX0 + 180, "carol", SECRET));
     c.allocate(&mut h);
     h.advance(120);
     assert_eq!(
         c.refresh(&mut h, 600).class(),
         Class::Success,
-        "refresh of a live allocation"
+        "refresh of a live allocation with a credential still valid"
     );
     let mut late = Client::new("203.0.113.40:43001", rest_cred(UNIX0 + 60, "carol", SECRET));
     assert_eq!(
