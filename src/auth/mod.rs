@@ -172,7 +172,13 @@ impl Authenticator {
                 .entry(userhash(u.name.as_bytes(), cfg.realm.as_bytes()))
                 .or_insert(i);
         }
-        let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime_secs, cfg.offer_sha256);
+        let features = nonce::Features {
+            password_algorithms: cfg.offer_sha256,
+            // RFC 8489 §9.2.4: USERHASH is advertised only where the server
+            // can map it back to a user; REST usernames cannot be.
+            username_anonymity: !by_hash.is_empty(),
+        };
+        let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime_secs, features);
         Authenticator {
             cfg,
             nonces,

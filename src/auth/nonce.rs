@@ -39,6 +39,34 @@ pub const NONCE_COOKIE: &[u8; 9] = b"obMatJos2";
 /// checked by us, so the choice affects only what a client reads from them.
 pub const FEATURE_PASSWORD_ALGORITHMS: u32 = 1 << 0;
 
+/// RFC 8489 §18.1 STUN Security Feature "Username anonymity", bit 1 (same
+/// numbering): the server can map a USERHASH back to a user, so a client
+/// that sees it sends USERHASH instead of USERNAME (RFC 8489 §9.2.4).
+pub const FEATURE_USERNAME_ANONYMITY: u32 = 1 << 1;
+
+/// The security features a server's nonces advertise.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// PASSWORD-ALGORITHMS is offered (SHA-256 as well as MD5).
+    pub password_algorithms: bool,
+    /// USERHASH is honoured: only where static users exist, since a REST
+    /// username cannot be recovered from its hash.
+    pub username_anonymity: bool,
+}
+
+impl Features {
+    fn bits(self) -> u32 {
+        let mut bits = 0;
+        if self.password_algorithms {
+            bits |= FEATURE_PASSWORD_ALGORITHMS;
+        }
+        if self.username_anonymity {
+            bits |= FEATURE_USERNAME_ANONYMITY;
+        }
+        bits
+    }
+}
+
 /// Length of every nonce issued here.
 pub const NONCE_LEN: usize = NONCE_COOKIE.len() + FEATURES_B64 + BODY_B64;
 
@@ -66,26 +94,21 @@ pub enum NonceCheck {
 pub struct Nonces {
     key: [u8; 32],
     lifetime_secs: u64,
-    password_algorithms: bool,
+    features: Features,
 }
 
 impl Nonces {
-    pub fn new(key: [u8; 32], lifetime_secs: u64, password_algorithms: bool) -> Self {
+    pub fn new(key: [u8; 32], lifetime_secs: u64, features: Features) -> Self {
         Nonces {
             key,
             lifetime_secs,
-            password_algorithms,
+            features,
         }
     }
 
     /// Writes a fresh nonce for `client` into `out`; returns its length.
     pub fn issue(&self, client: SocketAddr, now_unix: u64, out: &mut [u8; MAX_NONCE_LEN]) -> usize {
-        let features = if self.password_algorithms {
-            FEATURE_PASSWORD_ALGORITHMS
-        } else {
-            0
-        };
-        let features = features_bytes(features);
+        let features = features_bytes(self.features.bits());
         let expiry = now_unix.saturating_add(self.lifetime_secs);
         let mut body = [0u8; BODY_LEN];
         body[..8].copy_from_slice(&expiry.to_be_bytes());
@@ -212,10 +235,14 @@ mod tests {
     }
 
     const KEY: [u8; 32] = [0x42; 32];
+    const ALGORITHMS: Features = Features {
+        password_algorithms: true,
+        username_anonymity: false,
+    };
 
     #[test]
     fn layout() {
-        let n = Nonces::new(KEY, 600, true);
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, addr("192.0.2.1:5000"), 1_700_000_000);
         assert_eq!(nonce.len(), NONCE_LEN);
         assert_eq!(NONCE_LEN, 45);
@@ -223,16 +250,40 @@ mod tests {
         assert!(nonce
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || b"+/-_".contains(c)));
-        let n = Nonces::new(KEY, 600, false);
-        let nonce = issue(&n, addr("192.0.2.1:5000"), 1_700_000_000);
-        assert_eq!(&nonce[..13], b"obMatJos2AAAA");
+        // The feature set, base64 of 24 bits: bit 0 → "AAAB", bit 1 → "AAAC"
+        // (RFC 8489 Appendix B.1's example nonce), both → "AAAD".
+        for (features, cookie) in [
+            (Features::default(), b"obMatJos2AAAA"),
+            (
+                Features {
+                    password_algorithms: false,
+                    username_anonymity: true,
+                },
+                b"obMatJos2AAAC",
+            ),
+            (
+                Features {
+                    password_algorithms: true,
+                    username_anonymity: true,
+                },
+                b"obMatJos2AAAD",
+            ),
+        ] {
+            let n = Nonces::new(KEY, 600, features);
+            let nonce = issue(&n, addr("192.0.2.1:5000"), 1_700_000_000);
+            assert_eq!(&nonce[..13], cookie, "{features:?}");
+        }
     }
 
     #[test]
     fn valid_round_trip() {
         let c = addr("[2001:db8::1]:40000");
         for pa in [false, true] {
-            let n = Nonces::new(KEY, 600, pa);
+            let features = Features {
+                password_algorithms: pa,
+                username_anonymity: true,
+            };
+            let n = Nonces::new(KEY, 600, features);
             let nonce = issue(&n, c, 1000);
             assert_eq!(
                 n.check(&nonce, c, 1000),
@@ -253,7 +304,7 @@ mod tests {
     #[test]
     fn expired_is_stale() {
         let c = addr("192.0.2.1:5000");
-        let n = Nonces::new(KEY, 600, true);
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         assert_eq!(n.check(&nonce, c, 1601), NonceCheck::Stale);
         assert_eq!(n.check(&nonce, c, u64::MAX), NonceCheck::Stale);
@@ -262,7 +313,7 @@ mod tests {
     #[test]
     fn other_client_or_key_is_invalid() {
         let c = addr("192.0.2.1:5000");
-        let n = Nonces::new(KEY, 600, true);
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         assert_eq!(
             n.check(&nonce, addr("192.0.2.1:5001"), 1000),
@@ -276,14 +327,14 @@ mod tests {
             n.check(&nonce, addr("[::ffff:192.0.2.1]:5000"), 1000),
             NonceCheck::Invalid
         );
-        let other = Nonces::new([0x43; 32], 600, true);
+        let other = Nonces::new([0x43; 32], 600, ALGORITHMS);
         assert_eq!(other.check(&nonce, c, 1000), NonceCheck::Invalid);
     }
 
     #[test]
     fn tampering_is_invalid() {
         let c = addr("192.0.2.1:5000");
-        let n = Nonces::new(KEY, 600, true);
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         // Every single-character change, including the feature bits (bid-down).
         for i in 0..nonce.len() {
@@ -310,7 +361,7 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid() {
-        let n = Nonces::new(KEY, 600, true);
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
         let c = addr("192.0.2.1:5000");
         let good = issue(&n, c, 1000);
         let mut cases: Vec<Vec<u8>> = vec![
@@ -347,7 +398,7 @@ mod tests {
     #[test]
     fn lifetime_saturates() {
         let c = addr("192.0.2.1:5000");
-        let n = Nonces::new(KEY, u64::MAX, true);
+        let n = Nonces::new(KEY, u64::MAX, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         assert_eq!(
             n.check(&nonce, c, u64::MAX),

@@ -267,6 +267,38 @@ fn userhash_identifies_static_user() {
     }
 }
 
+/// The security feature set a challenge's nonce carries (RFC 8489 §9.2).
+fn challenge_features(a: &Authenticator) -> u32 {
+    use base64::Engine as _;
+    let mut buf = [0u8; 512];
+    let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Error, &TID).unwrap();
+    a.write_challenge(&mut w, client(), NOW).unwrap();
+    let n = w.finish();
+    let msg = Message::parse(&buf[..n]).unwrap();
+    let nonce = msg.get(attr::NONCE).expect("a NONCE").value;
+    let cookie = nonce.strip_prefix(nonce::NONCE_COOKIE.as_slice()).unwrap();
+    let mut bits = [0u8; 3];
+    base64::engine::general_purpose::STANDARD
+        .decode_slice(&cookie[..4], &mut bits)
+        .unwrap();
+    u32::from_be_bytes([0, bits[0], bits[1], bits[2]])
+}
+
+#[test]
+fn username_anonymity_is_advertised_only_with_static_users() {
+    let both = nonce::FEATURE_PASSWORD_ALGORITHMS | nonce::FEATURE_USERNAME_ANONYMITY;
+    assert_eq!(challenge_features(&auth(true)), both);
+    assert_eq!(
+        challenge_features(&auth(false)),
+        nonce::FEATURE_USERNAME_ANONYMITY
+    );
+    // REST secrets only: a USERHASH could not be mapped back, so no bit 1.
+    let mut rest_only = config(true);
+    rest_only.users.clear();
+    let a = Authenticator::new(rest_only, NONCE_KEY);
+    assert_eq!(challenge_features(&a), nonce::FEATURE_PASSWORD_ALGORITHMS);
+}
+
 #[test]
 fn userhash_of_wrong_length_is_bad_request() {
     let a = auth(true);

@@ -452,6 +452,19 @@ impl TurnClient {
         self.set_challenge(realm, nonce, algs);
     }
 
+    /// The STUN Security Feature set of the current nonce (RFC 8489 §9.2:
+    /// 24 bits, base64 in the 4 characters after the nonce cookie), or None
+    /// for a nonce without the cookie.
+    pub fn nonce_features(&self) -> Option<u32> {
+        use base64::Engine as _;
+        let rest = self.nonce.strip_prefix(b"obMatJos2".as_slice())?;
+        let mut bits = [0u8; 3];
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(rest.get(..4)?, &mut bits)
+            .ok()?;
+        (n == 3).then(|| u32::from_be_bytes([0, bits[0], bits[1], bits[2]]))
+    }
+
     /// Uses these REALM, NONCE and PASSWORD-ALGORITHMS from now on.
     pub fn set_challenge(&mut self, realm: Vec<u8>, nonce: Vec<u8>, algs: Option<Vec<u8>>) {
         self.realm = realm;

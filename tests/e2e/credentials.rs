@@ -105,10 +105,42 @@ fn sha256_password_algorithm_flow() {
     );
 }
 
+/// RFC 8489 §18.1 security feature bits, numbered from the least significant.
+const PASSWORD_ALGORITHMS_BIT: u32 = 1 << 0;
+const USERNAME_ANONYMITY_BIT: u32 = 1 << 1;
+
 fn userhash_instead_of_username() {
+    // With static users the nonce advertises "Username anonymity", and a
+    // client that follows RFC 8489 §9.2.5 sends USERHASH instead of USERNAME.
     let server = lab_server(&[]);
-    let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Sha256);
-    c.use_userhash = true;
+    for mode in [AuthMode::Sha256, AuthMode::Md5] {
+        let mut c = TurnClient::new(server.addr, "alice", "wonderland", mode);
+        c.challenge(Method::Allocate);
+        let features = c.nonce_features().expect("a nonce with the cookie");
+        assert_eq!(
+            features,
+            PASSWORD_ALGORITHMS_BIT | USERNAME_ANONYMITY_BIT,
+            "nonce {:?}",
+            String::from_utf8_lossy(&c.nonce)
+        );
+        c.use_userhash = features & USERNAME_ANONYMITY_BIT != 0;
+        full_flow_with(&mut c, LOOPBACK_V4, Some(LOOPBACK_V4));
+    }
+
+    // REST secrets only: a hash cannot be mapped back to a REST username,
+    // so the bit stays off (and the client sends USERNAME).
+    let server = Server::start(&[
+        "--realm",
+        REALM,
+        "--rest-secret",
+        "only-rest-secret",
+        "--allow-peer",
+        "127.0.0.0/8",
+    ]);
+    let (u, p) = rest_creds("only-rest-secret", unix_now() + 3600, "alice");
+    let mut c = TurnClient::new(server.addr, &u, &p, AuthMode::Sha256);
+    c.challenge(Method::Allocate);
+    assert_eq!(c.nonce_features(), Some(PASSWORD_ALGORITHMS_BIT));
     full_flow_with(&mut c, LOOPBACK_V4, Some(LOOPBACK_V4));
 }
 
