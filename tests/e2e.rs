@@ -108,6 +108,23 @@ fn rest_creds(secret: &str, expiry: u64, id: &str) -> (String, String) {
     (username, pw)
 }
 
+/// Waits (bounded) until the server's stderr holds `needle` `times` times;
+/// returns the log as it then was.
+fn wait_for_log(server: &Server, needle: &str, times: usize) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let log = server.stderr_text();
+        if log.matches(needle).count() >= times {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "no {needle:?} (×{times}) in the log within 10 s:\n{}",
+        server.stderr_text()
+    );
+}
+
 fn run_uturn(args: &[&str]) -> Finished {
     let mut c = Command::new(uturn_bin());
     c.args(args);

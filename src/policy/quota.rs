@@ -103,6 +103,16 @@ impl AllocationLedger {
             .store(limits.total_allocations, Ordering::Relaxed);
     }
 
+    /// The live allocations one user may hold.
+    pub fn per_user_limit(&self) -> u32 {
+        self.per_user.load(Ordering::Relaxed)
+    }
+
+    /// The live allocations all users may hold together.
+    pub fn total_limit(&self) -> u32 {
+        self.max_total.load(Ordering::Relaxed)
+    }
+
     /// Live allocations in total.
     pub fn active(&self) -> u32 {
         self.total.load(Ordering::Relaxed)

@@ -96,11 +96,28 @@ impl Relay {
         if let Err(e) = self.ledger.acquire(who.quota_id) {
             release_reserved(self);
             self.stats.drop_quota += 1;
-            return Err(match e {
-                QuotaExceeded::User => Code::AllocationQuotaReached,
-                QuotaExceeded::Total => Code::InsufficientCapacity,
-            }
-            .into());
+            let (code, quota, limit) = match e {
+                QuotaExceeded::User => (
+                    Code::AllocationQuotaReached,
+                    "quotas.allocations_per_user",
+                    self.ledger.per_user_limit(),
+                ),
+                QuotaExceeded::Total => (
+                    Code::InsufficientCapacity,
+                    "quotas.total_allocations",
+                    self.ledger.total_limit(),
+                ),
+            };
+            // A refusal an operator will be asked about: say whose and which.
+            tracing::info!(
+                user = %crate::logging::redact_user(who.quota_id),
+                client = %crate::logging::redact(five.client),
+                quota,
+                limit,
+                code = code.number(),
+                "allocation refused: quota reached"
+            );
+            return Err(code.into());
         }
 
         let (index, gen) = self.table.next_slot();

@@ -41,21 +41,6 @@ fn echo(c: &mut TurnClient, peer: &Peer, ch: u16, when: &str) {
     }
 }
 
-/// Waits (bounded) until the server's stderr holds `needle` `times` times.
-fn wait_for_log(server: &Server, needle: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if server.stderr_text().matches(needle).count() >= times {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "no {needle:?} (×{times}) in the log within 10 s:\n{}",
-        server.stderr_text()
-    );
-}
-
 /// `GET path` on the metrics listener: (status line, body).
 fn http_get(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
     let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the metrics listener");

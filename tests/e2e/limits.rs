@@ -79,6 +79,18 @@ fn allocation_quota_per_user_gets_486() {
         &[486],
         "third allocation with allocations_per_user = 2",
     );
+    // The refusal is logged at info level (the default), naming the quota and
+    // its value, with the user redacted.
+    let needle = "allocation refused: quota reached";
+    let log = wait_for_log(&server, needle, 1);
+    let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
+    assert!(
+        line.contains("quotas.allocations_per_user")
+            && line.contains("limit=2")
+            && line.contains("<redacted>")
+            && !line.contains("alice"),
+        "{line}"
+    );
     // Deleting one gives the slot back.
     assert_success(&first.refresh(0), "Refresh 0");
     assert_success(
