@@ -42,6 +42,26 @@ fn forwarding_does_not_allocate() {
     assert_eq!(allocations, 0, "heap allocations on the forwarding path");
 }
 
+/// DESIGN.md invariant 1 and SECURITY.md rule 4: a 401 to an unauthenticated
+/// request (what a flood of spoofed Allocates gets) stores nothing, so it
+/// allocates nothing either.
+#[test]
+fn a_401_does_not_allocate() {
+    let mut fp = support::FastPath::with_other_allocations(0);
+    let pkt = support::FastPath::unauthenticated_allocate();
+    let source = |n: u32| std::net::SocketAddr::from(([100, 64, (n >> 8) as u8, n as u8], 40000));
+    assert!(fp.request_from(source(0), &pkt) > 0, "a 401 is written");
+    let mut written = 0usize;
+    let allocations = count_allocations(|| {
+        for n in 0..20_000u32 {
+            fp.now.at += std::time::Duration::from_millis(1);
+            written += fp.request_from(source(n % 4096), &pkt);
+        }
+    });
+    assert!(written > 20_000 * 20, "every request got its 401");
+    assert_eq!(allocations, 0, "heap allocations answering 401s");
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     // The check above means something only if the counter works.

@@ -92,15 +92,22 @@ pub enum NonceCheck {
 }
 
 pub struct Nonces {
-    key: [u8; 32],
+    /// HMAC-SHA256 with the key already absorbed: each nonce clones it
+    /// rather than hashing the key's inner and outer pads again (two of the
+    /// five SHA-256 blocks a nonce would otherwise cost).
+    keyed: Hmac<Sha256>,
     lifetime_secs: u64,
     features: Features,
 }
 
 impl Nonces {
     pub fn new(key: [u8; 32], lifetime_secs: u64, features: Features) -> Self {
+        let keyed = match <Hmac<Sha256> as Mac>::new_from_slice(&key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts keys of every length"),
+        };
         Nonces {
-            key,
+            keyed,
             lifetime_secs,
             features,
         }
@@ -170,10 +177,7 @@ impl Nonces {
     }
 
     fn mac(&self, expiry: u64, features: &[u8; 3], client: SocketAddr) -> [u8; MAC_LEN] {
-        let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts keys of every length"),
-        };
+        let mut m = self.keyed.clone();
         m.update(&expiry.to_be_bytes());
         m.update(features);
         match client {

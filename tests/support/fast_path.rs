@@ -66,25 +66,34 @@ fn request(
     buf
 }
 
+fn bench_key() -> uturn::auth::Key {
+    derive_key(PasswordAlgorithm::Md5, b"bench", REALM.as_bytes(), b"pw")
+}
+
+/// The authenticator every `FastPath` uses: one static user, "bench".
+pub fn authenticator() -> Authenticator {
+    Authenticator::new(
+        AuthConfig {
+            realm: REALM.into(),
+            users: vec![StaticUser {
+                name: "bench".into(),
+                key_md5: bench_key().as_bytes().try_into().ok(),
+                key_sha256: None,
+            }],
+            rest_secrets: vec![],
+            offer_sha256: false,
+            nonce_lifetime_secs: 600,
+        },
+        [9; 32],
+    )
+}
+
 impl FastPath {
     /// Set up after `others` allocations for other clients were made first
     /// (so look-ups run against a table of `others + 1`).
     pub fn with_other_allocations(others: usize) -> FastPath {
-        let key = derive_key(PasswordAlgorithm::Md5, b"bench", REALM.as_bytes(), b"pw");
-        let auth = Authenticator::new(
-            AuthConfig {
-                realm: REALM.into(),
-                users: vec![StaticUser {
-                    name: "bench".into(),
-                    key_md5: key.as_bytes().try_into().ok(),
-                    key_sha256: None,
-                }],
-                rest_secrets: vec![],
-                offer_sha256: false,
-                nonce_lifetime_secs: 600,
-            },
-            [9; 32],
-        );
+        let key = bench_key();
+        let auth = authenticator();
         let policy = PeerPolicy::new(vec!["198.51.100.0/24".parse().expect("cidr")], vec![], &[]);
         let quotas = Quotas {
             allocations_per_user: 1_000_000,
@@ -181,6 +190,29 @@ impl FastPath {
         let reply = self.control(pkt);
         let m = Message::parse(&reply).expect("reply parses");
         assert_eq!(m.class(), Class::Success, "set-up request refused");
+    }
+
+    /// An unauthenticated Allocate, as a client's first request (or a
+    /// flood) sends it: the relay answers 401 with a fresh nonce.
+    pub fn unauthenticated_allocate() -> Vec<u8> {
+        request(Method::Allocate, 9, b"", b"", &|w| {
+            w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits")
+        })
+    }
+
+    /// One request from `client`; returns the length of the reply (0: none).
+    pub fn request_from(&mut self, client: SocketAddr, pkt: &[u8]) -> usize {
+        match self.relay.handle_client(
+            self.now,
+            ListenerId(0),
+            client,
+            pkt,
+            &mut self.scratch,
+            &mut self.sockets,
+        ) {
+            ClientOutput::Reply(n) => n,
+            _ => 0,
+        }
     }
 
     /// A ChannelData datagram from the client.
