@@ -5,7 +5,8 @@
 //! (`allocate`), relayed packets per second with loss, reordering and
 //! one-way latency (`relay`), allocation churn with the server's memory and
 //! descriptors over time (`churn`), a rate sweep (`sweep`), a bare
-//! kernel-floor forwarder to compare against (`floor`) and a side-by-side
+//! kernel-floor forwarder to compare against (`floor`), a flood of
+//! unauthenticated requests (`flood`) and a side-by-side
 //! comparison of uturn, the floor and coturn (`compare`).
 //!
 //! The method it implements is described in BENCHMARKING.md; the protocol
@@ -18,6 +19,7 @@ mod client;
 mod compare;
 mod cpu;
 mod creds;
+mod flood;
 mod floor;
 mod output;
 mod payload;
@@ -91,6 +93,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// A bare TURN-shaped forwarder: what the kernel allows on this machine.
     Floor(floor::FloorArgs),
+    /// Unauthenticated Allocates from many source addresses (each costs a
+    /// 401); run beside `allocate` to see what a flood leaves of it.
+    Flood(flood::FloodArgs),
     /// uturn, the floor and coturn side by side, alternating, with a report.
     Compare(compare::CompareArgs),
 }
@@ -107,6 +112,7 @@ fn main() {
         Command::Churn(a) => churn::run(a, &out),
         Command::Sweep(a) => sweep::run(a, &out),
         Command::Floor(a) => floor::run(a, &out),
+        Command::Flood(a) => flood::run(a, &out),
         Command::Compare(a) => compare::run(a, &out),
     };
     if let Err(e) = result {

@@ -181,6 +181,29 @@ fn allocate_reports_flows_and_no_errors() {
 }
 
 #[test]
+fn flood_gets_401s_and_reports_server_cpu() {
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let r = run(&[
+        "flood",
+        "--server",
+        &u.addr,
+        "--sources",
+        "50",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(num(&r, "sent") > 0.0, "{r}");
+    assert!(num(&r, "answered_401") > 0.0, "{r}");
+    assert_eq!(num(&r, "answered_other"), 0.0, "{r}");
+    assert!(num(&r, "server_us_per_request") >= 0.0, "{r}");
+}
+
+#[test]
 fn relay_channel_data_both_ways_with_server_cpu() {
     let u = start_uturn();
     let pid = u.child.id().to_string();
