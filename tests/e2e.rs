@@ -20,16 +20,19 @@ use uturn::stun::{AddressFamily, Class, Method};
 const REALM: &str = "e2e.test";
 const LOOPBACK_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// A server with one static user and loopback peers allowed.
+/// One static user (alice:wonderland) and loopback peers allowed.
+const LAB_ARGS: [&str; 6] = [
+    "--realm",
+    REALM,
+    "--user",
+    "alice:wonderland",
+    "--allow-peer",
+    "127.0.0.0/8",
+];
+
+/// A server with `LAB_ARGS` and `extra`.
 fn lab_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
-    ];
+    let mut args = LAB_ARGS.to_vec();
     args.extend_from_slice(extra);
     Server::start(&args)
 }

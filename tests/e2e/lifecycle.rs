@@ -359,20 +359,15 @@ fn a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients()
         .collect();
 
     let listen = first.addr.to_string();
-    let mut args = vec![
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
+    let mut args = LAB_ARGS.to_vec();
+    args.extend([
         "--listen",
         &listen,
         "--relay-ip",
         "127.0.0.1",
         "--workers",
         "2",
-    ];
+    ]);
     let backend = current_backend().expect("run on a backend");
     args.extend(["--io-backend", backend]);
     let second = run_uturn(&args);

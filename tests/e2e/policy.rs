@@ -75,14 +75,7 @@ fn peers_are_denied_by_default() {
 }
 
 fn allow_list_opens_only_what_it_names() {
-    let mut args = vec![
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
-    ];
+    let mut args = LAB_ARGS.to_vec();
     let v6 = dual_stack_args("allow_list_opens_only_what_it_names", &mut args);
     let server = Server::start(&args);
     let mut c = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
