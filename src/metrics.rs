@@ -25,9 +25,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::auth::AuthFailure;
 use crate::io::IoStats;
 use crate::shard::{collect_reports, ShardHandle, ShardReport};
-use crate::turn::{Stats, AUTH_FAILURE_REASONS, ERROR_CODES};
+use crate::turn::{Stats, ERROR_CODES};
 
 /// How long a scrape waits for the shards.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -215,9 +216,9 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         errors,
     );
     let auth: Family<Labels, Counter> = Family::default();
-    for (i, reason) in AUTH_FAILURE_REASONS.iter().enumerate() {
-        auth.get_or_create(&labels(&[("reason", reason)]))
-            .inc_by(t.auth_failures_by_reason[i]);
+    for reason in AuthFailure::ALL {
+        auth.get_or_create(&labels(&[("reason", reason.label())]))
+            .inc_by(t.auth_failures_by_reason[reason.index()]);
     }
     reg.register(
         "auth_failures",

@@ -93,33 +93,72 @@ impl Authenticated<'_> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
     /// No integrity attribute at all: 401 with a challenge (RFC 8489 §9.2.4).
+    /// The first round of every client, not a failure.
     Challenge,
     /// Credentials wrong, unknown user or expired REST credential: 401 with a challenge.
-    Unauthorized(&'static str),
+    Unauthorized(AuthFailure),
     /// Missing USERNAME/REALM/NONCE, or a downgrade attempt: 400.
-    BadRequest(&'static str),
+    BadRequest(AuthFailure),
     /// The nonce expired or is bound to another client: 438 with a new nonce.
     StaleNonce,
 }
 
 impl AuthError {
-    /// The failure's reason as a metric label (one of
-    /// `turn::AUTH_FAILURE_REASONS`); `Challenge` is not a failure.
-    pub fn reason(self) -> &'static str {
+    /// What is counted for it; `Challenge` is not a failure.
+    pub fn failure(self) -> Option<AuthFailure> {
         match self {
-            AuthError::Challenge => "challenge",
-            AuthError::StaleNonce => "stale_nonce",
-            AuthError::Unauthorized("realm") => "wrong_realm",
-            AuthError::Unauthorized("unknown user") => "unknown_user",
-            AuthError::Unauthorized("expired") => "expired_credential",
-            AuthError::Unauthorized(_) => "bad_integrity",
-            AuthError::BadRequest(
-                "password algorithms altered"
-                | "password algorithm not offered"
-                | "password algorithm not negotiated",
-            ) => "algorithm_downgrade",
-            AuthError::BadRequest(_) => "malformed",
+            AuthError::Challenge => None,
+            AuthError::Unauthorized(f) | AuthError::BadRequest(f) => Some(f),
+            AuthError::StaleNonce => Some(AuthFailure::StaleNonce),
         }
+    }
+}
+
+/// Why an authentication failed, as counted and exposed in metrics (a
+/// fixed set of labels: never a username).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Credential attributes missing or malformed.
+    Malformed,
+    WrongRealm,
+    UnknownUser,
+    /// The MAC did not verify (or the user has no key for the algorithm).
+    BadIntegrity,
+    /// A TURN REST credential past its expiry.
+    ExpiredCredential,
+    StaleNonce,
+    /// PASSWORD-ALGORITHM(S) altered, not offered or not negotiated.
+    AlgorithmDowngrade,
+}
+
+impl AuthFailure {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [AuthFailure; 7] = [
+        AuthFailure::Malformed,
+        AuthFailure::WrongRealm,
+        AuthFailure::UnknownUser,
+        AuthFailure::BadIntegrity,
+        AuthFailure::ExpiredCredential,
+        AuthFailure::StaleNonce,
+        AuthFailure::AlgorithmDowngrade,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::WrongRealm => "wrong_realm",
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::ExpiredCredential => "expired_credential",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::AlgorithmDowngrade => "algorithm_downgrade",
+        }
+    }
+
+    /// Its position in `ALL` (and in per-reason counter arrays).
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -207,13 +246,13 @@ impl Authenticator {
         }
         // RFC 8489 §9.2.4: USERNAME or USERHASH, REALM and NONCE are required → else 400.
         let (Some(realm), Some(nonce)) = (c.realm, c.nonce) else {
-            return Err(AuthError::BadRequest("missing realm or nonce"));
+            return Err(AuthError::BadRequest(AuthFailure::Malformed));
         };
         if c.username.is_none() && c.userhash.is_none() {
-            return Err(AuthError::BadRequest("missing username"));
+            return Err(AuthError::BadRequest(AuthFailure::Malformed));
         }
         if realm != self.cfg.realm.as_bytes() {
-            return Err(AuthError::Unauthorized("realm"));
+            return Err(AuthError::Unauthorized(AuthFailure::WrongRealm));
         }
 
         // RFC 8489 §9.2.4: a nonce that is not valid gets 438 and a new nonce.
@@ -251,10 +290,10 @@ impl Authenticator {
                     PasswordAlgorithm::Sha256 => user.key_sha256.as_ref().map(|k| k.as_slice()),
                 }
                 .and_then(Key::from_slice)
-                .ok_or(AuthError::Unauthorized("no key for password algorithm"))?;
+                .ok_or(AuthError::Unauthorized(AuthFailure::BadIntegrity))?;
                 // RFC 8489 §9.2.4: MAC mismatch → 401.
                 if !verify(key.as_bytes()) {
-                    return Err(AuthError::Unauthorized("integrity"));
+                    return Err(AuthError::Unauthorized(AuthFailure::BadIntegrity));
                 }
                 (name, name, key, None)
             }
@@ -271,7 +310,7 @@ impl Authenticator {
                     .map(|s| derive_key(alg, username, realm, &key::rest_password(s, username)))
                     .find(|k| verify(k.as_bytes()))
                     // RFC 8489 §9.2.4: MAC mismatch → 401.
-                    .ok_or(AuthError::Unauthorized("integrity"))?;
+                    .ok_or(AuthError::Unauthorized(AuthFailure::BadIntegrity))?;
                 (username, quota_id, key, Some(expiry))
             }
         };
@@ -283,7 +322,7 @@ impl Authenticator {
         }
         if let Some(expiry) = rest_expiry {
             if check_expiry && expiry < now_unix {
-                return Err(AuthError::Unauthorized("expired"));
+                return Err(AuthError::Unauthorized(AuthFailure::ExpiredCredential));
             }
         }
         Ok(Authenticated {
@@ -317,7 +356,7 @@ impl Authenticator {
 
     /// Finds whose keys may have signed the request.
     fn identify<'a>(&'a self, c: &Credentials<'a>) -> Result<Identity<'a>, AuthError> {
-        let unknown = AuthError::Unauthorized("unknown user");
+        let unknown = AuthError::Unauthorized(AuthFailure::UnknownUser);
         // RFC 8489 §9.2.4: USERHASH, when present, names the user.
         if let Some(hash) = c.userhash {
             let user = self
@@ -370,7 +409,7 @@ fn collect<'a>(msg: &Message<'a>) -> Result<Credentials<'a>, AuthError> {
             | attr::PASSWORD_ALGORITHMS
             | attr::PASSWORD_ALGORITHM => {
                 let decoded = Attribute::decode(raw, tid)
-                    .map_err(|_| AuthError::BadRequest("malformed credential attribute"))?;
+                    .map_err(|_| AuthError::BadRequest(AuthFailure::Malformed))?;
                 match decoded {
                     Attribute::Username(v) => {
                         c.username.get_or_insert(v);
@@ -411,23 +450,21 @@ fn password_algorithm(
         (true, Some(list), Some((number, params))) => {
             // RFC 8489 §9.2.4: PASSWORD-ALGORITHMS MUST match what we sent with this nonce.
             if list != PASSWORD_ALGORITHMS_VALUE.as_slice() {
-                return Err(AuthError::BadRequest("password algorithms altered"));
+                return Err(AuthError::BadRequest(AuthFailure::AlgorithmDowngrade));
             }
             // RFC 8489 §9.2.4: PASSWORD-ALGORITHM MUST be one of those listed.
             if !attr::password_algorithms(list).any(|(a, p)| a == number && p == params) {
-                return Err(AuthError::BadRequest("password algorithm not offered"));
+                return Err(AuthError::BadRequest(AuthFailure::AlgorithmDowngrade));
             }
             PasswordAlgorithm::from_number(number)
-                .ok_or(AuthError::BadRequest("password algorithm not offered"))
+                .ok_or(AuthError::BadRequest(AuthFailure::AlgorithmDowngrade))
         }
         // RFC 8489 §9.2.4: with the bit set, both attributes or neither → else 400.
-        (true, _, _) => Err(AuthError::BadRequest(
-            "password algorithm attributes incomplete",
-        )),
+        (true, _, _) => Err(AuthError::BadRequest(AuthFailure::Malformed)),
         // The nonce did not offer a choice: a client that claims one did not get
         // it from us (RFC 8489 §9.2.5 has clients send these only when the bit is
         // set). Refused rather than ignored, so nothing un-negotiated is used.
-        (false, _, _) => Err(AuthError::BadRequest("password algorithm not negotiated")),
+        (false, _, _) => Err(AuthError::BadRequest(AuthFailure::AlgorithmDowngrade)),
     }
 }
 

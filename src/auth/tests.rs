@@ -262,7 +262,7 @@ fn userhash_identifies_static_user() {
         r.userhash = Some(h);
         assert_eq!(
             run(&a, &r.build(), client(), NOW, true),
-            Err(AuthError::Unauthorized("unknown user"))
+            Err(AuthError::Unauthorized(AuthFailure::UnknownUser))
         );
     }
 }
@@ -334,7 +334,7 @@ fn rest_credentials_with_rotated_secrets() {
     let r = Req::new(&a, username.as_bytes(), k);
     assert_eq!(
         run(&a, &r.build(), client(), NOW, true),
-        Err(AuthError::Unauthorized("integrity"))
+        Err(AuthError::Unauthorized(AuthFailure::BadIntegrity))
     );
 }
 
@@ -357,7 +357,7 @@ fn expired_rest_credential_refused_only_when_checked() {
     let bytes = Req::new(&a, username.as_bytes(), k).build();
     assert_eq!(
         run(&a, &bytes, client(), NOW, true),
-        Err(AuthError::Unauthorized("expired"))
+        Err(AuthError::Unauthorized(AuthFailure::ExpiredCredential))
     );
     let (_, quota, _, _) = run(&a, &bytes, client(), NOW, false).expect("refresh still works");
     assert_eq!(quota, b"carol");
@@ -378,7 +378,7 @@ fn rest_usernames_need_secrets_and_form() {
     let r = Req::new(&a, username.as_bytes(), k);
     assert_eq!(
         run(&a, &r.build(), client(), NOW, true),
-        Err(AuthError::Unauthorized("unknown user"))
+        Err(AuthError::Unauthorized(AuthFailure::UnknownUser))
     );
 
     let a = auth(false);
@@ -395,7 +395,7 @@ fn rest_usernames_need_secrets_and_form() {
         let r = Req::new(&a, bad.as_bytes(), k);
         assert_eq!(
             run(&a, &r.build(), client(), NOW, true),
-            Err(AuthError::Unauthorized("unknown user")),
+            Err(AuthError::Unauthorized(AuthFailure::UnknownUser)),
             "{bad:?}"
         );
     }
@@ -429,7 +429,7 @@ fn wrong_password_is_unauthorized() {
         }
         assert_eq!(
             run(&a, &r.build(), client(), NOW, true),
-            Err(AuthError::Unauthorized("integrity"))
+            Err(AuthError::Unauthorized(AuthFailure::BadIntegrity))
         );
     }
 }
@@ -440,7 +440,7 @@ fn unknown_user_is_unauthorized() {
     let r = Req::new(&a, b"mallory", alice_md5());
     assert_eq!(
         run(&a, &r.build(), client(), NOW, true),
-        Err(AuthError::Unauthorized("unknown user"))
+        Err(AuthError::Unauthorized(AuthFailure::UnknownUser))
     );
 }
 
@@ -493,7 +493,7 @@ fn expired_nonce_is_stale_after_credentials_check() {
     let bytes = Req::new(&a, b"alice", key(PasswordAlgorithm::Md5, "alice", b"x")).build();
     assert_eq!(
         run(&a, &bytes, client(), later, true),
-        Err(AuthError::Unauthorized("integrity"))
+        Err(AuthError::Unauthorized(AuthFailure::BadIntegrity))
     );
     // An expired SHA-256 exchange still gets its bid-down checks.
     let bytes = Req::new(&a, b"alice", alice_sha256()).sha256().build();
@@ -535,7 +535,7 @@ fn wrong_realm_is_unauthorized() {
     r.realm = Some(b"evil.example");
     assert_eq!(
         run(&a, &r.build(), client(), NOW, true),
-        Err(AuthError::Unauthorized("realm"))
+        Err(AuthError::Unauthorized(AuthFailure::WrongRealm))
     );
 }
 
@@ -648,7 +648,7 @@ fn tampering_before_integrity_fails() {
         t[i] ^= 0x01;
         assert_eq!(
             run(&a, &t, client(), NOW, true),
-            Err(AuthError::Unauthorized("integrity")),
+            Err(AuthError::Unauthorized(AuthFailure::BadIntegrity)),
             "sha={sha}"
         );
         // And in the transaction id.
@@ -656,7 +656,7 @@ fn tampering_before_integrity_fails() {
         t[10] ^= 0x80;
         assert_eq!(
             run(&a, &t, client(), NOW, true),
-            Err(AuthError::Unauthorized("integrity"))
+            Err(AuthError::Unauthorized(AuthFailure::BadIntegrity))
         );
     }
 }
@@ -765,4 +765,18 @@ fn duplicate_credential_attributes_use_the_first() {
     r.before = Some((attr::USERNAME, b"mallory"));
     let (user, _, _, _) = run(&a, &r.build(), client(), NOW, true).expect("authenticates");
     assert_eq!(user, b"alice");
+}
+
+#[test]
+fn auth_failures_index_their_counters_and_have_distinct_labels() {
+    let mut labels = std::collections::HashSet::new();
+    for (i, f) in AuthFailure::ALL.iter().enumerate() {
+        assert_eq!(f.index(), i, "{f:?}");
+        assert!(labels.insert(f.label()), "{f:?}: label used twice");
+    }
+    assert_eq!(AuthError::Challenge.failure(), None);
+    assert_eq!(
+        AuthError::StaleNonce.failure(),
+        Some(AuthFailure::StaleNonce)
+    );
 }

@@ -372,8 +372,8 @@ impl Relay {
             AuthError::BadRequest(_) => (Code::BadRequest, false),
             AuthError::StaleNonce => (Code::StaleNonce, true),
         };
-        if e != AuthError::Challenge {
-            self.stats.count_auth_failure(e.reason());
+        if let Some(failure) = e.failure() {
+            self.stats.count_auth_failure(failure);
         }
         if !self.unauth_allowed(now, five) {
             return ClientOutput::Nothing;

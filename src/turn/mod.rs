@@ -5,7 +5,7 @@ use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthFailure, Authenticator};
 use crate::policy::{AllocationLedger, PeerPolicy, Quotas, RateLimiter};
 use crate::stun::{self, channel, ChannelData, PacketKind};
 
@@ -126,8 +126,8 @@ pub struct Stats {
     pub drop_quota: u64,
     pub relay_bind_errors: u64,
     pub auth_failures: u64,
-    /// Failed authentications by reason (see `AUTH_FAILURE_REASONS`).
-    pub auth_failures_by_reason: [u64; AUTH_FAILURE_REASONS.len()],
+    /// Failed authentications by reason (indexed by `AuthFailure::index`).
+    pub auth_failures_by_reason: [u64; AuthFailure::ALL.len()],
     /// Error responses to authenticated requests, by code (see `ERROR_CODES`).
     pub errors_by_code: [u64; ERROR_CODES.len()],
     /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
@@ -137,18 +137,6 @@ pub struct Stats {
 /// The error codes counted in `Stats::errors_by_code`, in order.
 pub const ERROR_CODES: [u16; 13] = [
     300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
-];
-
-/// Why an authentication failed, as counted in
-/// `Stats::auth_failures_by_reason` (a fixed set: never a username).
-pub const AUTH_FAILURE_REASONS: [&str; 7] = [
-    "malformed",
-    "wrong_realm",
-    "unknown_user",
-    "bad_integrity",
-    "expired_credential",
-    "stale_nonce",
-    "algorithm_downgrade",
 ];
 
 impl Stats {
@@ -161,11 +149,9 @@ impl Stats {
         }
     }
 
-    pub(crate) fn count_auth_failure(&mut self, reason: &str) {
+    pub(crate) fn count_auth_failure(&mut self, failure: AuthFailure) {
         self.auth_failures += 1;
-        if let Some(i) = AUTH_FAILURE_REASONS.iter().position(|&r| r == reason) {
-            self.auth_failures_by_reason[i] += 1;
-        }
+        self.auth_failures_by_reason[failure.index()] += 1;
     }
 
     /// Adds `other`'s counters to these.

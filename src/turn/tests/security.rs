@@ -89,10 +89,7 @@ fn an_expired_rest_credential_gets_401_on_every_request_but_a_deleting_refresh()
     assert_eq!(c.permit(&mut h, PEER).class(), Class::Success, "in time");
     assert_eq!(c.bind(&mut h, 0x4000, PEER).class(), Class::Success);
     h.advance(10);
-    let i = crate::turn::AUTH_FAILURE_REASONS
-        .iter()
-        .position(|&r| r == "expired_credential")
-        .unwrap();
+    let i = crate::auth::AuthFailure::ExpiredCredential.index();
     type Ask = dyn Fn(&mut Client, &mut Harness) -> Resp;
     let requests: [(&str, &Ask); 4] = [
         ("Refresh(3600)", &|c, h| c.refresh(h, 3600)),
@@ -294,19 +291,14 @@ proptest! {
 #[test]
 fn auth_failures_are_counted_by_reason() {
     let mut h = Harness::new();
-    let reason = |h: &Harness, r: &str| {
-        let i = crate::turn::AUTH_FAILURE_REASONS
-            .iter()
-            .position(|&x| x == r)
-            .unwrap();
-        h.relay.stats().auth_failures_by_reason[i]
-    };
+    use crate::auth::AuthFailure;
+    let reason = |h: &Harness, r: AuthFailure| h.relay.stats().auth_failures_by_reason[r.index()];
     let mut c = Client::new(C1, md5("alice", "wrong"));
     assert_eq!(c.request(&mut h, Method::Allocate, &udp).code(), Some(401));
-    assert_eq!(reason(&h, "bad_integrity"), 1);
+    assert_eq!(reason(&h, AuthFailure::BadIntegrity), 1);
     let mut c = Client::new("203.0.113.42:1", md5("mallory", "x"));
     assert_eq!(c.request(&mut h, Method::Allocate, &udp).code(), Some(401));
-    assert_eq!(reason(&h, "unknown_user"), 1);
+    assert_eq!(reason(&h, AuthFailure::UnknownUser), 1);
     // The first challenge round is not a failure.
     assert_eq!(h.relay.stats().auth_failures, 2);
     let total: u64 = h.relay.stats().auth_failures_by_reason.iter().sum();
