@@ -10,7 +10,9 @@ use super::allocation::{
 };
 use super::ports::Parity;
 use super::reply::{self, Code};
-use super::{ClientOutput, Now, Relay, RelaySockets, Reservation, MAX_REPLY, RESERVATION_LIFETIME};
+use super::{
+    Admission, ClientOutput, Now, Relay, RelaySockets, Reservation, MAX_REPLY, RESERVATION_LIFETIME,
+};
 use crate::auth::{AuthError, Authenticated, Authenticator};
 use crate::policy::QuotaExceeded;
 use crate::stun::integrity::{self, Integrity};
@@ -442,5 +444,4 @@ fn is_deletion(msg: &Message<'_>) -> bool {
             .is_some_and(|a| matches!(a, Attribute::Lifetime(0)))
 }
 
-#[path = "methods.rs"]
 mod methods;

@@ -247,9 +247,18 @@ pub struct Relay {
     rng: Rng,
     stats: Stats,
     next_sweep: Option<Instant>,
-    /// Set while draining: new allocations are refused, 300 with this
-    /// ALTERNATE-SERVER when it is Some and of the client's family, else 508.
-    draining: Option<Option<SocketAddr>>,
+    admission: Admission,
+}
+
+/// Whether new allocations are made.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Admission {
+    Open,
+    /// Draining: new allocations are refused, with 300 naming `alternate`
+    /// when there is one of the client's family, else with 508.
+    Draining {
+        alternate: Option<SocketAddr>,
+    },
 }
 
 impl Relay {
@@ -273,7 +282,7 @@ impl Relay {
             rng: Rng::from_os(),
             stats: Stats::default(),
             next_sweep: None,
-            draining: None,
+            admission: Admission::Open,
         }
     }
 
@@ -317,11 +326,11 @@ impl Relay {
     /// naming `alternate` to clients of its address family, 508 to others.
     /// Existing allocations are served as before.
     pub fn start_drain(&mut self, alternate: Option<SocketAddr>) {
-        self.draining = Some(alternate);
+        self.admission = Admission::Draining { alternate };
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.is_some()
+        self.admission != Admission::Open
     }
 
     /// Live allocations, permissions and channel bindings at `now`.

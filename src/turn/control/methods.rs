@@ -42,7 +42,7 @@ impl Relay {
                 }
             }
         }
-        if let Some(alternate) = self.draining {
+        if let Admission::Draining { alternate } = self.admission {
             // Draining: no new allocations (retransmissions were answered above).
             return Err(match alternate {
                 Some(server) if server.is_ipv4() == five.client.is_ipv4() => {
