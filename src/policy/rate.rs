@@ -4,11 +4,11 @@
 //! Each slot is a GCRA ("virtual scheduling") bucket: one 64-bit theoretical
 //! arrival time, equivalent to a token bucket that refills at `per_second`
 //! and holds at most `burst` tokens, with exact integer arithmetic. Sources
-//! map to slots through SipHash-2-4 keyed with a random per-instance key, so
-//! nobody outside can choose addresses that share a slot with a victim;
-//! sources that do share a slot share its bucket.
+//! map to slots through the standard library's SipHash, keyed at random for
+//! each instance, so nobody outside can choose addresses that share a slot
+//! with a victim; sources that do share a slot share its bucket.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -29,17 +29,14 @@ pub struct RateLimiter {
     slots: Box<[u64]>,
     /// Clock origin, taken at the first call.
     base: Option<Instant>,
-    key: (u64, u64),
+    /// Randomly keyed, per instance.
+    hasher: RandomState,
 }
 
 impl RateLimiter {
     /// `per_second` replies per source on average, `burst` at once. If either
     /// is 0 every reply is refused (fail closed).
     pub fn new(per_second: u32, burst: u32) -> Self {
-        Self::with_key(per_second, burst, random_key())
-    }
-
-    fn with_key(per_second: u32, burst: u32, key: (u64, u64)) -> Self {
         let interval = match per_second {
             0 => u64::MAX,
             n => (NANOS_PER_SEC / u64::from(n)).max(1),
@@ -51,7 +48,7 @@ impl RateLimiter {
             tolerance: interval.saturating_mul(u64::from(burst.saturating_sub(1))),
             slots: vec![0u64; SLOTS].into_boxed_slice(),
             base: None,
-            key,
+            hasher: RandomState::new(),
         }
     }
 
@@ -77,115 +74,15 @@ impl RateLimiter {
     }
 
     fn slot(&self, source: IpAddr) -> usize {
-        let mut h = SipHasher24::new(self.key);
-        match source {
-            IpAddr::V4(v4) => {
-                h.write_u8(4);
-                h.write(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                // A v4-mapped source is the same host as its v4 form.
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    h.write_u8(4);
-                    h.write(&v4.octets());
-                } else {
-                    h.write_u8(6);
-                    h.write(&v6.octets());
-                }
-            }
-        }
-        (h.finish() as usize) & (SLOTS - 1)
-    }
-}
-
-/// 128 random bits from the OS; if that fails, from the standard library's
-/// randomly keyed hasher (itself seeded from the OS).
-fn random_key() -> (u64, u64) {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_ok() {
-        let mut k0 = [0u8; 8];
-        let mut k1 = [0u8; 8];
-        k0.copy_from_slice(&b[..8]);
-        k1.copy_from_slice(&b[8..]);
-        return (u64::from_le_bytes(k0), u64::from_le_bytes(k1));
-    }
-    let s = std::collections::hash_map::RandomState::new();
-    (s.hash_one(0u8), s.hash_one(1u8))
-}
-
-/// SipHash-2-4 (Aumasson & Bernstein), a keyed PRF for short inputs.
-struct SipHasher24 {
-    v: [u64; 4],
-    tail: u64,
-    ntail: usize,
-    len: usize,
-}
-
-impl SipHasher24 {
-    fn new((k0, k1): (u64, u64)) -> Self {
-        SipHasher24 {
-            v: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
-            tail: 0,
-            ntail: 0,
-            len: 0,
-        }
-    }
-
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    fn compress(&mut self, m: u64) {
-        self.v[3] ^= m;
-        Self::round(&mut self.v);
-        Self::round(&mut self.v);
-        self.v[0] ^= m;
-    }
-}
-
-impl Hasher for SipHasher24 {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.tail |= u64::from(b) << (8 * self.ntail);
-            self.ntail += 1;
-            self.len += 1;
-            if self.ntail == 8 {
-                let m = self.tail;
-                self.compress(m);
-                self.tail = 0;
-                self.ntail = 0;
-            }
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        let mut s = SipHasher24 {
-            v: self.v,
-            tail: 0,
-            ntail: 0,
-            len: 0,
+        let h = match source {
+            IpAddr::V4(v4) => self.hasher.hash_one((4u8, v4.octets())),
+            // A v4-mapped IPv6 source is the same host as its IPv4 form.
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.hasher.hash_one((4u8, v4.octets())),
+                None => self.hasher.hash_one((6u8, v6.octets())),
+            },
         };
-        let m = self.tail | ((self.len as u64 & 0xff) << 56);
-        s.compress(m);
-        s.v[2] ^= 0xff;
-        for _ in 0..4 {
-            Self::round(&mut s.v);
-        }
-        s.v[0] ^ s.v[1] ^ s.v[2] ^ s.v[3]
+        (h as usize) & (SLOTS - 1)
     }
 }
 
@@ -194,31 +91,6 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
     use std::time::Duration;
-
-    const KEY: (u64, u64) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
-
-    #[test]
-    fn siphash_reference_vectors() {
-        // From the SipHash paper / reference implementation: key 00..0f,
-        // message 00..(n-1).
-        let expect: [(usize, u64); 3] = [
-            (0, 0x726f_db47_dd0e_0e31),
-            (8, 0x93f5_f579_9a93_2462),
-            (15, 0xa129_ca61_49be_45e5),
-        ];
-        for (n, want) in expect {
-            let msg: Vec<u8> = (0..n as u8).collect();
-            let mut h = SipHasher24::new(KEY);
-            h.write(&msg);
-            assert_eq!(h.finish(), want, "length {n}");
-            // Split writes give the same result.
-            let mut h = SipHasher24::new(KEY);
-            let (a, b) = msg.split_at(n / 2);
-            h.write(a);
-            h.write(b);
-            assert_eq!(h.finish(), want, "split length {n}");
-        }
-    }
 
     fn v4(n: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(n))
@@ -236,7 +108,7 @@ mod tests {
 
     #[test]
     fn burst_then_refused_then_refill() {
-        let mut r = RateLimiter::with_key(10, 3, KEY);
+        let mut r = RateLimiter::new(10, 3);
         let t0 = Instant::now();
         let src = v4(0x0808_0808);
         assert!(r.allow(src, t0));
@@ -258,7 +130,7 @@ mod tests {
 
     #[test]
     fn refused_requests_do_not_consume() {
-        let mut r = RateLimiter::with_key(1, 1, KEY);
+        let mut r = RateLimiter::new(1, 1);
         let t0 = Instant::now();
         let src = v4(1);
         assert!(r.allow(src, t0));
@@ -271,7 +143,7 @@ mod tests {
     #[test]
     fn steady_rate_under_flood() {
         // Hammered every millisecond for 10 s: about burst + 10 × rate.
-        let mut r = RateLimiter::with_key(5, 2, KEY);
+        let mut r = RateLimiter::new(5, 2);
         let t0 = Instant::now();
         let src = v4(2);
         let allowed = (0..10_000)
@@ -282,7 +154,7 @@ mod tests {
 
     #[test]
     fn sources_in_different_slots_are_independent() {
-        let mut r = RateLimiter::with_key(1, 2, KEY);
+        let mut r = RateLimiter::new(1, 2);
         let (a, b) = distinct_pair(&r);
         let t0 = Instant::now();
         assert!(r.allow(a, t0));
@@ -295,7 +167,7 @@ mod tests {
 
     #[test]
     fn colliding_sources_share_a_bucket() {
-        let mut r = RateLimiter::with_key(1, 2, KEY);
+        let mut r = RateLimiter::new(1, 2);
         let a = v4(0x0101_0101);
         let b = (1..)
             .map(|n| v4(0x0101_0101 + n))
@@ -310,7 +182,7 @@ mod tests {
 
     #[test]
     fn mapped_v6_source_shares_v4_bucket() {
-        let r = RateLimiter::with_key(1, 1, KEY);
+        let r = RateLimiter::new(1, 1);
         let v4a = Ipv4Addr::new(203, 0, 113, 7);
         assert_eq!(
             r.slot(IpAddr::V4(v4a)),
@@ -322,22 +194,23 @@ mod tests {
     fn keys_differ_per_instance() {
         let a = RateLimiter::new(1, 1);
         let b = RateLimiter::new(1, 1);
-        assert_ne!(a.key, b.key);
+        let slots = |r: &RateLimiter| (1..=64).map(|n| r.slot(v4(n))).collect::<Vec<_>>();
+        assert_ne!(slots(&a), slots(&b), "two instances hash alike");
         assert_eq!(a.slots.len(), SLOTS);
     }
 
     #[test]
     fn zero_rate_or_burst_refuses() {
         let t0 = Instant::now();
-        let mut r = RateLimiter::with_key(0, 5, KEY);
+        let mut r = RateLimiter::new(0, 5);
         assert!(!r.allow(v4(1), t0));
-        let mut r = RateLimiter::with_key(5, 0, KEY);
+        let mut r = RateLimiter::new(5, 0);
         assert!(!r.allow(v4(1), t0));
     }
 
     #[test]
     fn clock_going_backwards_does_not_panic() {
-        let mut r = RateLimiter::with_key(10, 1, KEY);
+        let mut r = RateLimiter::new(10, 1);
         let t0 = Instant::now() + Duration::from_secs(5);
         assert!(r.allow(v4(3), t0));
         assert!(!r.allow(v4(3), t0 - Duration::from_secs(5)));
@@ -345,7 +218,7 @@ mod tests {
 
     #[test]
     fn high_rate_and_burst_do_not_overflow() {
-        let mut r = RateLimiter::with_key(u32::MAX, u32::MAX, KEY);
+        let mut r = RateLimiter::new(u32::MAX, u32::MAX);
         let t0 = Instant::now();
         for _ in 0..1000 {
             assert!(r.allow(v4(4), t0));
