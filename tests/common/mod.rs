@@ -134,8 +134,9 @@ pub(crate) use on_both_backends;
 // Processes
 // ---------------------------------------------------------------------------
 
-/// Collects a child's output on a thread so that a full pipe never blocks it.
-fn drain<R: Read + Send + 'static>(r: R, sink: Arc<Mutex<Vec<u8>>>) {
+/// Collects a child's output on a thread so that a full pipe never blocks it;
+/// the thread ends at EOF (join it to know everything was read).
+fn drain<R: Read + Send + 'static>(r: R, sink: Arc<Mutex<Vec<u8>>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut r = r;
         let mut buf = [0u8; 4096];
@@ -145,7 +146,7 @@ fn drain<R: Read + Send + 'static>(r: R, sink: Arc<Mutex<Vec<u8>>>) {
             }
             sink.lock().unwrap().extend_from_slice(&buf[..n]);
         }
-    });
+    })
 }
 
 /// Sends `sig` to a process by PID.
@@ -188,15 +189,20 @@ pub fn try_run_bounded(mut cmd: Command, limit: Duration) -> Result<Finished, St
         .map_err(|e| format!("cannot spawn {cmd:?}: {e}"))?;
     let out = Arc::new(Mutex::new(Vec::new()));
     let err = Arc::new(Mutex::new(Vec::new()));
-    drain(child.stdout.take().unwrap(), out.clone());
-    drain(child.stderr.take().unwrap(), err.clone());
+    let readers = [
+        drain(child.stdout.take().unwrap(), out.clone()),
+        drain(child.stderr.take().unwrap(), err.clone()),
+    ];
     let status = wait_bounded(&mut child, limit);
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    // Let the drain threads see EOF.
-    thread::sleep(Duration::from_millis(50));
+    // The pipes reach EOF once the child (and anything it left holding
+    // them) is gone.
+    for r in readers {
+        let _ = r.join();
+    }
     let stdout = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
     Ok(Finished {
@@ -300,7 +306,7 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot spawn {}: {e}", uturn_bin()))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        drain(child.stderr.take().unwrap(), stderr.clone());
+        let _ = drain(child.stderr.take().unwrap(), stderr.clone());
 
         // Lines from stdout go through a channel so that the wait is bounded.
         let (tx, rx) = mpsc::channel::<String>();

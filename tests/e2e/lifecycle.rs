@@ -256,11 +256,18 @@ fn metrics_count_traffic_without_naming_anyone() {
     for i in 0..4 {
         echo(&mut c, &peer, 0x4003, &format!("round {i}"));
     }
-    // A ChannelData on an unbound channel is dropped and counted.
+    // A ChannelData on an unbound channel is dropped and counted: poll until
+    // the count shows (scrapes less than 0.5 s apart share a snapshot).
     c.send_channel(0x4999, b"nowhere", false);
-    std::thread::sleep(QUIET);
-
-    let (status, body) = http_get(metrics, "GET", "/metrics");
+    let no_permission = "uturn_dropped_total{reason=\"no_permission\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = http_get(metrics, "GET", "/metrics");
+        if series(&body, no_permission) == Some(1) || Instant::now() >= deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.contains(" 200 "), "{status}");
     let want = [
         ("uturn_allocations", 1),
