@@ -6,12 +6,14 @@
 pub mod addr;
 pub mod attr;
 pub mod channel;
+pub mod framing;
 pub mod integrity;
 pub mod message;
 pub mod writer;
 
 pub use attr::{AddressFamily, Attribute, RawAttr};
 pub use channel::ChannelData;
+pub use framing::{next_frame, FrameKind, Framing, InvalidStream};
 pub use message::{Message, RawAttrIter};
 pub use writer::MessageWriter;
 

@@ -388,6 +388,13 @@ impl Relay {
             self.stats.drop_no_permission += 1;
             return ClientOutput::Nothing;
         };
+        // A channel lives 600 s, its peer's permission 300 s (RFC 8656 §9, §12):
+        // past that, ChannelData is dropped like a Send indication (§10.2), so
+        // that a client reaches a peer only while it holds a permission.
+        if !alloc.has_permission(peer.ip(), now.at) {
+            self.stats.drop_no_permission += 1;
+            return ClientOutput::Nothing;
+        }
         let family = allocation::family_of(&peer);
         let relay = self.table.token(index, family);
         let len = cd.payload.len();

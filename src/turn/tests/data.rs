@@ -171,3 +171,32 @@ fn permission_lasts_five_minutes_and_channel_bind_refreshes_it() {
         "ChannelBind installs a permission"
     );
 }
+
+/// Found by the `relay` fuzz target: a channel outlives its permission
+/// (600 s against 300 s), and ChannelData used to reach the peer on the
+/// channel alone after the permission had expired.
+#[test]
+fn channel_data_needs_a_live_permission() {
+    let mut h = Harness::new();
+    let (mut c, _) = ready(&mut h);
+    c.bind(&mut h, 0x4001, PEER);
+    h.advance(299);
+    assert!(matches!(
+        h.client(c.addr, &channel_data(0x4001, b"x")),
+        ClientOutput::ToPeer { .. }
+    ));
+    h.advance(2);
+    let dropped = h.relay.stats().drop_no_permission;
+    assert_eq!(
+        h.client(c.addr, &channel_data(0x4001, b"x")),
+        ClientOutput::Nothing,
+        "the channel lives on, its permission does not"
+    );
+    assert_eq!(h.relay.stats().drop_no_permission, dropped + 1);
+    // Renewing the permission opens the channel again.
+    c.permit(&mut h, PEER);
+    assert!(matches!(
+        h.client(c.addr, &channel_data(0x4001, b"x")),
+        ClientOutput::ToPeer { .. }
+    ));
+}
