@@ -1,6 +1,8 @@
 //! A `turn::Relay` with one authenticated allocation, a channel bound to one
 //! peer and a permission for a second peer, built through the public API
-//! only. Shared by the no-allocation test and the fast-path bench.
+//! only. Shared by the allocation-counting tests and the fast-path bench,
+//! each of which uses a part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +66,11 @@ fn request(
     let n = w.finish();
     buf.truncate(n);
     buf
+}
+
+/// REQUESTED-TRANSPORT UDP, the body of every Allocate here.
+fn udp(w: &mut MessageWriter<'_>) {
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits");
 }
 
 impl FastPath {
@@ -150,17 +157,59 @@ impl FastPath {
 
     /// The 401 round and an Allocate for `self.client`; returns the nonce.
     fn allocate(&mut self, key: &[u8]) -> Vec<u8> {
-        let udp =
-            |w: &mut MessageWriter<'_>| w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits");
-        let challenge = self.control(&request(Method::Allocate, 1, b"", b"", &udp));
-        let m = Message::parse(&challenge).expect("401 parses");
-        let nonce = match Attribute::decode(m.get(attr::NONCE).expect("NONCE"), m.transaction_id())
-        {
-            Ok(Attribute::Nonce(n)) => n.to_vec(),
-            other => panic!("no nonce: {other:?}"),
-        };
+        let nonce = self.challenge();
         self.expect_success(&request(Method::Allocate, 2, &nonce, key, &udp));
         nonce
+    }
+
+    /// The 401 round for `self.client`: the nonce it hands out (stateless,
+    /// nothing is kept on the server).
+    fn challenge(&mut self) -> Vec<u8> {
+        let challenge = self.control(&request(Method::Allocate, 1, b"", b"", &udp));
+        let m = Message::parse(&challenge).expect("401 parses");
+        match Attribute::decode(m.get(attr::NONCE).expect("NONCE"), m.transaction_id()) {
+            Ok(Attribute::Nonce(n)) => n.to_vec(),
+            other => panic!("no nonce: {other:?}"),
+        }
+    }
+
+    /// The two requests that leave `client` an idle allocation with one
+    /// permission, for `peer`: Allocate and CreatePermission, signed with
+    /// the nonce of a 401 round done here.
+    pub fn idle_allocation_requests(
+        &mut self,
+        client: SocketAddr,
+        peer: SocketAddr,
+    ) -> [Vec<u8>; 2] {
+        let key = derive_key(PasswordAlgorithm::Md5, b"bench", REALM.as_bytes(), b"pw");
+        let k = key.as_bytes();
+        let main_client = std::mem::replace(&mut self.client, client);
+        let nonce = self.challenge();
+        self.client = main_client;
+        [
+            request(Method::Allocate, 5, &nonce, k, &udp),
+            request(Method::CreatePermission, 6, &nonce, k, &move |w| {
+                w.xor_address(attr::XOR_PEER_ADDRESS, peer).expect("fits")
+            }),
+        ]
+    }
+
+    /// Feeds a control request from `client`: true when it is answered with
+    /// a success (checked in place, without allocating).
+    pub fn control_succeeds(&mut self, client: SocketAddr, pkt: &[u8]) -> bool {
+        match self.relay.handle_client(
+            self.now,
+            ListenerId(0),
+            client,
+            pkt,
+            &mut self.scratch,
+            &mut self.sockets,
+        ) {
+            ClientOutput::Reply(n) => {
+                Message::parse(&self.scratch[..n]).is_ok_and(|m| m.class() == Class::Success)
+            }
+            _ => false,
+        }
     }
 
     fn control(&mut self, pkt: &[u8]) -> Vec<u8> {
