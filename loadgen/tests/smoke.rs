@@ -377,14 +377,21 @@ fn compare_writes_a_report_with_ratios() {
         "1",
         "--uturn-bin",
         &bin,
+        // The same binary as its own baseline: the option works, nothing more.
+        "--systems",
+        "uturn,floor,uturn-baseline",
+        "--baseline-bin",
+        &bin,
         "--out",
         &out_s,
     ]);
     let report = std::fs::read_to_string(&out).expect("the report was written");
-    assert!(
-        report.contains("uturn/floor"),
-        "no ratio in the report:\n{report}"
-    );
+    for ratio in ["uturn/floor", "uturn/uturn-baseline"] {
+        assert!(
+            report.contains(ratio),
+            "no {ratio} in the report:\n{report}"
+        );
+    }
     assert!(r.is_object(), "{r}");
     let _ = std::fs::remove_file(out);
 }
