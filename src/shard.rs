@@ -158,13 +158,10 @@ impl Hasher for TokenHasher {
 /// A shard's relay sockets by token.
 type RelayMap<T> = HashMap<u64, T, BuildHasherDefault<TokenHasher>>;
 
-/// Sized for one socket per relay port of the shard, so that it is never
-/// copied to grow: a grown map leaves its old table with the allocator,
-/// resident on an idle shard (about as much again as the map itself).
 fn relay_map<T>(turn: &TurnConfig) -> RelayMap<T> {
     let ports =
         (usize::from(*turn.ports.end()) + 1).saturating_sub(usize::from(*turn.ports.start()));
-    HashMap::with_capacity_and_hasher(ports, BuildHasherDefault::default())
+    HashMap::with_capacity_and_hasher(ports.min(4096), BuildHasherDefault::default())
 }
 
 /// Checks a token the state machine asks to bind a relay socket for.
