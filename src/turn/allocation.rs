@@ -303,10 +303,17 @@ impl Table {
     }
 
     pub(crate) fn index_of(&self, five: &FiveTuple) -> Option<u32> {
+        self.by_client(five).map(|(i, _)| i)
+    }
+
+    /// The allocation of a client 5-tuple, and its slot index.
+    pub(crate) fn by_client(&self, five: &FiveTuple) -> Option<(u32, &Allocation)> {
         let hash = self.hasher.hash_one(five);
-        self.by_client
-            .find(hash, |&i| five_of(&self.slots, i) == Some(five))
-            .copied()
+        let slots = &self.slots[..];
+        let &index = self
+            .by_client
+            .find(hash, |&i| five_of(slots, i) == Some(five))?;
+        Some((index, slots.get(index as usize)?.alloc.as_ref()?))
     }
 
     pub(crate) fn get(&self, index: u32) -> Option<&Allocation> {

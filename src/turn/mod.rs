@@ -383,11 +383,11 @@ impl Relay {
             self.stats.drop_malformed += 1;
             return ClientOutput::Nothing;
         };
-        let Some(index) = self.table.index_of(&five) else {
-            self.stats.drop_no_allocation += 1;
-            return ClientOutput::Nothing;
-        };
-        let Some(alloc) = self.table.get(index).filter(|a| now.at < a.expires) else {
+        let Some((index, alloc)) = self
+            .table
+            .by_client(&five)
+            .filter(|(_, a)| now.at < a.expires)
+        else {
             self.stats.drop_no_allocation += 1;
             return ClientOutput::Nothing;
         };
