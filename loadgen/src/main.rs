@@ -4,9 +4,10 @@
 //! what the server delivers: authenticated allocations per second
 //! (`allocate`), relayed packets per second with loss, reordering and
 //! one-way latency (`relay`), allocation churn with the server's memory and
-//! descriptors over time (`churn`), a rate sweep (`sweep`), a bare
-//! kernel-floor forwarder to compare against (`floor`), a flood of
-//! unauthenticated requests (`flood`) and a side-by-side
+//! descriptors over time (`churn`), the server's memory per idle
+//! allocation (`hold`), a rate sweep (`sweep`), a bare kernel-floor
+//! forwarder to compare against (`floor`), a flood of unauthenticated
+//! requests (`flood`) and a side-by-side
 //! comparison of uturn, the floor and coturn (`compare`).
 //!
 //! The method it implements is described in BENCHMARKING.md; the protocol
@@ -21,6 +22,7 @@ mod cpu;
 mod creds;
 mod flood;
 mod floor;
+mod hold;
 mod output;
 mod payload;
 mod relay;
@@ -89,6 +91,9 @@ enum Command {
     /// Allocations created, used and deleted at a steady rate; with
     /// --server-pid, the server's memory and descriptors over time.
     Churn(churn::ChurnArgs),
+    /// Idle allocations held open in steps; with --server-pid, the server's
+    /// memory and descriptors per allocation, and the host's Slab.
+    Hold(hold::HoldArgs),
     /// The relay scenario at a list of rates: highest rate with ≤ 0.1 % loss.
     Sweep(sweep::SweepArgs),
     /// A bare TURN-shaped forwarder: what the kernel allows on this machine.
@@ -110,6 +115,7 @@ fn main() {
         Command::Allocate(a) => allocate::run(a, &out),
         Command::Relay(a) => relay::run(a, &out),
         Command::Churn(a) => churn::run(a, &out),
+        Command::Hold(a) => hold::run(a, &out),
         Command::Sweep(a) => sweep::run(a, &out),
         Command::Floor(a) => floor::run(a, &out),
         Command::Flood(a) => flood::run(a, &out),

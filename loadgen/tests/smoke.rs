@@ -293,6 +293,34 @@ fn churn_reports_server_memory_series() {
 }
 
 #[test]
+fn hold_reads_server_memory_per_allocation() {
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let r = against(
+        &u,
+        "hold",
+        &[
+            "--allocations",
+            "20,60",
+            "--channel",
+            "--settle",
+            "0.2",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let steps = r["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3, "{r}");
+    assert_eq!(steps[2]["held"].as_u64(), Some(60), "{r}");
+    // One relay socket per allocation.
+    assert_eq!(steps[2]["fds_per_allocation"].as_f64(), Some(1.0), "{r}");
+    assert!(steps[2]["rss_per_allocation"].is_number(), "{r}");
+    assert!(steps[2]["slab_server_per_allocation"].is_number(), "{r}");
+    assert_eq!(num(&r, "failed"), 0.0, "{r}");
+    assert_eq!(num(&r, "deleted"), 60.0, "{r}");
+}
+
+#[test]
 fn sweep_finds_a_rate_and_draws_a_chart() {
     let u = start_uturn();
     let svg = std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.svg", std::process::id()));
@@ -372,14 +400,21 @@ fn compare_writes_a_report_with_ratios() {
         "1",
         "--uturn-bin",
         &bin,
+        // The same binary as its own baseline: the option works, nothing more.
+        "--systems",
+        "uturn,floor,uturn-baseline",
+        "--baseline-bin",
+        &bin,
         "--out",
         &out_s,
     ]);
     let report = std::fs::read_to_string(&out).expect("the report was written");
-    assert!(
-        report.contains("uturn/floor"),
-        "no ratio in the report:\n{report}"
-    );
+    for ratio in ["uturn/floor", "uturn/uturn-baseline"] {
+        assert!(
+            report.contains(ratio),
+            "no {ratio} in the report:\n{report}"
+        );
+    }
     assert!(r.is_object(), "{r}");
     let _ = std::fs::remove_file(out);
 }

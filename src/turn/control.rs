@@ -2,11 +2,12 @@
 //! Runs on the shard, off the ChannelData fast path.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::ops::Range;
 use std::time::Duration;
 
 use super::allocation::{
-    family_index, family_of, Allocation, Channel, FiveTuple, CHANNEL_COOLDOWN, CHANNEL_LIFETIME,
+    family_index, family_of, Allocation, Channel, FiveTuple, Owner, CHANNEL_COOLDOWN,
 };
 use super::ports::Parity;
 use super::reply::{self, Code};
@@ -416,7 +417,7 @@ impl Relay {
     ) -> Result<u32, Fail> {
         let index = self.live_index(now, five).ok_or(Code::AllocationMismatch)?;
         match self.table.get(index) {
-            Some(a) if *a.username == *who.username => Ok(index),
+            Some(a) if a.owner.username() == who.username => Ok(index),
             Some(_) => Err(Code::WrongCredentials.into()),
             None => Err(Code::AllocationMismatch.into()),
         }

@@ -269,13 +269,16 @@ impl Relay {
         ledger: Arc<AllocationLedger>,
     ) -> Self {
         let ports = PortPool::new(*cfg.ports.start(), *cfg.ports.end());
+        // Every allocation holds at least one relay port of this shard.
+        let most =
+            (usize::from(*cfg.ports.end()) + 1).saturating_sub(usize::from(*cfg.ports.start()));
         let limiter = RateLimiter::new(cfg.unauth_rate, cfg.unauth_burst);
         Relay {
             cfg,
             auth,
             policy,
             ledger,
-            table: Table::default(),
+            table: Table::with_capacity(most),
             ports,
             reservations: Vec::new(),
             limiter,
@@ -375,11 +378,11 @@ impl Relay {
             self.stats.drop_malformed += 1;
             return ClientOutput::Nothing;
         };
-        let Some(index) = self.table.index_of(&five) else {
-            self.stats.drop_no_allocation += 1;
-            return ClientOutput::Nothing;
-        };
-        let Some(alloc) = self.table.get(index).filter(|a| now.at < a.expires) else {
+        let Some((index, alloc)) = self
+            .table
+            .by_client(&five)
+            .filter(|(_, a)| now.at < a.expires)
+        else {
             self.stats.drop_no_allocation += 1;
             return ClientOutput::Nothing;
         };
@@ -541,15 +544,15 @@ impl Relay {
         let Some(alloc) = self.table.remove(index) else {
             return;
         };
-        for (relay, token) in alloc.relays.iter().zip(tokens) {
-            if let Some(addr) = relay {
+        for (port, token) in alloc.relay_ports.iter().zip(tokens) {
+            if let Some(port) = port {
                 sockets.close(token);
-                self.ports.release(addr.port());
+                self.ports.release(port.get());
             }
         }
-        self.ledger.release(&alloc.quota_id);
+        self.ledger.release(alloc.owner.quota_id());
         tracing::debug!(
-            user = %crate::logging::redact_user(&alloc.username),
+            user = %crate::logging::redact_user(alloc.owner.username()),
             client = %crate::logging::redact(alloc.five.client),
             why,
             "allocation ended"

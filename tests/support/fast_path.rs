@@ -1,6 +1,8 @@
 //! A `turn::Relay` with one authenticated allocation, a channel bound to one
 //! peer and a permission for a second peer, built through the public API
-//! only. Shared by the no-allocation test and the fast-path bench.
+//! only. Shared by the allocation-counting tests and the fast-path bench,
+//! each of which uses a part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +90,11 @@ pub fn authenticator() -> Authenticator {
     )
 }
 
+/// REQUESTED-TRANSPORT UDP, the body of every Allocate here.
+fn udp(w: &mut MessageWriter<'_>) {
+    w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits");
+}
+
 impl FastPath {
     /// Set up after `others` allocations for other clients were made first
     /// (so look-ups run against a table of `others + 1`).
@@ -159,17 +166,48 @@ impl FastPath {
 
     /// The 401 round and an Allocate for `self.client`; returns the nonce.
     fn allocate(&mut self, key: &[u8]) -> Vec<u8> {
-        let udp =
-            |w: &mut MessageWriter<'_>| w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits");
-        let challenge = self.control(&request(Method::Allocate, 1, b"", b"", &udp));
-        let m = Message::parse(&challenge).expect("401 parses");
-        let nonce = match Attribute::decode(m.get(attr::NONCE).expect("NONCE"), m.transaction_id())
-        {
-            Ok(Attribute::Nonce(n)) => n.to_vec(),
-            other => panic!("no nonce: {other:?}"),
-        };
+        let nonce = self.challenge();
         self.expect_success(&request(Method::Allocate, 2, &nonce, key, &udp));
         nonce
+    }
+
+    /// The 401 round for `self.client`: the nonce it hands out (stateless,
+    /// nothing is kept on the server).
+    fn challenge(&mut self) -> Vec<u8> {
+        let challenge = self.control(&request(Method::Allocate, 1, b"", b"", &udp));
+        let m = Message::parse(&challenge).expect("401 parses");
+        match Attribute::decode(m.get(attr::NONCE).expect("NONCE"), m.transaction_id()) {
+            Ok(Attribute::Nonce(n)) => n.to_vec(),
+            other => panic!("no nonce: {other:?}"),
+        }
+    }
+
+    /// The two requests that leave `client` an idle allocation with one
+    /// permission, for `peer`: Allocate and CreatePermission, signed with
+    /// the nonce of a 401 round done here.
+    pub fn idle_allocation_requests(
+        &mut self,
+        client: SocketAddr,
+        peer: SocketAddr,
+    ) -> [Vec<u8>; 2] {
+        let key = bench_key();
+        let k = key.as_bytes();
+        let main_client = std::mem::replace(&mut self.client, client);
+        let nonce = self.challenge();
+        self.client = main_client;
+        [
+            request(Method::Allocate, 5, &nonce, k, &udp),
+            request(Method::CreatePermission, 6, &nonce, k, &move |w| {
+                w.xor_address(attr::XOR_PEER_ADDRESS, peer).expect("fits")
+            }),
+        ]
+    }
+
+    /// Feeds a control request from `client`: true when it is answered with
+    /// a success (checked in place, without allocating).
+    pub fn control_succeeds(&mut self, client: SocketAddr, pkt: &[u8]) -> bool {
+        let n = self.request_from(client, pkt);
+        n > 0 && Message::parse(&self.scratch[..n]).is_ok_and(|m| m.class() == Class::Success)
     }
 
     fn control(&mut self, pkt: &[u8]) -> Vec<u8> {
@@ -195,9 +233,7 @@ impl FastPath {
     /// An unauthenticated Allocate, as a client's first request (or a
     /// flood) sends it: the relay answers 401 with a fresh nonce.
     pub fn unauthenticated_allocate() -> Vec<u8> {
-        request(Method::Allocate, 9, b"", b"", &|w| {
-            w.u32(attr::REQUESTED_TRANSPORT, 17 << 24).expect("fits")
-        })
+        request(Method::Allocate, 9, b"", b"", &udp)
     }
 
     /// One request from `client`; returns the length of the reply (0: none).

@@ -220,10 +220,11 @@ pub(super) fn summarize(defs: &[MetricDef], systems: &[System], runs: &[RunRecor
 }
 
 /// The systems uturn is compared with, and the label of each ratio.
-pub(super) const RATIOS: [(&str, &str); 3] = [
+pub(super) const RATIOS: [(&str, &str); 4] = [
     ("floor", "uturn/floor"),
     ("coturn", "uturn/coturn"),
     ("uturn-syscall", "uturn/uturn-syscall"),
+    ("uturn-baseline", "uturn/uturn-baseline"),
 ];
 
 /// (label, uturn median / other median) for each system in `RATIOS` present.

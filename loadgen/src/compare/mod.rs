@@ -74,6 +74,11 @@ pub enum System {
     #[value(name = "uturn-syscall")]
     #[serde(rename = "uturn-syscall")]
     UturnSyscall,
+    /// A second uturn binary (`--baseline-bin`), with the same flags and
+    /// configuration as `uturn`: before and after a change, in one run.
+    #[value(name = "uturn-baseline")]
+    #[serde(rename = "uturn-baseline")]
+    UturnBaseline,
     Floor,
     Coturn,
 }
@@ -83,6 +88,7 @@ impl System {
         match self {
             System::Uturn => "uturn",
             System::UturnSyscall => "uturn-syscall",
+            System::UturnBaseline => "uturn-baseline",
             System::Floor => "floor",
             System::Coturn => "coturn",
         }
@@ -96,7 +102,9 @@ Runs one scenario against uturn, the floor (this binary's `floor`) and coturn \
 rounds, and writes a markdown report: machine (kernel, CPU, cores, commit, \
 tuning profile), method, every exact command line, a table per metric with \
 median and spread (min-max) per system, every run, and the ratios \
-uturn/floor and uturn/coturn of the medians. The summary is also printed.
+uturn/floor and uturn/coturn of the medians. The summary is also printed. \
+`--systems uturn,uturn-baseline --baseline-bin PATH` compares two builds of \
+uturn (after/before a change) in the same alternating run.
 
 Every relay flag (--flows, --payload, --rate, --duration, --direction, \
 --mode, --gso, --batch, --threads, ...) is passed to each run unchanged; \
@@ -141,6 +149,11 @@ pub struct CompareArgs {
     /// uturn's binary.
     #[arg(long, default_value = "target/release/uturn")]
     pub uturn_bin: PathBuf,
+    /// The binary of the `uturn-baseline` system: another build of uturn
+    /// (say, before a change), run with the same flags and configuration.
+    /// Its ratio is reported as uturn/uturn-baseline.
+    #[arg(long, value_name = "PATH")]
+    pub baseline_bin: Option<PathBuf>,
     /// Extra flag for uturn (a named variant), e.g. `--uturn-arg=--log-level=warn`. Repeatable.
     #[arg(long = "uturn-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub uturn_args: Vec<String>,
@@ -222,6 +235,15 @@ pub fn run(args: &CompareArgs, out: &Output) -> anyhow::Result<()> {
             "uturn binary {} not found (build it with `cargo build --release --bin uturn` or pass --uturn-bin)",
             args.uturn_bin.display()
         );
+    }
+    if args.systems.contains(&System::UturnBaseline) {
+        match &args.baseline_bin {
+            None => bail!("--systems names uturn-baseline: give its binary with --baseline-bin"),
+            Some(b) if locate(b).is_none() => {
+                bail!("baseline binary {} not found", b.display())
+            }
+            Some(_) => {}
+        }
     }
     let defs = match args.scenario {
         Scenario::Relay => RELAY_METRICS,

@@ -44,6 +44,8 @@ pub(super) struct Machine {
     commit: String,
     tuning: String,
     uturn_version: String,
+    /// The `uturn-baseline` binary and its version, when one is given.
+    baseline: String,
     coturn_version: String,
     loadgen_version: String,
 }
@@ -101,6 +103,14 @@ pub(super) fn machine(args: &CompareArgs, coturn: Option<&Path>) -> Machine {
     );
     let uturn_version = command_output(Command::new(&args.uturn_bin).arg("--version"))
         .unwrap_or_else(|| "unknown".into());
+    let baseline = match &args.baseline_bin {
+        Some(b) => format!(
+            "{} ({})",
+            b.display(),
+            command_output(Command::new(b).arg("--version")).unwrap_or_else(|| "unknown".into())
+        ),
+        None => "none".into(),
+    };
     let coturn_version = coturn
         .and_then(|c| command_output(Command::new(c).arg("--version")))
         .map(|v| format!("coturn {v}"))
@@ -113,6 +123,7 @@ pub(super) fn machine(args: &CompareArgs, coturn: Option<&Path>) -> Machine {
         commit,
         tuning,
         uturn_version,
+        baseline,
         coturn_version,
         loadgen_version: env!("CARGO_PKG_VERSION").into(),
     }
@@ -312,6 +323,7 @@ impl Comparison<'_> {
             ("Commit", m.commit.as_str()),
             ("Tuning profile", m.tuning.as_str()),
             ("uturn", m.uturn_version.as_str()),
+            ("uturn-baseline", m.baseline.as_str()),
             ("coturn", m.coturn_version.as_str()),
             ("uturn-loadgen", m.loadgen_version.as_str()),
         ] {

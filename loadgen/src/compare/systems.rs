@@ -127,7 +127,7 @@ impl Server {
         let (lo, hi) = relay_port_range(args.scenario, flows);
         let log = log_dir.join(format!("{tag}-{}.log", system.name()));
         let (program, argv, ready_line): (PathBuf, Vec<String>, Option<&str>) = match system {
-            System::Uturn | System::UturnSyscall => {
+            System::Uturn | System::UturnSyscall | System::UturnBaseline => {
                 let config = log_dir.join("uturn.toml");
                 std::fs::write(&config, UTURN_CONFIG)
                     .with_context(|| format!("writing {}", config.display()))?;
@@ -159,7 +159,12 @@ impl Server {
                 if system == System::UturnSyscall {
                     v.extend(["--io-backend".to_string(), "syscall".to_string()]);
                 }
-                (args.uturn_bin.clone(), v, Some("uturn: ready"))
+                let bin = match (system, &args.baseline_bin) {
+                    (System::UturnBaseline, Some(b)) => b.clone(),
+                    (System::UturnBaseline, None) => bail!("uturn-baseline needs --baseline-bin"),
+                    _ => args.uturn_bin.clone(),
+                };
+                (bin, v, Some("uturn: ready"))
             }
             System::Floor => {
                 let exe = std::env::current_exe().context("finding this binary")?;

@@ -150,8 +150,8 @@ impl Relay {
             self.ledger.release(who.quota_id);
             return Err(Code::InsufficientCapacity.into());
         };
-        let mut relays = [None, None];
-        relays[family_index(primary)] = Some(primary_addr);
+        let mut relay_ports = [None, None];
+        relay_ports[family_index(primary)] = NonZeroU16::new(primary_addr.port());
         let mut family_error = None;
         if req.additional_family == Some(AddressFamily::V6) {
             // RFC 8656 §7.2: if the second family cannot be had, the
@@ -165,7 +165,7 @@ impl Relay {
                     req.dont_fragment,
                     sockets,
                 ) {
-                    Some(addr) => relays[1] = Some(addr),
+                    Some(addr) => relay_ports[1] = NonZeroU16::new(addr.port()),
                     None => family_error = Some(Code::InsufficientCapacity),
                 },
             }
@@ -188,10 +188,9 @@ impl Relay {
         let expires = now.at + self.granted_lifetime(req.lifetime);
         let index = self.table.insert(Allocation {
             five,
-            relays,
+            relay_ports,
             expires,
-            username: who.username.into(),
-            quota_id: who.quota_id.into(),
+            owner: Owner::new(who.username, who.quota_id),
             alloc_tid: *msg.transaction_id(),
             reservation,
             family_error: family_error.map(|c| c.number()),
@@ -256,8 +255,12 @@ impl Relay {
         let a = self.table.get(index).ok_or(Code::AllocationMismatch)?;
         let lifetime = a.expires.saturating_duration_since(now.at).as_secs() as u32;
         let mut w = reply::start(scratch, msg, Class::Success)?;
-        for relay in a.relays.iter().flatten() {
-            w.xor_address(attr::XOR_RELAYED_ADDRESS, *relay)?;
+        for family in [AddressFamily::V4, AddressFamily::V6] {
+            let port = a.relay_ports[family_index(family)];
+            if let (Some(ip), Some(port)) = (self.relay_ip(family), port) {
+                let relay = SocketAddr::new(ip, port.get());
+                w.xor_address(attr::XOR_RELAYED_ADDRESS, relay)?;
+            }
         }
         if let Some(code) = a.family_error {
             let phrase = if code == 440 {
@@ -291,11 +294,7 @@ impl Relay {
         let index = self.owned_allocation(now, &five, who)?;
         if let Some(f) = req.requested_family {
             // RFC 8656 §7.3: a family the allocation does not have → 443.
-            if self
-                .table
-                .get(index)
-                .is_some_and(|a| a.relays[family_index(f)].is_none())
-            {
+            if self.table.get(index).is_some_and(|a| !a.has_relay(f)) {
                 return Err(Code::PeerAddressFamilyMismatch.into());
             }
         }
@@ -326,7 +325,7 @@ impl Relay {
         a: &Allocation,
         peer: SocketAddr,
     ) -> Result<(), Code> {
-        if a.relay_for(&peer).is_none() {
+        if !a.has_relay(family_of(&peer)) {
             return Err(Code::PeerAddressFamilyMismatch);
         }
         policy.check(peer).map_err(|why| {
@@ -445,15 +444,7 @@ impl Relay {
             }
         }
         if let Some(a) = self.table.get_mut(index) {
-            let expires = now.at + CHANNEL_LIFETIME;
-            match a.channels.iter_mut().find(|c| c.number == number) {
-                Some(c) => c.expires = expires,
-                None => a.channels.push(Channel {
-                    number,
-                    peer,
-                    expires,
-                }),
-            }
+            a.bind_channel(number, peer, now.at);
             // RFC 8656 §11.2: a binding installs or refreshes the permission too.
             a.permit(peer.ip(), now.at, perm_limit);
         }
