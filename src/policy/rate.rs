@@ -74,12 +74,13 @@ impl RateLimiter {
     }
 
     fn slot(&self, source: IpAddr) -> usize {
+        // One integer hashed in one write: 32 bits for IPv4, 128 for IPv6.
         let h = match source {
-            IpAddr::V4(v4) => self.hasher.hash_one((4u8, v4.octets())),
+            IpAddr::V4(v4) => self.hasher.hash_one(u32::from(v4)),
             // A v4-mapped IPv6 source is the same host as its IPv4 form.
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => self.hasher.hash_one((4u8, v4.octets())),
-                None => self.hasher.hash_one((6u8, v6.octets())),
+                Some(v4) => self.hasher.hash_one(u32::from(v4)),
+                None => self.hasher.hash_one(u128::from(v6)),
             },
         };
         (h as usize) & (SLOTS - 1)
