@@ -952,12 +952,17 @@ fn check_text(s: &str, max_chars: usize, key: impl Into<String>) -> Result<(), C
 fn check_log_level(s: &str, key: String) -> Result<(), ConfigError> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s));
-    // Directive syntax (`uturn=debug,warn`) is accepted for those who need it.
-    let is_directive = s.contains('=') && tracing_subscriber::EnvFilter::try_new(s).is_ok();
+    // Directive syntax (`uturn=debug,warn`) is accepted for those who need it,
+    // but not span or field filters (`[span{field=value}]`): their values are
+    // regular expressions compiled to a DFA, which a few hundred bytes can
+    // make take minutes and much memory (found by the config fuzz target).
+    let is_directive = s.contains('=')
+        && !s.contains(['[', '{'])
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok();
     if is_level || is_directive {
         Ok(())
     } else {
-        Err(invalid(key, format!("{s:?} is not one of trace, debug, info, warn, error, off (or a filter like uturn=debug)")))
+        Err(invalid(key, format!("{s:?} is not one of trace, debug, info, warn, error, off (or a filter like uturn=debug, without span or field filters)")))
     }
 }
 
