@@ -210,7 +210,14 @@ fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &I
             }
             Ok(ShardCommand::Reload(r)) => {
                 relay.set_auth(Arc::clone(&r.auth));
-                relay.set_policy(Arc::clone(&r.policy));
+                let revoked = relay.set_policy(Arc::clone(&r.policy), Instant::now());
+                if revoked > 0 {
+                    tracing::info!(
+                        shard = index,
+                        revoked,
+                        "permissions and channels toward peers the new policy refuses ended"
+                    );
+                }
                 relay.set_quotas(r.quotas);
                 relay.set_limits(
                     r.max_lifetime,

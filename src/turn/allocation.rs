@@ -178,6 +178,24 @@ impl Allocation {
         self.perms.retain(|p| now < p.expires);
         self.channels.retain(|c| now < c.expires + CHANNEL_COOLDOWN);
     }
+
+    /// Ends the permissions and channels toward peers that `allowed` now
+    /// refuses (a reload narrowed the peer policy). A channel ends as if it
+    /// had expired: its number and peer cool down before reuse (RFC 8656
+    /// §12). Returns how many permissions and channels ended.
+    pub(crate) fn revoke(&mut self, allowed: impl Fn(SocketAddr) -> bool, now: Instant) -> usize {
+        let before = self.perms.len();
+        // A permission is for an address, whatever the port (RFC 8656 §9).
+        self.perms.retain(|p| allowed(SocketAddr::new(p.ip, 1)));
+        let mut ended = before - self.perms.len();
+        for c in self.channels.iter_mut() {
+            if now < c.expires && !allowed(c.peer) {
+                c.expires = now;
+                ended += 1;
+            }
+        }
+        ended
+    }
 }
 
 /// Pushes `x`, growing `v` by doubling from one element rather than from
@@ -340,6 +358,15 @@ impl Table {
         for a in self.slots.iter_mut().filter_map(|s| s.alloc.as_mut()) {
             a.sweep(now);
         }
+    }
+
+    /// `Allocation::revoke` on every allocation; returns the total ended.
+    pub(crate) fn revoke(&mut self, allowed: impl Fn(SocketAddr) -> bool, now: Instant) -> usize {
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.alloc.as_mut())
+            .map(|a| a.revoke(&allowed, now))
+            .sum()
     }
 
     /// Indices of live slots (for sweeps and shutdown).

@@ -295,8 +295,13 @@ impl Relay {
     }
 
     /// Replaces the peer policy (reload); allocations stay.
-    pub fn set_policy(&mut self, policy: Arc<PeerPolicy>) {
+    /// Permissions and channels toward peers the new policy refuses end at
+    /// once, so that a narrowed policy stops relaying to them now rather than
+    /// when they expire (up to 10 minutes later). Returns how many ended.
+    pub fn set_policy(&mut self, policy: Arc<PeerPolicy>, now: Instant) -> usize {
         self.policy = policy;
+        let policy = &self.policy;
+        self.table.revoke(|peer| policy.check(peer).is_ok(), now)
     }
 
     /// Replaces the per-allocation permission and channel limits (reload).

@@ -169,3 +169,39 @@ fn quotas_per_user_total_permissions_channels() {
     assert_eq!(a2.bind(&mut h, 0x4001, PEER).class(), Class::Success);
     assert_eq!(a2.bind(&mut h, 0x4002, PEER2).code(), Some(508));
 }
+
+/// A reload that narrows the peer policy ends the permissions and channels
+/// toward the peers it now refuses, at once and in both directions; the
+/// others keep working.
+#[test]
+fn a_narrowed_policy_ends_permissions_and_channels_at_once() {
+    let mut h = Harness::new();
+    let mut c = Client::new(C1, md5("alice", "alice-pw"));
+    let relayed = c.allocate(&mut h);
+    assert_eq!(c.bind(&mut h, 0x4000, PEER).class(), Class::Success);
+    assert_eq!(c.permit(&mut h, PEER2).class(), Class::Success);
+    let to_peer = |h: &mut Harness| {
+        matches!(
+            h.client(c.addr, &channel_data(0x4000, b"x")),
+            ClientOutput::ToPeer { .. }
+        )
+    };
+    assert!(to_peer(&mut h), "relays before the reload");
+
+    // Only PEER2 (198.51.100.8) is allowed now; PEER (198.51.100.7) falls
+    // back to the built-in deny list (TEST-NET-2).
+    let narrowed = PeerPolicy::new(vec!["198.51.100.8/32".parse().unwrap()], vec![], &[]);
+    let now = h.now().at;
+    // PEER's permission and its channel end.
+    assert_eq!(h.relay.set_policy(std::sync::Arc::new(narrowed), now), 2);
+    assert!(!to_peer(&mut h), "ChannelData to a now-refused peer");
+    assert_eq!(h.peer(relayed, addr(PEER), b"in"), None, "peer data in");
+    assert!(
+        h.peer(relayed, addr(PEER2), b"in").is_some(),
+        "PEER2 still permitted"
+    );
+    assert_eq!(h.relay.gauges(now).permissions, 1);
+    assert_eq!(h.relay.gauges(now).channels, 0);
+    // The channel number cools down rather than being free at once.
+    assert_eq!(c.bind(&mut h, 0x4000, PEER2).code(), Some(400));
+}
