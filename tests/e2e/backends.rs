@@ -17,23 +17,18 @@ fn without_io_uring(args: &[&str], errno: u32) -> Command {
 }
 
 fn lab_args() -> Vec<String> {
-    [
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay-ip",
-        "127.0.0.1",
-        "--workers",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    LAB_ARGS
+        .iter()
+        .chain(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-ip",
+            "127.0.0.1",
+            "--workers",
+            "2",
+        ])
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[test]
