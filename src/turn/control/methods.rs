@@ -150,6 +150,23 @@ impl Relay {
             self.ledger.release(who.quota_id);
             return Err(Code::InsufficientCapacity.into());
         };
+        // The reserved port is taken out of the pool before anything else is
+        // bound (the second family's socket must not get it).
+        let mut reservation = None;
+        if parity == Parity::EvenPair {
+            let mut t = [0u8; 8];
+            // The token names a port someone else could take: make it unguessable.
+            if getrandom::getrandom(&mut t).is_ok() {
+                let port = primary_addr.port() + 1;
+                self.ports.mark(port);
+                self.reservations.push(Reservation {
+                    token: t,
+                    port,
+                    expires: now.at + RESERVATION_LIFETIME,
+                });
+                reservation = Some(t);
+            }
+        }
         let mut relay_ports = [None, None];
         relay_ports[family_index(primary)] = NonZeroU16::new(primary_addr.port());
         let mut family_error = None;
@@ -168,21 +185,6 @@ impl Relay {
                     Some(addr) => relay_ports[1] = NonZeroU16::new(addr.port()),
                     None => family_error = Some(Code::InsufficientCapacity),
                 },
-            }
-        }
-        let mut reservation = None;
-        if parity == Parity::EvenPair {
-            let mut t = [0u8; 8];
-            // The token names a port someone else could take: make it unguessable.
-            if getrandom::getrandom(&mut t).is_ok() {
-                let port = primary_addr.port() + 1;
-                self.ports.mark(port);
-                self.reservations.push(Reservation {
-                    token: t,
-                    port,
-                    expires: now.at + RESERVATION_LIFETIME,
-                });
-                reservation = Some(t);
             }
         }
         let expires = now.at + self.granted_lifetime(req.lifetime);

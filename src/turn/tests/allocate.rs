@@ -445,3 +445,38 @@ fn a_reload_lowers_the_lifetime_for_new_allocations_and_refreshes() {
     assert_eq!(h.relay.allocation_count(), 1, "the 120 s one expired");
     assert_eq!(old.refresh(&mut h, 600).lifetime(), Some(120));
 }
+
+/// Found by the `relay` fuzz target: with EVEN-PORT (R) and a second family,
+/// the second family's socket could take the very port the reservation then
+/// claimed, and the reservation's expiry freed a port still in use.
+#[test]
+fn an_even_port_reservation_is_not_handed_to_the_second_family() {
+    let mut h = Harness::with(Opts {
+        ports: 50000..=50001,
+        relay_v6: true,
+        ..Opts::default()
+    });
+    let mut c = Client::new(C1, md5("alice", "alice-pw"));
+    let r = c.request(&mut h, Method::Allocate, &|w| {
+        udp(w);
+        w.attr(&Attribute::EvenPort(true)).unwrap();
+        w.attr(&Attribute::AdditionalAddressFamily(
+            crate::stun::AddressFamily::V6,
+        ))
+        .unwrap();
+    });
+    assert_eq!(r.class(), Class::Success, "{:?}", r.code());
+    // 50000 for IPv4, 50001 reserved: no port is left for IPv6, which the
+    // response says with ADDRESS-ERROR-CODE instead of taking 50001.
+    assert_eq!(r.relayed(), vec![SocketAddr::from(([192, 0, 2, 1], 50000))]);
+    assert!(r.attr(attr::ADDRESS_ERROR_CODE).is_some());
+    assert!(
+        h.sockets.bound.values().all(|a| a.port() != 50001),
+        "the reserved port was bound: {:?}",
+        h.sockets.bound
+    );
+    // After the reservation lapses, 50001 goes to the next allocation once.
+    h.advance(31);
+    let mut other = Client::new("203.0.113.11:1", md5("bob", "bob-pw"));
+    assert_eq!(other.allocate(&mut h).port(), 50001);
+}
