@@ -101,17 +101,11 @@ fn ipv6_relay_for_an_ipv4_client() {
     if ipv6_unavailable("ipv6_relay_for_an_ipv4_client") {
         return;
     }
-    let server = Server::start(&[
+    let server = lab_server(&[
         "--relay-ip",
         "127.0.0.1",
         "--relay-ip",
         "::1",
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--allow-peer",
-        "127.0.0.0/8",
         "--allow-peer",
         "::1/128",
     ]);
