@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::auth::{derive_key, AuthConfig, PasswordAlgorithm, StaticUser};
+pub use crate::logging::LogFormat;
 use crate::policy::Quotas;
 use crate::turn::TurnConfig;
 
@@ -148,22 +149,6 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Set when the built-in demo credentials are in use.
     pub demo: Option<DemoCredentials>,
-}
-
-/// How log lines are written.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
 }
 
 /// Which source a value came from, for naming it in errors.

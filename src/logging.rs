@@ -13,7 +13,23 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::LogFormat;
+use crate::turn::{Event, Observer};
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
 
 static CLIENT_DETAILS: AtomicBool = AtomicBool::new(false);
 
@@ -44,6 +60,53 @@ impl<T: fmt::Display> fmt::Display for Redacted<T> {
             self.0.fmt(f)
         } else {
             f.write_str("<redacted>")
+        }
+    }
+}
+
+/// Writes a shard's relay events to the log, redacted. A refused quota is
+/// something an operator gets asked about, so it is logged at info; the
+/// rest of an allocation's life is debug.
+pub struct RelayLog;
+
+impl Observer for RelayLog {
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::AllocationCreated {
+                user,
+                client,
+                relay,
+            } => tracing::debug!(
+                user = %redact_user(user),
+                client = %redact(client),
+                relay = %relay,
+                "allocation created"
+            ),
+            Event::AllocationEnded { user, client, why } => tracing::debug!(
+                user = %redact_user(user),
+                client = %redact(client),
+                why,
+                "allocation ended"
+            ),
+            Event::QuotaReached {
+                quota_id,
+                client,
+                quota,
+                limit,
+                code,
+            } => tracing::info!(
+                user = %redact_user(quota_id),
+                client = %redact(client),
+                quota,
+                limit,
+                code,
+                "allocation refused: quota reached"
+            ),
+            Event::PeerRefused { peer, why } => tracing::debug!(
+                peer = %redact(peer),
+                reason = ?why,
+                "peer refused by policy"
+            ),
         }
     }
 }

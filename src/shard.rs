@@ -158,6 +158,18 @@ impl Hasher for TokenHasher {
 /// A shard's relay sockets by token.
 type RelayMap<T> = HashMap<u64, T, BuildHasherDefault<TokenHasher>>;
 
+/// The shard's state machine, its events written to the log.
+fn new_relay(spec: &ShardSpec) -> Relay {
+    let mut relay = Relay::new(
+        spec.turn.clone(),
+        Arc::clone(&spec.auth),
+        Arc::clone(&spec.policy),
+        Arc::clone(&spec.ledger),
+    );
+    relay.set_observer(Box::new(crate::logging::RelayLog));
+    relay
+}
+
 fn relay_map<T>(turn: &TurnConfig) -> RelayMap<T> {
     let ports =
         (usize::from(*turn.ports.end()) + 1).saturating_sub(usize::from(*turn.ports.start()));

@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, read_commands, relay_map, timer_due, wait_time, Bytes, Inbound,
-    Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, BATCH, LAYOUT, LISTENER_TAG,
-    WAKE_TAG,
+    check_new_token, dispatch, new_relay, now, read_commands, relay_map, timer_due, wait_time,
+    Bytes, Inbound, Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, BATCH, LAYOUT,
+    LISTENER_TAG, WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
@@ -67,6 +67,7 @@ pub struct SyscallShard {
 
 impl SyscallShard {
     pub(super) fn new(spec: ShardSpec) -> io::Result<SyscallShard> {
+        let relay = new_relay(&spec);
         let poller = Poller::new()?;
         for (i, l) in spec.listeners.iter().enumerate() {
             poller.add(l.as_fd(), LISTENER_TAG | i as u64)?;
@@ -75,7 +76,7 @@ impl SyscallShard {
         let relays = relay_map(&spec.turn);
         Ok(SyscallShard {
             index: spec.index,
-            relay: Relay::new(spec.turn, spec.auth, spec.policy, spec.ledger),
+            relay,
             sockets: ShardSockets {
                 poller,
                 relays,

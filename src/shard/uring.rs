@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, read_commands, relay_map, timer_due, wait_time, Bytes, Inbound,
-    Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, LISTENER_TAG, RECV_CAPACITY,
+    check_new_token, dispatch, new_relay, now, read_commands, relay_map, timer_due, wait_time,
+    Bytes, Inbound, Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, LISTENER_TAG,
+    RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
 use crate::io::uring::{RingMode, SockId, SocketCtl, TxBytes, Uring, UringConfig};
@@ -96,6 +97,7 @@ pub struct UringShard {
 
 impl UringShard {
     pub(super) fn new(spec: ShardSpec) -> io::Result<UringShard> {
+        let relay = new_relay(&spec);
         let ports = (usize::from(*spec.turn.ports.end()) + 1)
             .saturating_sub(usize::from(*spec.turn.ports.start()));
         let mut io = Uring::new(&uring_config(
@@ -117,7 +119,7 @@ impl UringShard {
         let relays = relay_map(&spec.turn);
         Ok(UringShard {
             index: spec.index,
-            relay: Relay::new(spec.turn, spec.auth, spec.policy, spec.ledger),
+            relay,
             io,
             listeners,
             relays,

@@ -1,0 +1,576 @@
+//! The TURN state machine (RFC 8656), sans-IO: no sockets, no clock, no
+//! threads. Inputs carry `now`; outputs say what to send where.
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::{AuthFailure, Authenticator};
+use crate::policy::{AllocationLedger, PeerPolicy, Quotas, RateLimiter};
+use uturn_stun::{self as stun, channel, ChannelData, PacketKind};
+
+use allocation::{FiveTuple, Table};
+use ports::PortPool;
+use rng::Rng;
+
+pub use event::{Event, Ignore, Observer};
+
+mod allocation;
+mod control;
+mod event;
+mod ports;
+mod reply;
+mod rng;
+#[cfg(test)]
+mod tests;
+
+/// Bytes the io layer leaves free in front of a peer datagram so that a
+/// ChannelData header or a Data indication prefix is written in place.
+pub const PEER_HEADROOM: usize = 48;
+/// Bytes the io layer leaves free after a peer datagram (padding).
+pub const PEER_TAILROOM: usize = 4;
+/// Largest response the control path writes.
+pub const MAX_REPLY: usize = 1280;
+
+/// The time, twice: a monotonic instant for timers and the wall clock (unix
+/// seconds) for nonces and REST credential expiry.
+#[derive(Copy, Clone, Debug)]
+pub struct Now {
+    pub at: Instant,
+    pub unix: u64,
+}
+
+/// Which listener socket a client datagram arrived on (the server side of
+/// the 5-tuple). Chosen by the io layer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u16);
+
+/// Names one relay socket; chosen by the state machine, echoed by the io
+/// layer with every datagram that socket receives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RelayToken(pub u64);
+
+/// The io layer's side of relay sockets.
+pub trait RelaySockets {
+    /// Binds a UDP socket to `addr` and starts receiving on it, tagging its
+    /// datagrams with `token`. `AddrInUse` makes the state machine try
+    /// another port.
+    fn bind(
+        &mut self,
+        addr: SocketAddr,
+        token: RelayToken,
+        dont_fragment: bool,
+    ) -> std::io::Result<()>;
+    /// Closes the socket bound for `token`.
+    fn close(&mut self, token: RelayToken);
+}
+
+/// Static settings of one shard's state machine.
+#[derive(Clone, Debug)]
+pub struct TurnConfig {
+    /// Relay address for IPv4 allocations (None: IPv4 relays unsupported → 440).
+    pub relay_v4: Option<Ipv4Addr>,
+    /// Relay address for IPv6 allocations (None: IPv6 relays unsupported → 440).
+    pub relay_v6: Option<Ipv6Addr>,
+    /// This shard's slice of the relay port range.
+    pub ports: RangeInclusive<u16>,
+    /// Upper bound for requested lifetimes (RFC 8656 §7.2: default 600 s).
+    pub max_lifetime: Duration,
+    pub quotas: Quotas,
+    /// Unauthenticated replies allowed per source per second, and the burst.
+    pub unauth_rate: u32,
+    pub unauth_burst: u32,
+    /// SOFTWARE attribute value in responses (off by default).
+    pub software: Option<String>,
+}
+
+/// What to do with a datagram a client sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutput {
+    /// Nothing to send (dropped and counted, or an indication consumed).
+    Nothing,
+    /// Send `scratch[..n]` back to the client through the same listener.
+    Reply(usize),
+    /// Send `pkt[payload]` to `peer` from the relay socket `relay`.
+    ToPeer {
+        relay: RelayToken,
+        peer: SocketAddr,
+        payload: Range<usize>,
+    },
+}
+
+/// A peer datagram turned into ChannelData or a Data indication, in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToClient {
+    pub listener: ListenerId,
+    pub client: SocketAddr,
+    /// Range of the finished message in the buffer given to `handle_peer`.
+    pub range: Range<usize>,
+}
+
+/// Counters of one shard.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub allocations_deleted: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    pub drop_malformed: u64,
+    pub drop_no_allocation: u64,
+    pub drop_no_permission: u64,
+    pub drop_rate_limited: u64,
+    pub drop_forbidden_peer: u64,
+    pub drop_encode: u64,
+    /// Requests refused because a quota (allocations, permissions or
+    /// channels) was reached.
+    pub drop_quota: u64,
+    pub relay_bind_errors: u64,
+    pub auth_failures: u64,
+    /// Failed authentications by reason (indexed by `AuthFailure::index`).
+    pub auth_failures_by_reason: [u64; AuthFailure::ALL.len()],
+    /// Error responses to authenticated requests, by code (see `ERROR_CODES`).
+    pub errors_by_code: [u64; ERROR_CODES.len()],
+    /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
+    pub allocations_rejected: [u64; ERROR_CODES.len()],
+}
+
+/// The error codes counted in `Stats::errors_by_code`, in order.
+pub const ERROR_CODES: [u16; 13] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+];
+
+impl Stats {
+    pub(crate) fn count_error(&mut self, code: u16, allocate: bool) {
+        if let Some(i) = ERROR_CODES.iter().position(|&c| c == code) {
+            self.errors_by_code[i] += 1;
+            if allocate {
+                self.allocations_rejected[i] += 1;
+            }
+        }
+    }
+
+    pub(crate) fn count_auth_failure(&mut self, failure: AuthFailure) {
+        self.auth_failures += 1;
+        self.auth_failures_by_reason[failure.index()] += 1;
+    }
+
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            allocations_created,
+            allocations_expired,
+            allocations_deleted,
+            to_peer_packets,
+            to_peer_bytes,
+            to_client_packets,
+            to_client_bytes,
+            drop_malformed,
+            drop_no_allocation,
+            drop_no_permission,
+            drop_rate_limited,
+            drop_forbidden_peer,
+            drop_encode,
+            drop_quota,
+            relay_bind_errors,
+            auth_failures,
+            auth_failures_by_reason,
+            errors_by_code,
+            allocations_rejected,
+        } = other;
+        self.allocations_created += allocations_created;
+        self.allocations_expired += allocations_expired;
+        self.allocations_deleted += allocations_deleted;
+        self.to_peer_packets += to_peer_packets;
+        self.to_peer_bytes += to_peer_bytes;
+        self.to_client_packets += to_client_packets;
+        self.to_client_bytes += to_client_bytes;
+        self.drop_malformed += drop_malformed;
+        self.drop_no_allocation += drop_no_allocation;
+        self.drop_no_permission += drop_no_permission;
+        self.drop_rate_limited += drop_rate_limited;
+        self.drop_forbidden_peer += drop_forbidden_peer;
+        self.drop_encode += drop_encode;
+        self.drop_quota += drop_quota;
+        self.relay_bind_errors += relay_bind_errors;
+        self.auth_failures += auth_failures;
+        for (a, b) in self
+            .auth_failures_by_reason
+            .iter_mut()
+            .zip(auth_failures_by_reason)
+        {
+            *a += b;
+        }
+        for (a, b) in self.errors_by_code.iter_mut().zip(errors_by_code) {
+            *a += b;
+        }
+        for (a, b) in self
+            .allocations_rejected
+            .iter_mut()
+            .zip(allocations_rejected)
+        {
+            *a += b;
+        }
+    }
+}
+
+/// What the shard's gauges read: live state, counted when asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub allocations: u64,
+    pub permissions: u64,
+    pub channels: u64,
+}
+
+/// A RESERVATION-TOKEN handed out with an even port (RFC 8656 §7.2): the
+/// next port stays out of the pool until redeemed or expired.
+struct Reservation {
+    token: [u8; 8],
+    port: u16,
+    expires: Instant,
+}
+
+/// RFC 8656 §7.2: a reservation is kept for about 30 seconds.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// How often expiry is swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One shard's TURN server state.
+pub struct Relay {
+    cfg: TurnConfig,
+    auth: Arc<Authenticator>,
+    policy: Arc<PeerPolicy>,
+    ledger: Arc<AllocationLedger>,
+    table: Table,
+    ports: PortPool,
+    reservations: Vec<Reservation>,
+    limiter: RateLimiter,
+    rng: Rng,
+    stats: Stats,
+    next_sweep: Option<Instant>,
+    admission: Admission,
+    observer: Box<dyn Observer>,
+}
+
+/// Whether new allocations are made.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Admission {
+    Open,
+    /// Draining: new allocations are refused, with 300 naming `alternate`
+    /// when there is one of the client's family, else with 508.
+    Draining {
+        alternate: Option<SocketAddr>,
+    },
+}
+
+impl Relay {
+    pub fn new(
+        cfg: TurnConfig,
+        auth: Arc<Authenticator>,
+        policy: Arc<PeerPolicy>,
+        ledger: Arc<AllocationLedger>,
+    ) -> Self {
+        let ports = PortPool::new(*cfg.ports.start(), *cfg.ports.end());
+        // Every allocation holds at least one relay port of this shard.
+        let most =
+            (usize::from(*cfg.ports.end()) + 1).saturating_sub(usize::from(*cfg.ports.start()));
+        let limiter = RateLimiter::new(cfg.unauth_rate, cfg.unauth_burst);
+        Relay {
+            cfg,
+            auth,
+            policy,
+            ledger,
+            table: Table::with_capacity(most),
+            ports,
+            reservations: Vec::new(),
+            limiter,
+            rng: Rng::from_os(),
+            stats: Stats::default(),
+            next_sweep: None,
+            admission: Admission::Open,
+            observer: Box::new(Ignore),
+        }
+    }
+
+    /// Hands this relay's events to `observer` from now on (by default they
+    /// are ignored).
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
+        self.observer = observer;
+    }
+
+    /// Replaces credentials (reload); allocations stay.
+    pub fn set_auth(&mut self, auth: Arc<Authenticator>) {
+        self.auth = auth;
+    }
+
+    /// Replaces the peer policy (reload); allocations stay.
+    /// Permissions and channels toward peers the new policy refuses end at
+    /// once, so that a narrowed policy stops relaying to them now rather than
+    /// when they expire (up to 10 minutes later). Returns how many ended.
+    pub fn set_policy(&mut self, policy: Arc<PeerPolicy>, now: Instant) -> usize {
+        self.policy = policy;
+        let policy = &self.policy;
+        self.table.revoke(|peer| policy.check(peer).is_ok(), now)
+    }
+
+    /// Replaces the per-allocation permission and channel limits (reload).
+    /// Allocations over a lowered limit keep what they have and cannot add.
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        self.cfg.quotas = quotas;
+    }
+
+    /// Replaces the settings a reload may change beside credentials, policy
+    /// and quotas: the longest lifetime (live allocations keep theirs until
+    /// their next Refresh), SOFTWARE, and the rate of unauthenticated
+    /// replies (the limiter starts afresh only when that changes).
+    pub fn set_limits(
+        &mut self,
+        max_lifetime: Duration,
+        software: Option<String>,
+        unauth_rate: u32,
+        unauth_burst: u32,
+    ) {
+        self.cfg.max_lifetime = max_lifetime;
+        self.cfg.software = software;
+        if (unauth_rate, unauth_burst) != (self.cfg.unauth_rate, self.cfg.unauth_burst) {
+            self.cfg.unauth_rate = unauth_rate;
+            self.cfg.unauth_burst = unauth_burst;
+            self.limiter = RateLimiter::new(unauth_rate, unauth_burst);
+        }
+    }
+
+    /// Refuses new allocations from now on (drain): 300 (Try Alternate)
+    /// naming `alternate` to clients of its address family, 508 to others.
+    /// Existing allocations are served as before.
+    pub fn start_drain(&mut self, alternate: Option<SocketAddr>) {
+        self.admission = Admission::Draining { alternate };
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.admission != Admission::Open
+    }
+
+    /// Live allocations, permissions and channel bindings at `now`.
+    pub fn gauges(&self, now: Instant) -> Gauges {
+        let mut g = Gauges::default();
+        for i in self.table.indices() {
+            let Some(a) = self.table.get(i).filter(|a| now < a.expires) else {
+                continue;
+            };
+            g.allocations += 1;
+            g.permissions += a.perms.iter().filter(|p| now < p.expires).count() as u64;
+            g.channels += a.channels.iter().filter(|c| now < c.expires).count() as u64;
+        }
+        g
+    }
+
+    /// A datagram from `client` on `listener`. Responses are written into
+    /// `scratch` (at least `MAX_REPLY` bytes).
+    pub fn handle_client(
+        &mut self,
+        now: Now,
+        listener: ListenerId,
+        client: SocketAddr,
+        pkt: &[u8],
+        scratch: &mut [u8],
+        sockets: &mut impl RelaySockets,
+    ) -> ClientOutput {
+        let five = FiveTuple { listener, client };
+        match stun::message::classify(pkt) {
+            PacketKind::ChannelData => self.channel_data_from_client(now, five, pkt),
+            PacketKind::Stun => self.control(now, five, pkt, scratch, sockets),
+            PacketKind::Other => {
+                self.stats.drop_malformed += 1;
+                ClientOutput::Nothing
+            }
+        }
+    }
+
+    /// Fast path, client → peer: RFC 8656 §12.6.
+    fn channel_data_from_client(&mut self, now: Now, five: FiveTuple, pkt: &[u8]) -> ClientOutput {
+        let Ok(cd) = ChannelData::parse(pkt) else {
+            self.stats.drop_malformed += 1;
+            return ClientOutput::Nothing;
+        };
+        let Some((index, alloc)) = self
+            .table
+            .by_client(&five)
+            .filter(|(_, a)| now.at < a.expires)
+        else {
+            self.stats.drop_no_allocation += 1;
+            return ClientOutput::Nothing;
+        };
+        // RFC 8656 §12.6: an unbound channel number means the data is dropped.
+        let Some(peer) = alloc.channel_peer(cd.number, now.at) else {
+            self.stats.drop_no_permission += 1;
+            return ClientOutput::Nothing;
+        };
+        // A channel lives 600 s, its peer's permission 300 s (RFC 8656 §9, §12):
+        // past that, ChannelData is dropped like a Send indication (§10.2), so
+        // that a client reaches a peer only while it holds a permission.
+        if !alloc.has_permission(peer.ip(), now.at) {
+            self.stats.drop_no_permission += 1;
+            return ClientOutput::Nothing;
+        }
+        let family = allocation::family_of(&peer);
+        let relay = self.table.token(index, family);
+        let len = cd.payload.len();
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += len as u64;
+        ClientOutput::ToPeer {
+            relay,
+            peer,
+            payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len,
+        }
+    }
+
+    /// A datagram from `peer` on relay socket `relay`; its payload sits at
+    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` and `buf` has
+    /// `PEER_TAILROOM` more bytes after it.
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        relay: RelayToken,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<ToClient> {
+        let Some((alloc, _family)) = self.table.by_token(relay) else {
+            self.stats.drop_no_allocation += 1;
+            return None;
+        };
+        if now.at >= alloc.expires {
+            self.stats.drop_no_allocation += 1;
+            return None;
+        }
+        // RFC 8656 §10.3: data from a peer without a permission is dropped.
+        if !alloc.has_permission(peer.ip(), now.at) {
+            self.stats.drop_no_permission += 1;
+            return None;
+        }
+        let (listener, client) = (alloc.five.listener, alloc.five.client);
+        let end = PEER_HEADROOM.checked_add(len)?;
+        if end > buf.len() || len > usize::from(u16::MAX) {
+            self.stats.drop_malformed += 1;
+            return None;
+        }
+        let range = match alloc.channel_for_peer(&peer, now.at) {
+            Some(number) => {
+                // RFC 8656 §12.5: with a channel bound, relay as ChannelData.
+                let start = PEER_HEADROOM - channel::CHANNEL_HEADER_LEN;
+                let mut header = [0u8; 4];
+                channel::write_header(&mut header, number, len as u16);
+                buf[start..PEER_HEADROOM].copy_from_slice(&header);
+                start..end
+            }
+            None => {
+                // RFC 8656 §10.3: otherwise as a Data indication.
+                let mut tid = [0u8; 12];
+                self.rng.fill(&mut tid);
+                match stun::writer::data_indication_in_place(buf, PEER_HEADROOM, len, peer, &tid) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.stats.drop_malformed += 1;
+                        return None;
+                    }
+                }
+            }
+        };
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += len as u64;
+        Some(ToClient {
+            listener,
+            client,
+            range,
+        })
+    }
+
+    /// Expires allocations, permissions, channels and reservations.
+    pub fn handle_timeout(&mut self, now: Now, sockets: &mut impl RelaySockets) {
+        match self.next_sweep {
+            Some(t) if now.at >= t => {}
+            _ => return,
+        }
+        let expired: Vec<u32> = self
+            .table
+            .indices()
+            .filter(|&i| self.table.get(i).is_some_and(|a| now.at >= a.expires))
+            .collect();
+        for index in expired {
+            self.delete(index, sockets, "expired");
+            self.stats.allocations_expired += 1;
+        }
+        self.table.sweep(now.at);
+        let ports = &mut self.ports;
+        self.reservations.retain(|r| {
+            let keep = now.at < r.expires;
+            if !keep {
+                ports.release(r.port);
+            }
+            keep
+        });
+        self.next_sweep = self.wants_sweep().then(|| now.at + SWEEP_INTERVAL);
+    }
+
+    fn wants_sweep(&self) -> bool {
+        self.table.len() > 0 || !self.reservations.is_empty()
+    }
+
+    fn schedule_sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// When `handle_timeout` next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live allocations on this shard.
+    pub fn allocation_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Deletes every allocation, closing their sockets (shutdown).
+    pub fn close_all(&mut self, sockets: &mut impl RelaySockets) {
+        let all: Vec<u32> = self.table.indices().collect();
+        for index in all {
+            self.delete(index, sockets, "closed at shutdown");
+            self.stats.allocations_deleted += 1;
+        }
+        for r in self.reservations.drain(..) {
+            self.ports.release(r.port);
+        }
+        self.next_sweep = None;
+    }
+
+    /// Removes an allocation: sockets closed, ports and quota given back.
+    fn delete(&mut self, index: u32, sockets: &mut impl RelaySockets, why: &'static str) {
+        let tokens = [
+            self.table.token(index, stun::AddressFamily::V4),
+            self.table.token(index, stun::AddressFamily::V6),
+        ];
+        let Some(alloc) = self.table.remove(index) else {
+            return;
+        };
+        for (port, token) in alloc.relay_ports.iter().zip(tokens) {
+            if let Some(port) = port {
+                sockets.close(token);
+                self.ports.release(port.get());
+            }
+        }
+        self.ledger.release(alloc.owner.quota_id());
+        self.observer.event(Event::AllocationEnded {
+            user: alloc.owner.username(),
+            client: alloc.five.client,
+            why,
+        });
+    }
+}
