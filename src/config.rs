@@ -203,7 +203,8 @@ where
 
 impl Config {
     /// Builds the configuration from flags and the `--config` file, if any.
-    /// When `io_backend` names io_uring, also checks that this host offers it.
+    /// Only the flags and the file are read: whether this host offers what
+    /// they ask for (io_uring, the addresses) is found out at start-up.
     pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
         match &args.config {
             Some(path) => {
@@ -216,24 +217,6 @@ impl Config {
             }
             None => Config::from_parts(args, None),
         }
-        .and_then(|cfg| {
-            if cfg.io_backend == IoBackendChoice::Uring {
-                // Asked for by name: a host without io_uring is a start-up
-                // error (auto falls back instead, when the server starts).
-                if let Err(why) = crate::io::uring::probe() {
-                    let key = if args.io_backend.is_some() {
-                        "--io-backend"
-                    } else {
-                        "io_backend"
-                    };
-                    return Err(invalid(
-                        key,
-                        format!("io_uring unavailable ({why}); use \"auto\" or \"syscall\""),
-                    ));
-                }
-            }
-            Ok(cfg)
-        })
     }
 
     /// Builds the configuration from flags and a file's text (`path` only

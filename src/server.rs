@@ -48,6 +48,8 @@ pub enum ServerError {
          between the two"
     )]
     AddressTaken { addr: SocketAddr },
+    #[error("{key}: io_uring unavailable ({why}); use \"auto\" or \"syscall\"")]
+    IoUring { key: &'static str, why: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("cannot read random bytes for the nonce key: {0}")]
@@ -74,6 +76,7 @@ impl ServerError {
             self,
             ServerError::Listen { .. }
                 | ServerError::AddressTaken { .. }
+                | ServerError::IoUring { .. }
                 | ServerError::Ports(_)
                 | ServerError::Metrics { .. }
                 | ServerError::ControlSocket { .. }
@@ -167,7 +170,7 @@ fn run_shards(
     event_tx: Sender<Event>,
     events: &Receiver<Event>,
 ) -> Result<Vec<ShardReport>, ServerError> {
-    let backend = choose_backend(cfg.io_backend);
+    let backend = choose_backend(cfg.io_backend, args)?;
     let (mut listeners, bound) = bind_listeners(&cfg.listen, cfg.workers)?;
     let slices =
         port_slices(&cfg.relay_ports, cfg.workers).ok_or(ServerError::Ports(cfg.workers))?;
@@ -664,11 +667,25 @@ fn live_allocations(controls: &[ShardHandle]) -> Option<u64> {
 
 /// The backend every shard runs on. `Uring` was checked when the
 /// configuration was loaded; `Auto` probes here, once.
-fn choose_backend(choice: IoBackendChoice) -> Backend {
+/// Probes the kernel for the io backend the configuration asks for. Done
+/// here, at start-up, and not when the file is checked: `check-config` may
+/// run on another machine than the one that serves.
+fn choose_backend(choice: IoBackendChoice, args: &RunArgs) -> Result<Backend, ServerError> {
     match choice {
-        IoBackendChoice::Syscall => Backend::Syscall,
-        IoBackendChoice::Uring => Backend::Uring,
-        IoBackendChoice::Auto => match uring::probe() {
+        IoBackendChoice::Syscall => Ok(Backend::Syscall),
+        // Asked for by name: a host without io_uring is a start-up refusal.
+        IoBackendChoice::Uring => match uring::probe() {
+            Ok(_) => Ok(Backend::Uring),
+            Err(why) => Err(ServerError::IoUring {
+                key: if args.io_backend.is_some() {
+                    "--io-backend"
+                } else {
+                    "io_backend"
+                },
+                why: why.to_string(),
+            }),
+        },
+        IoBackendChoice::Auto => Ok(match uring::probe() {
             Ok(mode) => {
                 tracing::debug!(flags = mode.name(), "io_uring available");
                 Backend::Uring
@@ -679,7 +696,7 @@ fn choose_backend(choice: IoBackendChoice) -> Backend {
                 );
                 Backend::Syscall
             }
-        },
+        }),
     }
 }
 
