@@ -4,8 +4,8 @@
 //! Validation happens once, before anything is bound, and every error names
 //! the key (or flag) it is about.
 
-mod cli;
 mod file;
+mod flags;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,8 +20,8 @@ pub use crate::logging::LogFormat;
 use crate::policy::Quotas;
 use crate::turn::TurnConfig;
 
-pub use cli::{CheckConfigArgs, Cli, Command, ControlArgs, DeriveKeyArgs, RunArgs};
 use file::FileConfig;
+pub use flags::RunArgs;
 
 /// Defaults, shared by `--help`, the example file and the code.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3478";
@@ -904,7 +904,11 @@ fn at_least_one(v: Option<u32>, default: u32, key: &str) -> Result<u32, ConfigEr
     }
 }
 
-fn check_text(s: &str, max_chars: usize, key: impl Into<String>) -> Result<(), ConfigError> {
+pub(crate) fn check_text(
+    s: &str,
+    max_chars: usize,
+    key: impl Into<String>,
+) -> Result<(), ConfigError> {
     if s.is_empty() {
         return Err(invalid(key, "cannot be empty"));
     }
@@ -940,7 +944,7 @@ fn strip_newline(b: &[u8]) -> &[u8] {
 }
 
 /// Derives both long-term keys for a password given in the clear.
-fn user_from_password(
+pub(crate) fn user_from_password(
     name: &str,
     realm: &str,
     password: &str,
@@ -1022,20 +1026,6 @@ fn random_token(len: usize) -> String {
         }
     }
     out
-}
-
-/// The `[[users]]` snippet printed by `uturn derive-key`.
-pub fn derive_key_snippet(user: &str, realm: &str, password: &str) -> Result<String, ConfigError> {
-    check_text(realm, 127, "--realm")?;
-    let u = user_from_password(user, realm, password, "--user")?;
-    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
-    Ok(format!(
-        "# keys for realm {}: set `realm` to exactly this value\n[[users]]\nname = {}\nkey_md5 = \"{}\"\nkey_sha256 = \"{}\"\n",
-        quote(realm),
-        quote(&u.name),
-        hex(&u.key_md5.unwrap_or_default()),
-        hex(&u.key_sha256.unwrap_or_default()),
-    ))
 }
 
 #[cfg(test)]

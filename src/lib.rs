@@ -17,6 +17,7 @@ pub use uturn_io as io;
 pub use uturn_relay::{auth, policy, turn};
 pub use uturn_stun as stun;
 
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use uturn::config::{
-    derive_key_snippet, CheckConfigArgs, Cli, Command, Config, ControlArgs, DeriveKeyArgs, RunArgs,
-};
+use uturn::cli::{derive_key_snippet, CheckConfigArgs, Cli, Command, ControlArgs, DeriveKeyArgs};
+use uturn::config::{Config, RunArgs};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -863,7 +863,7 @@ mod tests {
     fn config(flags: &[&str]) -> Config {
         let mut argv = vec!["uturn", "--rest-secret", "s"];
         argv.extend_from_slice(flags);
-        let args = crate::config::Cli::try_parse_from(argv).unwrap().run;
+        let args = crate::cli::Cli::try_parse_from(argv).unwrap().run;
         Config::from_parts(&args, None).unwrap()
     }
 

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use md5::Digest;
 
 use super::*;
@@ -8,7 +8,9 @@ use super::*;
 fn args(flags: &[&str]) -> RunArgs {
     let mut argv = vec!["uturn"];
     argv.extend_from_slice(flags);
-    Cli::try_parse_from(argv).expect("flags parse").run
+    crate::cli::Cli::try_parse_from(argv)
+        .expect("flags parse")
+        .run
 }
 
 fn with_file(flags: &[&str], text: &str) -> Result<Config, ConfigError> {
@@ -475,20 +477,6 @@ fn log_level_refuses_span_and_field_filters() {
         let text = format!("log_level = {level:?}\n{}", minimal());
         assert!(with_file(&[], &text).is_ok(), "{level:?} refused");
     }
-}
-
-#[test]
-fn cli_shape() {
-    Cli::command().debug_assert();
-    let cli = Cli::try_parse_from(["uturn", "derive-key", "--user", "u", "--realm", "r"]).unwrap();
-    assert!(matches!(
-        cli.command,
-        Some(Command::DeriveKey(DeriveKeyArgs { password: None, .. }))
-    ));
-    let cli = Cli::try_parse_from(["uturn", "check-config", "--config", "x.toml"]).unwrap();
-    assert!(matches!(cli.command, Some(Command::CheckConfig(_))));
-    assert!(Cli::try_parse_from(["uturn", "--workers", "x"]).is_err());
-    assert!(Cli::try_parse_from(["uturn", "--listen", "127.0.0.1:1", "derive-key"]).is_err());
 }
 
 #[test]

@@ -1,77 +1,10 @@
-//! Command-line flags. Each run flag overrides the matching key of the
-//! configuration file; a repeatable flag given at least once replaces the
-//! file's whole list.
+//! The run flags. Each overrides the matching key of the configuration
+//! file; a repeatable flag given at least once replaces the file's whole
+//! list. (The subcommands and the top-level parser are in `crate::cli`.)
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "uturn",
-    version,
-    about = "uturn: a TURN relay (RFC 8656) over UDP",
-    long_about = "uturn: a TURN relay (RFC 8656) over UDP.\n\n\
-        Run without a subcommand to serve. Every run flag overrides the matching key of the \
-        --config file, and a repeatable flag replaces the file's whole list. With neither \
-        --config nor --user/--rest-secret, uturn serves on 127.0.0.1:3478 with a demo user and \
-        a REST secret generated at start-up (printed on standard output).",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Print a users entry (name, key_md5, key_sha256) for the configuration file.
-    DeriveKey(DeriveKeyArgs),
-    /// Validate a configuration file and print a summary; exit status 2 on error.
-    CheckConfig(CheckConfigArgs),
-    /// Ask the running server to reload its configuration file, and print the
-    /// outcome: exit 0 when reloaded, 1 when the new file was rejected (the old
-    /// configuration stays) or the server could not be reached. Needs
-    /// `control_socket`; without it, send SIGHUP (`systemctl reload uturn`).
-    Reload(ControlArgs),
-    /// Print the running server's live allocations, drain state and reload counts.
-    Status(ControlArgs),
-    /// Compare this host's sysctls and limits with a tuning profile (tuning/README.md).
-    Tune(crate::tune::TuneArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ControlArgs {
-    /// The server's control socket.
-    #[arg(long, value_name = "PATH", conflicts_with = "config")]
-    pub socket: Option<PathBuf>,
-    /// Read the control socket's path (`control_socket`) from this configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct DeriveKeyArgs {
-    /// User name (as the client sends it in USERNAME).
-    #[arg(long, value_name = "NAME")]
-    pub user: String,
-    /// Realm the keys are bound to; must equal `realm` in the configuration.
-    #[arg(long, value_name = "REALM")]
-    pub realm: String,
-    /// Password. If omitted, one line is read from standard input (safer: it
-    /// stays out of the shell history and the process list).
-    #[arg(long, value_name = "PW")]
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct CheckConfigArgs {
-    /// Configuration file to check.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-}
+use clap::Args;
 
 #[derive(Clone, Debug, Default, Args)]
 pub struct RunArgs {
