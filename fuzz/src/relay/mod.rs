@@ -220,13 +220,17 @@ impl Harness {
             software: None,
         };
         let ledger = Arc::new(AllocationLedger::new(quotas));
+        let mut relay = Relay::new(
+            cfg,
+            Arc::new(auth),
+            Arc::clone(&policy),
+            Arc::clone(&ledger),
+        );
+        // A fixed seed: the same input makes the same run, so that a crash
+        // found here replays.
+        relay.seed(1);
         Harness {
-            relay: Relay::new(
-                cfg,
-                Arc::new(auth),
-                Arc::clone(&policy),
-                Arc::clone(&ledger),
-            ),
+            relay,
             sockets: FakeSockets::default(),
             ledger,
             policy,

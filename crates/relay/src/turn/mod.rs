@@ -294,6 +294,13 @@ impl Relay {
         }
     }
 
+    /// Seeds the generator behind port choice and Data indication
+    /// transaction ids, so that a run can be replayed exactly (the fuzz
+    /// harness). By default it is seeded from the OS.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
+    }
+
     /// Hands this relay's events to `observer` from now on (by default they
     /// are ignored).
     pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
