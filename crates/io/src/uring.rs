@@ -75,6 +75,7 @@
 //! so that the kernel can never write into memory the program reuses.
 
 mod ctl;
+mod gso;
 mod mem;
 mod probe;
 #[cfg(test)]
@@ -326,46 +327,6 @@ struct QueuedSend {
     data: *const u8,
     len: usize,
 }
-
-/// A send of this turn that later datagrams may join (GSO).
-#[derive(Copy, Clone, Debug)]
-struct OpenRun {
-    slot: u32,
-    file: u32,
-    dest: SocketAddr,
-    segment: usize,
-    count: usize,
-    bytes: usize,
-    closed: bool,
-}
-
-impl OpenRun {
-    const CLOSED: OpenRun = OpenRun {
-        slot: 0,
-        file: 0,
-        dest: SocketAddr::V4(std::net::SocketAddrV4::new(
-            std::net::Ipv4Addr::UNSPECIFIED,
-            0,
-        )),
-        segment: 0,
-        count: 0,
-        bytes: 0,
-        closed: true,
-    };
-}
-
-/// Largest datagram merged into a GSO send. The kernel refuses a GSO send
-/// whose segments do not fit the route's MTU (where a lone datagram would
-/// be fragmented), so merging stops at what fits IPv6's minimum MTU, 1280
-/// bytes less the IPv6 and UDP headers: every path that carries IPv6, and
-/// IPv4 paths down to 1260. WebRTC keeps its packets at 1200 bytes or less,
-/// so media merges; larger datagrams leave one by one.
-const GSO_MAX_SEGMENT: usize = 1232;
-/// Largest GSO send, in bytes (a UDP datagram's limit, before splitting).
-const GSO_MAX_BYTES: usize = 65_000;
-/// How many recent sends a new one may join (a short look-back keeps the
-/// merge linear in the turn's sends).
-const GSO_LOOKBACK: usize = 8;
 
 /// The eventfd the ring watches for wake-ups from other threads. The poll
 /// on it reads no memory of the program; the descriptor is kept open here
@@ -683,32 +644,36 @@ impl Uring {
         if self.queued.is_empty() {
             return;
         }
-        let mut open = [OpenRun::CLOSED; GSO_LOOKBACK];
+        let mut plan = gso::Planner::new();
         // Both lists keep their memory from turn to turn: no allocation here.
         let mut primaries = std::mem::take(&mut self.heads);
         primaries.clear();
         let queued = std::mem::take(&mut self.queued);
-        for (k, q) in queued.iter().enumerate() {
-            if self.gso && self.join_run(&mut open, q) {
-                self.ctl.stats.tx_coalesced += 1;
-                continue;
-            }
-            // A later datagram to this destination must not join a run that
-            // leaves before this one: close them, so that order is kept.
-            for r in open.iter_mut() {
-                if r.file == q.file && r.dest == q.dest {
-                    r.closed = true;
-                }
-            }
-            open[k % GSO_LOOKBACK] = OpenRun {
+        for q in &queued {
+            let send = gso::Send {
                 slot: q.slot,
                 file: q.file,
                 dest: q.dest,
-                segment: q.len,
-                count: 1,
-                bytes: q.len,
-                closed: q.len == 0 || q.len > GSO_MAX_SEGMENT,
+                len: q.len,
             };
+            if self.gso {
+                if let Some(join) = plan.join(&send) {
+                    if self
+                        .tx
+                        .append(join.lead, q.data, q.len, join.segment as u16)
+                    {
+                        let meta = &mut self.tx.meta;
+                        meta[q.slot as usize].next = meta[join.lead as usize].next;
+                        meta[join.lead as usize].next = Some(q.slot);
+                        meta[join.lead as usize].segments += 1;
+                        plan.joined(join, &send);
+                        self.ctl.stats.tx_coalesced += 1;
+                        continue;
+                    }
+                    plan.refused(join);
+                }
+            }
+            plan.lead(&send);
             primaries.push(q.slot);
         }
         self.queued = queued;
@@ -728,35 +693,6 @@ impl Uring {
             }
         }
         self.heads = primaries;
-    }
-
-    /// Adds `q` to a recent run from its socket to its destination, if it
-    /// fits there (same or smaller size, room left).
-    fn join_run(&mut self, open: &mut [OpenRun; GSO_LOOKBACK], q: &QueuedSend) -> bool {
-        let Some(run) = open.iter_mut().find(|r| {
-            !r.closed
-                && r.file == q.file
-                && r.dest == q.dest
-                && q.len <= r.segment
-                && q.len > 0
-                && r.count < MAX_SEGMENTS
-                && r.bytes + q.len <= GSO_MAX_BYTES
-        }) else {
-            return false;
-        };
-        if !self.tx.append(run.slot, q.data, q.len, run.segment as u16) {
-            run.closed = true;
-            return false;
-        }
-        let meta = &mut self.tx.meta;
-        meta[q.slot as usize].next = meta[run.slot as usize].next;
-        meta[run.slot as usize].next = Some(q.slot);
-        meta[run.slot as usize].segments += 1;
-        run.count += 1;
-        run.bytes += q.len;
-        // Only the last datagram of a GSO send may be shorter.
-        run.closed = q.len < run.segment;
-        true
     }
 
     /// Gives back a send slot and every slot chained to it: their receive
