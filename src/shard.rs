@@ -24,17 +24,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::TryRecvError;
 
 use crate::auth::Authenticator;
-use crate::io::{Backend, BatchLayout, IoStats};
+use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
 use crate::policy::{AllocationLedger, PeerPolicy};
 use crate::turn::{
-    ClientOutput, Gauges, ListenerId, Now, Relay, RelaySockets, RelayToken, Stats, TurnConfig,
+    Gauges, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Stats, Transmit, TurnConfig,
     MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
@@ -103,10 +102,18 @@ impl ShardReport {
     }
 }
 
-/// A worker on one of the backends.
-pub enum Shard {
-    Syscall(Box<syscall::SyscallShard>),
-    Uring(Box<uring::UringShard>),
+/// A worker: a state machine, its command channel, and an io backend.
+pub struct Shard {
+    index: usize,
+    relay: Relay,
+    control: ShardControl,
+    io: Io,
+}
+
+/// The io backend a shard drives (see [`Driver`]).
+enum Io {
+    Syscall(Box<syscall::SyscallIo>),
+    Uring(Box<uring::UringIo>),
 }
 
 impl Shard {
@@ -119,9 +126,28 @@ impl Shard {
                 "too many listen addresses",
             ));
         }
-        Ok(match backend {
-            Backend::Syscall => Shard::Syscall(Box::new(syscall::SyscallShard::new(spec)?)),
-            Backend::Uring => Shard::Uring(Box::new(uring::UringShard::new(spec)?)),
+        let relay = new_relay(&spec);
+        let io = match backend {
+            Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
+                spec.index,
+                spec.listeners,
+                &spec.control,
+                &spec.turn,
+            )?)),
+            Backend::Uring => Io::Uring(Box::new(uring::UringIo::new(
+                spec.index,
+                spec.listeners,
+                &spec.control,
+                &spec.turn,
+                spec.io_batch_wait,
+                spec.io_gso,
+            )?)),
+        };
+        Ok(Shard {
+            index: spec.index,
+            relay,
+            control: spec.control,
+            io,
         })
     }
 
@@ -129,11 +155,66 @@ impl Shard {
     /// then deletes every allocation, closes every socket and returns the
     /// counters.
     pub fn run(self) -> ShardReport {
-        match self {
-            Shard::Syscall(s) => s.run(),
-            Shard::Uring(s) => s.run(),
+        let Shard {
+            index,
+            relay,
+            control,
+            io,
+        } = self;
+        match io {
+            Io::Syscall(io) => drive(index, relay, &control, *io),
+            Io::Uring(io) => drive(index, relay, &control, *io),
         }
     }
+}
+
+/// An io backend as the shard loop sees it. A turn: `wait` for io, a
+/// wake-up or the relay's next timer; `receive` every datagram that came,
+/// each through [`dispatch`], its send queued and flushed; the relay's
+/// timers through `timeout`; `end_turn`. A new kind of socket (TCP, TLS) or
+/// of fast path is one more implementation, not one more loop.
+trait Driver {
+    /// The backend's name, for the log.
+    const NAME: &'static str;
+    /// Waits at most `timeout`. True when commands may be waiting: the
+    /// shard was woken, or the turn was idle (so that a control side that
+    /// has gone away is noticed).
+    fn wait(&mut self, timeout: Duration) -> bool;
+    /// Hands every datagram received this turn to the relay and sends what
+    /// it answers.
+    fn receive(&mut self, relay: &mut Relay);
+    /// Runs the relay's timers, with the relay sockets at hand.
+    fn timeout(&mut self, relay: &mut Relay, now: Now);
+    /// The turn is over (sockets closed during it may go now).
+    fn end_turn(&mut self) {}
+    fn stats(&self) -> &IoStats;
+    /// Deletes every allocation and lets the last sends go.
+    fn close(&mut self, relay: &mut Relay);
+}
+
+/// The shard loop, the same on every backend.
+fn drive<D: Driver>(
+    index: usize,
+    mut relay: Relay,
+    control: &ShardControl,
+    mut io: D,
+) -> ShardReport {
+    tracing::debug!(shard = index, backend = D::NAME, "shard running");
+    loop {
+        let commands = io.wait(wait_time(&relay));
+        io.receive(&mut relay);
+        if timer_due(&relay) {
+            io.timeout(&mut relay, now());
+        }
+        io.end_turn();
+        if commands && read_commands(control, index, &mut relay, io.stats()) {
+            break;
+        }
+    }
+    let allocations_at_exit = relay.allocation_count();
+    io.close(&mut relay);
+    tracing::debug!(shard = index, allocations_at_exit, "shard stopped");
+    ShardReport::new(index, &relay, io.stats(), allocations_at_exit)
 }
 
 /// Relay token → socket. Tokens come from the state machine, not from the
@@ -270,73 +351,28 @@ struct Inbound<'a> {
     scratch: &'a mut [u8],
 }
 
-/// Which socket a send leaves from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Via {
-    Listener(usize),
-    Relay(RelayToken),
+/// Where a send's bytes are, in the io layer's terms (the same two places).
+fn tx_bytes(payload: Payload) -> TxBytes {
+    match payload {
+        Payload::Rx(range) => TxBytes::Rx(range),
+        Payload::Reply(n) => TxBytes::Reply(n),
+    }
 }
 
-/// Where the bytes of a send are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Bytes {
-    /// This range of the receive buffer (headroom included): no copy.
-    Rx(Range<usize>),
-    /// The first `n` bytes of the scratch area.
-    Reply(usize),
-}
-
-/// The one send a datagram may cause.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Out {
-    via: Via,
-    dest: SocketAddr,
-    bytes: Bytes,
-}
-
-/// Datagram in → state machine → at most one send out. Shared by both
-/// backends: a datagram from a listener goes to `handle_client`, one from a
+/// Datagram in → state machine → at most one send out. Shared by every
+/// backend: a datagram from a listener goes to `handle_client`, one from a
 /// relay socket to `handle_peer`, which rewrites it in place.
 fn dispatch(
     relay: &mut Relay,
     now: Now,
     rx: Inbound<'_>,
     sockets: &mut impl RelaySockets,
-) -> Option<Out> {
+) -> Option<Transmit> {
     if rx.tag & LISTENER_TAG != 0 {
-        let idx = (rx.tag & !LISTENER_TAG) as usize;
-        let id = ListenerId(u16::try_from(idx).ok()?);
-        let pkt = rx
-            .buf
-            .get(PEER_HEADROOM..PEER_HEADROOM.checked_add(rx.len)?)?;
-        match relay.handle_client(now, id, rx.from, pkt, rx.scratch, sockets) {
-            ClientOutput::Nothing => None,
-            ClientOutput::Reply(n) => Some(Out {
-                via: Via::Listener(idx),
-                dest: rx.from,
-                bytes: Bytes::Reply(n),
-            }),
-            ClientOutput::ToPeer {
-                relay,
-                peer,
-                payload,
-            } => Some(Out {
-                via: Via::Relay(relay),
-                dest: peer,
-                // Straight from the receive buffer: no copy.
-                bytes: Bytes::Rx(
-                    payload.start.saturating_add(PEER_HEADROOM)
-                        ..payload.end.saturating_add(PEER_HEADROOM),
-                ),
-            }),
-        }
+        let id = ListenerId(u16::try_from(rx.tag & !LISTENER_TAG).ok()?);
+        relay.handle_client(now, id, rx.from, rx.buf, rx.len, rx.scratch, sockets)
     } else {
-        let out = relay.handle_peer(now, RelayToken(rx.tag), rx.from, rx.buf, rx.len)?;
-        Some(Out {
-            via: Via::Listener(usize::from(out.listener.0)),
-            dest: out.client,
-            bytes: Bytes::Rx(out.range),
-        })
+        relay.handle_peer(now, RelayToken(rx.tag), rx.from, rx.buf, rx.len)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The shard loop on the portable backend: epoll readiness, `recvmmsg` into
-//! a [`UdpBatch`], `sendmmsg` of the sends pointing into it.
+//! The portable backend as a shard [`Driver`]: epoll readiness, `recvmmsg`
+//! into a [`UdpBatch`], `sendmmsg` of the sends pointing into it.
 //!
 //! epoll keys are the socket tags: a relay socket's `RelayToken`, listener
 //! `i`'s `LISTENER_TAG | i`.
@@ -7,17 +7,18 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, new_relay, now, read_commands, relay_map, timer_due, wait_time,
-    Bytes, Inbound, Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, BATCH, LAYOUT,
-    LISTENER_TAG, WAKE_TAG,
+    check_new_token, dispatch, now, relay_map, tx_bytes, Driver, Inbound, RelayMap, ShardControl,
+    BATCH, LAYOUT, LISTENER_TAG, WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
-use crate::io::TxData;
-use crate::turn::{Relay, RelaySockets, RelayToken};
+use crate::io::wake::WakeFd;
+use crate::io::IoStats;
+use crate::turn::{ListenerId, Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via};
 
 /// Batches read from one ready socket before moving on to the next (fairness;
 /// epoll is level-triggered, so a socket with more data comes back).
@@ -54,99 +55,48 @@ impl RelaySockets for ShardSockets {
     }
 }
 
-/// One worker on the syscall backend: a state machine and its sockets.
-pub struct SyscallShard {
+/// The portable backend of one shard: its sockets, epoll and one batch.
+pub(super) struct SyscallIo {
     index: usize,
-    relay: Relay,
     sockets: ShardSockets,
     listeners: Vec<UdpSocket>,
     batch: UdpBatch,
     events: Events,
-    control: ShardControl,
+    /// Ready sockets found by the last wait.
+    ready: usize,
+    /// The descriptor the control thread wakes this shard by.
+    wake: Arc<WakeFd>,
 }
 
-impl SyscallShard {
-    pub(super) fn new(spec: ShardSpec) -> io::Result<SyscallShard> {
-        let relay = new_relay(&spec);
+impl SyscallIo {
+    pub(super) fn new(
+        index: usize,
+        listeners: Vec<UdpSocket>,
+        control: &ShardControl,
+        turn: &TurnConfig,
+    ) -> io::Result<SyscallIo> {
         let poller = Poller::new()?;
-        for (i, l) in spec.listeners.iter().enumerate() {
+        for (i, l) in listeners.iter().enumerate() {
             poller.add(l.as_fd(), LISTENER_TAG | i as u64)?;
         }
-        poller.add(spec.control.wake.as_fd(), WAKE_TAG)?;
-        let relays = relay_map(&spec.turn);
-        Ok(SyscallShard {
-            index: spec.index,
-            relay,
+        poller.add(control.wake.as_fd(), WAKE_TAG)?;
+        Ok(SyscallIo {
+            index,
             sockets: ShardSockets {
                 poller,
-                relays,
+                relays: relay_map(turn),
                 closing: Vec::with_capacity(64),
             },
-            listeners: spec.listeners,
+            listeners,
             batch: UdpBatch::new(LAYOUT),
             events: Events::with_capacity(EVENTS),
-            control: spec.control,
+            ready: 0,
+            wake: Arc::clone(&control.wake),
         })
     }
 
-    pub(super) fn run(mut self) -> ShardReport {
-        tracing::debug!(shard = self.index, backend = "syscall", "shard running");
-        loop {
-            let wait = wait_time(&self.relay);
-            let ready = match self.sockets.poller.wait(&mut self.events, wait) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(shard = self.index, error = %e, "epoll_wait failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    0
-                }
-            };
-            self.batch.stats_mut().wakeups += 1;
-            let mut woken = false;
-            for e in 0..ready {
-                let key = self.events.key(e);
-                if key == WAKE_TAG {
-                    // Level-triggered: drained here, read below.
-                    self.control.wake.drain();
-                    woken = true;
-                } else {
-                    self.drain(key);
-                }
-            }
-            if timer_due(&self.relay) {
-                self.relay.handle_timeout(now(), &mut self.sockets);
-            }
-            // Every send of this turn has been flushed: closing is safe now.
-            self.sockets.closing.clear();
-            // Commands when woken; on an idle turn too, to notice a control
-            // side that has gone away.
-            if (woken || ready == 0)
-                && read_commands(
-                    &self.control,
-                    self.index,
-                    &mut self.relay,
-                    self.batch.stats(),
-                )
-            {
-                break;
-            }
-        }
-        let allocations_at_exit = self.relay.allocation_count();
-        self.relay.close_all(&mut self.sockets);
-        self.batch.flush();
-        self.sockets.closing.clear();
-        self.sockets.relays.clear();
-        tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
-        ShardReport::new(
-            self.index,
-            &self.relay,
-            self.batch.stats(),
-            allocations_at_exit,
-        )
-    }
-
     /// Reads datagrams from the socket tagged `key` and answers or forwards them.
-    fn drain(&mut self, key: u64) {
+    fn drain(&mut self, relay: &mut Relay, key: u64) {
         for _ in 0..MAX_BATCHES_PER_READY {
             // A relay socket closed earlier in this turn: its events are stale.
             let Some(fd) = socket(&self.listeners, &self.sockets.relays, key) else {
@@ -174,8 +124,8 @@ impl SyscallShard {
                     len,
                     scratch,
                 };
-                if let Some(out) = dispatch(&mut self.relay, now, rx, &mut self.sockets) {
-                    self.queue(i, out);
+                if let Some(t) = dispatch(relay, now, rx, &mut self.sockets) {
+                    self.queue(i, t);
                 }
             }
             self.batch.flush();
@@ -186,21 +136,73 @@ impl SyscallShard {
     }
 
     /// Queues the send caused by datagram `i`.
-    fn queue(&mut self, i: usize, out: Out) {
-        let fd = match &out.via {
-            Via::Listener(idx) => self.listeners.get(*idx).map(|s| s.as_fd()),
+    fn queue(&mut self, i: usize, t: Transmit) {
+        let fd = match t.via {
+            Via::Listener(ListenerId(idx)) => {
+                self.listeners.get(usize::from(idx)).map(|s| s.as_fd())
+            }
             Via::Relay(token) => self.sockets.relays.get(&token.0).map(|s| s.as_fd()),
         };
         let Some(fd) = fd else {
             self.batch.stats_mut().tx_unroutable += 1;
-            tracing::debug!(shard = self.index, via = ?out.via, "send from an unknown socket dropped");
+            tracing::debug!(shard = self.index, via = ?t.via, "send from an unknown socket dropped");
             return;
         };
-        let data = match out.bytes {
-            Bytes::Rx(range) => TxData::Slot { slot: i, range },
-            Bytes::Reply(len) => TxData::Reply { slot: i, len },
+        self.batch.queue(fd, t.to, i, tx_bytes(t.payload));
+    }
+}
+
+impl Driver for SyscallIo {
+    const NAME: &'static str = "syscall";
+
+    fn wait(&mut self, timeout: Duration) -> bool {
+        self.ready = match self.sockets.poller.wait(&mut self.events, timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "epoll_wait failed");
+                std::thread::sleep(Duration::from_millis(10));
+                0
+            }
         };
-        self.batch.queue(fd, out.dest, data);
+        self.batch.stats_mut().wakeups += 1;
+        let mut woken = false;
+        for e in 0..self.ready {
+            if self.events.key(e) == WAKE_TAG {
+                // Level-triggered: drained here, the commands read after the turn.
+                self.wake.drain();
+                woken = true;
+            }
+        }
+        woken || self.ready == 0
+    }
+
+    fn receive(&mut self, relay: &mut Relay) {
+        for e in 0..self.ready {
+            let key = self.events.key(e);
+            if key != WAKE_TAG {
+                self.drain(relay, key);
+            }
+        }
+    }
+
+    fn timeout(&mut self, relay: &mut Relay, now: Now) {
+        relay.handle_timeout(now, &mut self.sockets);
+    }
+
+    fn end_turn(&mut self) {
+        // Every send of this turn has been flushed: closing is safe now.
+        self.sockets.closing.clear();
+    }
+
+    fn stats(&self) -> &IoStats {
+        self.batch.stats()
+    }
+
+    fn close(&mut self, relay: &mut Relay) {
+        relay.close_all(&mut self.sockets);
+        self.batch.flush();
+        self.sockets.closing.clear();
+        self.sockets.relays.clear();
     }
 }
 

@@ -1,22 +1,25 @@
-//! The shard loop on the io_uring backend: one `io_uring_enter` per turn
-//! submits every send and re-arm queued by the previous turn and waits for
-//! completions; each datagram received goes through `dispatch`, and its send
-//! (if any) is queued as a `sendmsg` pointing into the receive buffer or the
-//! reply area.
+//! The io_uring backend as a shard [`Driver`]: one `io_uring_enter` per
+//! turn submits every send and re-arm queued by the previous turn and waits
+//! for completions; each datagram received goes through `dispatch`, and its
+//! send (if any) is queued as a `sendmsg` pointing into the receive buffer or
+//! the reply area.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, new_relay, now, read_commands, relay_map, timer_due, wait_time,
-    Bytes, Inbound, Out, RelayMap, ShardControl, ShardReport, ShardSpec, Via, LISTENER_TAG,
-    RECV_CAPACITY,
+    check_new_token, dispatch, now, relay_map, tx_bytes, Driver, Inbound, RelayMap, ShardControl,
+    LISTENER_TAG, RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
-use crate::io::uring::{RingMode, SockId, SocketCtl, TxBytes, Uring, UringConfig};
-use crate::turn::{Relay, RelaySockets, RelayToken, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM};
+use crate::io::uring::{RingMode, SockId, SocketCtl, Uring, UringConfig};
+use crate::io::IoStats;
+use crate::turn::{
+    ListenerId, Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
+    PEER_HEADROOM, PEER_TAILROOM,
+};
 
 /// Provided receive buffers per shard (about 2 KiB each).
 pub const URING_BUFFERS: u16 = 1024;
@@ -84,133 +87,121 @@ impl RelaySockets for UringSockets<'_> {
     }
 }
 
-/// One worker on the io_uring backend.
-pub struct UringShard {
+/// The io_uring backend of one shard.
+pub(super) struct UringIo {
     index: usize,
-    relay: Relay,
     io: Uring,
     /// Listener `i`'s socket.
     listeners: Vec<SockId>,
     relays: RelayMap<SockId>,
-    control: ShardControl,
+    /// Datagrams completed by the last wait.
+    received: usize,
 }
 
-impl UringShard {
-    pub(super) fn new(spec: ShardSpec) -> io::Result<UringShard> {
-        let relay = new_relay(&spec);
-        let ports = (usize::from(*spec.turn.ports.end()) + 1)
-            .saturating_sub(usize::from(*spec.turn.ports.start()));
-        let mut io = Uring::new(&uring_config(
-            spec.listeners.len(),
-            ports,
-            spec.io_batch_wait,
-            spec.io_gso,
-        ))?;
-        tracing::debug!(
-            shard = spec.index,
-            flags = io.mode().name(),
-            "io_uring ready"
-        );
-        let mut listeners = Vec::with_capacity(spec.listeners.len());
-        for (i, l) in spec.listeners.into_iter().enumerate() {
-            listeners.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
+impl UringIo {
+    pub(super) fn new(
+        index: usize,
+        listeners: Vec<UdpSocket>,
+        control: &ShardControl,
+        turn: &TurnConfig,
+        batch_wait: Duration,
+        gso: bool,
+    ) -> io::Result<UringIo> {
+        let ports =
+            (usize::from(*turn.ports.end()) + 1).saturating_sub(usize::from(*turn.ports.start()));
+        let mut io = Uring::new(&uring_config(listeners.len(), ports, batch_wait, gso))?;
+        tracing::debug!(shard = index, flags = io.mode().name(), "io_uring ready");
+        let mut ids = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            ids.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
         }
-        io.watch_wake(Arc::clone(&spec.control.wake));
-        let relays = relay_map(&spec.turn);
-        Ok(UringShard {
-            index: spec.index,
-            relay,
+        io.watch_wake(Arc::clone(&control.wake));
+        Ok(UringIo {
+            index,
             io,
-            listeners,
-            relays,
-            control: spec.control,
+            listeners: ids,
+            relays: relay_map(turn),
+            received: 0,
         })
     }
 
-    pub(super) fn run(mut self) -> ShardReport {
-        tracing::debug!(shard = self.index, backend = "uring", "shard running");
-        loop {
-            let wait = wait_time(&self.relay);
-            let n = match self.io.wait(wait) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(shard = self.index, error = %e, "io_uring_enter failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    self.io.received()
-                }
-            };
-            let at = now();
-            for i in 0..n {
-                let Some(d) = self.io.datagram(i) else {
-                    continue;
-                };
-                let rx = Inbound {
-                    tag: d.tag,
-                    from: d.from,
-                    buf: d.buf,
-                    len: d.len,
-                    scratch: d.scratch,
-                };
-                let mut sockets = UringSockets {
-                    ctl: d.ctl,
-                    relays: &mut self.relays,
-                };
-                if let Some(out) = dispatch(&mut self.relay, at, rx, &mut sockets) {
-                    self.send(i, out);
-                }
-            }
-            if timer_due(&self.relay) {
-                let mut sockets = UringSockets {
-                    ctl: self.io.ctl(),
-                    relays: &mut self.relays,
-                };
-                self.relay.handle_timeout(now(), &mut sockets);
-            }
-            // Commands when woken; on an idle turn too, to notice a control
-            // side that has gone away.
-            if (self.io.take_wake() || n == 0)
-                && read_commands(&self.control, self.index, &mut self.relay, self.io.stats())
-            {
-                break;
-            }
-        }
-        let allocations_at_exit = self.relay.allocation_count();
-        let mut sockets = UringSockets {
+    /// Queues the send caused by datagram `i`.
+    fn send(&mut self, i: usize, t: Transmit) {
+        let sock = match t.via {
+            Via::Listener(ListenerId(idx)) => self.listeners.get(usize::from(idx)).copied(),
+            Via::Relay(token) => self.relays.get(&token.0).copied(),
+        };
+        let Some(sock) = sock else {
+            self.io.stats_mut().tx_unroutable += 1;
+            tracing::debug!(shard = self.index, via = ?t.via, "send from an unknown socket dropped");
+            return;
+        };
+        self.io.send(i, sock, t.to, tx_bytes(t.payload));
+    }
+
+    /// The relay sockets, as the state machine sees them.
+    fn sockets(&mut self) -> UringSockets<'_> {
+        UringSockets {
             ctl: self.io.ctl(),
             relays: &mut self.relays,
+        }
+    }
+}
+
+impl Driver for UringIo {
+    const NAME: &'static str = "uring";
+
+    fn wait(&mut self, timeout: Duration) -> bool {
+        self.received = match self.io.wait(timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "io_uring_enter failed");
+                std::thread::sleep(Duration::from_millis(10));
+                self.io.received()
+            }
         };
-        self.relay.close_all(&mut sockets);
+        self.io.take_wake() || self.received == 0
+    }
+
+    fn receive(&mut self, relay: &mut Relay) {
+        let at = now();
+        for i in 0..self.received {
+            let Some(d) = self.io.datagram(i) else {
+                continue;
+            };
+            let rx = Inbound {
+                tag: d.tag,
+                from: d.from,
+                buf: d.buf,
+                len: d.len,
+                scratch: d.scratch,
+            };
+            let mut sockets = UringSockets {
+                ctl: d.ctl,
+                relays: &mut self.relays,
+            };
+            if let Some(t) = dispatch(relay, at, rx, &mut sockets) {
+                self.send(i, t);
+            }
+        }
+    }
+
+    fn timeout(&mut self, relay: &mut Relay, now: Now) {
+        relay.handle_timeout(now, &mut self.sockets());
+    }
+
+    fn stats(&self) -> &IoStats {
+        self.io.stats()
+    }
+
+    fn close(&mut self, relay: &mut Relay) {
+        relay.close_all(&mut self.sockets());
         if !self.io.shutdown(DRAIN) {
             tracing::warn!(
                 shard = self.index,
                 "io_uring requests still in flight after {DRAIN:?}"
             );
         }
-        tracing::debug!(shard = self.index, allocations_at_exit, "shard stopped");
-        ShardReport::new(
-            self.index,
-            &self.relay,
-            self.io.stats(),
-            allocations_at_exit,
-        )
-    }
-
-    /// Queues the send caused by datagram `i`.
-    fn send(&mut self, i: usize, out: Out) {
-        let sock = match &out.via {
-            Via::Listener(idx) => self.listeners.get(*idx).copied(),
-            Via::Relay(token) => self.relays.get(&token.0).copied(),
-        };
-        let Some(sock) = sock else {
-            self.io.stats_mut().tx_unroutable += 1;
-            tracing::debug!(shard = self.index, via = ?out.via, "send from an unknown socket dropped");
-            return;
-        };
-        let bytes = match out.bytes {
-            Bytes::Rx(range) => TxBytes::Rx(range),
-            Bytes::Reply(n) => TxBytes::Reply(n),
-        };
-        self.io.send(i, sock, out.dest, bytes);
     }
 }
 

@@ -12,8 +12,8 @@ use uturn::auth::{derive_key, AuthConfig, Authenticator, PasswordAlgorithm, Stat
 use uturn::policy::{AllocationLedger, PeerPolicy, Quotas};
 use uturn::stun::{attr, Attribute, Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ClientOutput, ListenerId, Now, Relay, RelaySockets, RelayToken, TurnConfig, MAX_REPLY,
-    PEER_HEADROOM, PEER_TAILROOM,
+    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
+    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 pub const CHANNEL: u16 = 0x4001;
@@ -44,6 +44,8 @@ pub struct FastPath {
     pub peer_no_channel: SocketAddr,
     pub now: Now,
     pub scratch: Vec<u8>,
+    /// A receive buffer for control requests, laid out as the io layer does.
+    rx: Vec<u8>,
 }
 
 fn request(
@@ -135,6 +137,7 @@ impl FastPath {
                 unix: 1_800_000_000,
             },
             scratch: vec![0; MAX_REPLY],
+            rx: vec![0; PEER_HEADROOM + 2048 + PEER_TAILROOM],
         };
         let k = key.as_bytes();
         let main_client = fp.client;
@@ -211,17 +214,9 @@ impl FastPath {
     }
 
     fn control(&mut self, pkt: &[u8]) -> Vec<u8> {
-        match self.relay.handle_client(
-            self.now,
-            ListenerId(0),
-            self.client,
-            pkt,
-            &mut self.scratch,
-            &mut self.sockets,
-        ) {
-            ClientOutput::Reply(n) => self.scratch[..n].to_vec(),
-            other => panic!("expected a reply, got {other:?}"),
-        }
+        let n = self.request_from(self.client, pkt);
+        assert!(n > 0, "expected a reply");
+        self.scratch[..n].to_vec()
     }
 
     fn expect_success(&mut self, pkt: &[u8]) {
@@ -237,27 +232,38 @@ impl FastPath {
     }
 
     /// One request from `client`; returns the length of the reply (0: none).
+    /// The request is copied into a receive buffer first (no allocation).
     pub fn request_from(&mut self, client: SocketAddr, pkt: &[u8]) -> usize {
+        let Some(room) = self.rx.get_mut(PEER_HEADROOM..PEER_HEADROOM + pkt.len()) else {
+            return 0;
+        };
+        room.copy_from_slice(pkt);
         match self.relay.handle_client(
             self.now,
             ListenerId(0),
             client,
-            pkt,
+            &self.rx,
+            pkt.len(),
             &mut self.scratch,
             &mut self.sockets,
         ) {
-            ClientOutput::Reply(n) => n,
+            Some(Transmit {
+                via: Via::Listener(_),
+                payload: Payload::Reply(n),
+                ..
+            }) => n,
             _ => 0,
         }
     }
 
-    /// A ChannelData datagram from the client.
+    /// A ChannelData datagram from the client, in a receive buffer laid out
+    /// as the io layer lays it out (headroom, datagram, tailroom).
     pub fn channel_data(&self, payload_len: usize) -> Vec<u8> {
-        let mut pkt = vec![0u8; 4 + payload_len];
+        let mut buf = vec![0u8; PEER_HEADROOM + 4 + payload_len + PEER_TAILROOM];
         let mut h = [0u8; 4];
         uturn::stun::channel::write_header(&mut h, CHANNEL, payload_len as u16);
-        pkt[..4].copy_from_slice(&h);
-        pkt
+        buf[PEER_HEADROOM..PEER_HEADROOM + 4].copy_from_slice(&h);
+        buf
     }
 
     /// A receive buffer laid out as the io layer lays it out for a peer datagram.
@@ -265,17 +271,24 @@ impl FastPath {
         vec![0u8; PEER_HEADROOM + payload_len + PEER_TAILROOM]
     }
 
-    /// One client → peer packet; returns the payload length forwarded.
-    pub fn client_to_peer(&mut self, pkt: &[u8]) -> usize {
+    /// One client → peer packet (`buf` from `channel_data`); returns the
+    /// payload length forwarded.
+    pub fn client_to_peer(&mut self, buf: &[u8]) -> usize {
+        let len = buf.len() - PEER_HEADROOM - PEER_TAILROOM;
         match self.relay.handle_client(
             self.now,
             ListenerId(0),
             self.client,
-            pkt,
+            buf,
+            len,
             &mut self.scratch,
             &mut self.sockets,
         ) {
-            ClientOutput::ToPeer { payload, .. } => payload.len(),
+            Some(Transmit {
+                via: Via::Relay(_),
+                payload: Payload::Rx(range),
+                ..
+            }) => range.len(),
             _ => 0,
         }
     }
@@ -284,6 +297,9 @@ impl FastPath {
     pub fn peer_to_client(&mut self, peer: SocketAddr, buf: &mut [u8], len: usize) -> usize {
         self.relay
             .handle_peer(self.now, self.token, peer, buf, len)
-            .map_or(0, |out| out.range.len())
+            .map_or(0, |out| match out.payload {
+                Payload::Rx(range) => range.len(),
+                Payload::Reply(_) => 0,
+            })
     }
 }

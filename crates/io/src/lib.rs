@@ -72,14 +72,15 @@ impl BatchLayout {
     }
 }
 
-/// Where the bytes of a queued send are.
+/// Where the bytes of a send are, for both backends: in the buffers of the
+/// received datagram that caused it, so that nothing is copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TxData {
-    /// `range` of receive slot `slot` (offsets from the start of the slot,
-    /// headroom included).
-    Slot { slot: usize, range: Range<usize> },
-    /// The first `len` bytes of reply slot `slot`.
-    Reply { slot: usize, len: usize },
+pub enum TxBytes {
+    /// This range of the datagram's receive slot (offsets from the start of
+    /// the slot, headroom included).
+    Rx(Range<usize>),
+    /// The first `n` bytes of the datagram's reply slot.
+    Reply(usize),
 }
 
 /// Counters of one shard's io. Every datagram that is not sent is counted

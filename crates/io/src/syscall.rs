@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::addr::{read_sockaddr, write_sockaddr, zeroed_storage};
-use super::{BatchLayout, IoStats, TxData};
+use super::{BatchLayout, IoStats, TxBytes};
 
 /// An epoll instance. Sources are registered level-triggered with a `u64`
 /// key that comes back with every readiness event.
@@ -136,7 +136,9 @@ struct RxMeta {
 struct TxEntry {
     fd: RawFd,
     dest: SocketAddr,
-    data: TxData,
+    /// The received datagram whose buffers hold the bytes.
+    slot: usize,
+    bytes: TxBytes,
 }
 
 /// Receive slots, the reply arena and the send queue of one shard,
@@ -329,18 +331,22 @@ impl UdpBatch {
         ))
     }
 
-    /// Queues `data` to be sent from `fd` to `dest` at the next `flush`. The
-    /// caller keeps `fd` open until then. Returns false (and counts the send
-    /// as unroutable) when `data` does not lie inside a slot.
-    pub fn queue(&mut self, fd: BorrowedFd<'_>, dest: SocketAddr, data: TxData) -> bool {
-        let valid = match &data {
-            TxData::Slot { slot, range } => {
-                *slot < self.layout.slots && range.start <= range.end && range.end <= self.slot_len
-            }
-            TxData::Reply { slot, len } => {
-                *slot < self.layout.slots && *len <= self.layout.reply_len
-            }
-        };
+    /// Queues `bytes` of received datagram `slot` to be sent from `fd` to
+    /// `dest` at the next `flush`. The caller keeps `fd` open until then.
+    /// Returns false (and counts the send as unroutable) when `bytes` do not
+    /// lie inside that datagram's slots.
+    pub fn queue(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        dest: SocketAddr,
+        slot: usize,
+        bytes: TxBytes,
+    ) -> bool {
+        let valid = slot < self.layout.slots
+            && match &bytes {
+                TxBytes::Rx(range) => range.start <= range.end && range.end <= self.slot_len,
+                TxBytes::Reply(len) => *len <= self.layout.reply_len,
+            };
         if !valid {
             self.stats.tx_unroutable += 1;
             return false;
@@ -351,7 +357,8 @@ impl UdpBatch {
         self.tx.push(TxEntry {
             fd: fd.as_raw_fd(),
             dest,
-            data,
+            slot,
+            bytes,
         });
         true
     }
@@ -380,14 +387,15 @@ impl UdpBatch {
         for (k, &i) in self.order.iter().enumerate() {
             let e = &self.tx[i];
             // In bounds: `queue` checked slot and range against the layout.
-            let (ptr, len) = match &e.data {
-                TxData::Slot { slot, range } => (
-                    rx_base.wrapping_add(slot * self.slot_len + range.start),
+            let (ptr, len) = match &e.bytes {
+                TxBytes::Rx(range) => (
+                    rx_base.wrapping_add(e.slot * self.slot_len + range.start),
                     range.len(),
                 ),
-                TxData::Reply { slot, len } => {
-                    (reply_base.wrapping_add(slot * self.layout.reply_len), *len)
-                }
+                TxBytes::Reply(len) => (
+                    reply_base.wrapping_add(e.slot * self.layout.reply_len),
+                    *len,
+                ),
             };
             self.iovs[k] = libc::iovec {
                 iov_base: ptr as *mut libc::c_void,
@@ -550,27 +558,14 @@ mod tests {
         let tx = udp();
         let tx2 = udp();
         // Interleave two sockets: grouping must keep per-socket order.
-        assert!(batch.queue(
-            tx.as_fd(),
-            d1.local_addr().unwrap(),
-            TxData::Reply { slot: 0, len: 5 }
-        ));
+        assert!(batch.queue(tx.as_fd(), d1.local_addr().unwrap(), 0, TxBytes::Reply(5)));
         assert!(batch.queue(
             tx2.as_fd(),
             d2.local_addr().unwrap(),
-            TxData::Slot {
-                slot: 0,
-                range: 50..60
-            }
+            0,
+            TxBytes::Rx(50..60)
         ));
-        assert!(batch.queue(
-            tx.as_fd(),
-            d2.local_addr().unwrap(),
-            TxData::Slot {
-                slot: 0,
-                range: 48..50
-            }
-        ));
+        assert!(batch.queue(tx.as_fd(), d2.local_addr().unwrap(), 0, TxBytes::Rx(48..50)));
         batch.flush();
         let mut buf = [0u8; 64];
         let (n, from) = d1.recv_from(&mut buf).unwrap();
@@ -611,32 +606,14 @@ mod tests {
         let mut batch = UdpBatch::new(LAYOUT);
         let s = udp();
         let dest = s.local_addr().unwrap();
-        assert!(!batch.queue(
-            s.as_fd(),
-            dest,
-            TxData::Slot {
-                slot: 0,
-                range: 0..5000
-            }
-        ));
-        assert!(!batch.queue(
-            s.as_fd(),
-            dest,
-            TxData::Slot {
-                slot: 32,
-                range: 0..1
-            }
-        ));
-        assert!(!batch.queue(s.as_fd(), dest, TxData::Reply { slot: 0, len: 1281 }));
+        assert!(!batch.queue(s.as_fd(), dest, 0, TxBytes::Rx(0..5000)));
+        assert!(!batch.queue(s.as_fd(), dest, 32, TxBytes::Rx(0..1)));
+        assert!(!batch.queue(s.as_fd(), dest, 0, TxBytes::Reply(1281)));
         assert_eq!(batch.stats().tx_unroutable, 3);
         // An IPv4 socket cannot send to an IPv6 destination: counted, not fatal,
         // and the following datagram still goes out.
-        assert!(batch.queue(
-            s.as_fd(),
-            "[::1]:9".parse().unwrap(),
-            TxData::Reply { slot: 0, len: 1 }
-        ));
-        assert!(batch.queue(s.as_fd(), dest, TxData::Reply { slot: 0, len: 1 }));
+        assert!(batch.queue(s.as_fd(), "[::1]:9".parse().unwrap(), 0, TxBytes::Reply(1)));
+        assert!(batch.queue(s.as_fd(), dest, 0, TxBytes::Reply(1)));
         batch.flush();
         assert_eq!(batch.stats().tx_errors, 1);
         assert_eq!(batch.stats().tx_datagrams, 1);

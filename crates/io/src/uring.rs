@@ -86,7 +86,6 @@ pub use probe::{probe, Unavailable};
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +95,7 @@ use io_uring::{cqueue, opcode, types, IoUring};
 use super::addr::{read_sockaddr, zeroed_storage};
 use super::wake::WakeFd;
 use super::IoStats;
+use super::TxBytes;
 use ctl::{FileSlot, SlotState};
 use mem::{RawMem, RxPool, TxMeta, TxPool, MAX_SEGMENTS};
 
@@ -204,16 +204,6 @@ impl RingMode {
 /// A socket registered with a ring (its fixed-file slot).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SockId(u32);
-
-/// Where the bytes of a send are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TxBytes {
-    /// This range of the datagram's receive buffer (offsets from the start
-    /// of the buffer, headroom included).
-    Rx(Range<usize>),
-    /// The first `n` bytes of the datagram's scratch (reply) area.
-    Reply(usize),
-}
 
 fn with_context(what: &'static str) -> impl Fn(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))

@@ -43,8 +43,8 @@ use uturn::stun::channel::{self, ChannelData};
 use uturn::stun::integrity::{check_fingerprint, check_sha1, check_sha256, Integrity};
 use uturn::stun::{Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ClientOutput, ListenerId, Now, Relay, RelaySockets, RelayToken, TurnConfig, MAX_REPLY,
-    PEER_HEADROOM, PEER_TAILROOM,
+    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
+    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 use crate::reader::Reader;
@@ -432,29 +432,47 @@ impl Harness {
     ) -> Option<u16> {
         let five = client_addr(c);
         let now = self.now();
+        // The datagram in a receive buffer laid out as the io layer does.
+        let mut rx = vec![0u8; PEER_HEADROOM + pkt.len() + PEER_TAILROOM];
+        rx[PEER_HEADROOM..PEER_HEADROOM + pkt.len()].copy_from_slice(pkt);
         let out = self.relay.handle_client(
             now,
             five.0,
             five.1,
-            pkt,
+            &rx,
+            pkt.len(),
             &mut self.scratch,
             &mut self.sockets,
         );
         match out {
-            ClientOutput::Nothing => None,
-            ClientOutput::Reply(n) => {
+            None => None,
+            Some(Transmit {
+                via: Via::Listener(listener),
+                to,
+                payload: Payload::Reply(n),
+            }) => {
+                assert_eq!((listener, to), five, "a reply to another client");
                 assert!(n <= MAX_REPLY);
                 let reply = self.scratch[..n].to_vec();
                 self.reply(five, pkt, &reply, signer)
             }
-            ClientOutput::ToPeer {
-                relay,
-                peer,
-                payload,
-            } => {
-                self.to_peer(five, pkt, relay, peer, payload, sent);
+            Some(Transmit {
+                via: Via::Relay(relay),
+                to,
+                payload: Payload::Rx(range),
+            }) => {
+                // Forwarded in place: the range lies inside the datagram.
+                assert!(
+                    PEER_HEADROOM <= range.start
+                        && range.start <= range.end
+                        && range.end <= PEER_HEADROOM + pkt.len(),
+                    "a payload outside the datagram: {range:?}"
+                );
+                let payload = range.start - PEER_HEADROOM..range.end - PEER_HEADROOM;
+                self.to_peer(five, pkt, relay, to, payload, sent);
                 None
             }
+            Some(other) => panic!("a client datagram caused {other:?}"),
         }
     }
 
@@ -672,11 +690,15 @@ impl Harness {
             .token_owner
             .get(&token)
             .expect("ToClient on a socket the harness never saw allocated");
-        assert_eq!(
-            (out.listener, out.client),
-            five,
-            "ToClient to another client"
-        );
+        let Transmit {
+            via: Via::Listener(listener),
+            to: client,
+            payload: Payload::Rx(range),
+        } = out
+        else {
+            panic!("a peer datagram caused {out:?}");
+        };
+        assert_eq!((listener, client), five, "ToClient to another client");
         let g = self
             .live(&five)
             .expect("ToClient for an allocation that is not live");
@@ -687,8 +709,8 @@ impl Harness {
             "ToClient from {peer} without a live permission (at {} s, until {perm} s)",
             self.secs
         );
-        assert!(out.range.start <= out.range.end && out.range.end <= buf.len());
-        let bytes = &buf[out.range];
+        assert!(range.start <= range.end && range.end <= buf.len());
+        let bytes = &buf[range];
         let channel = g
             .channels
             .iter()

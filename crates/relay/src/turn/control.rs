@@ -12,7 +12,7 @@ use super::allocation::{
 use super::ports::Parity;
 use super::reply::{self, Code};
 use super::{
-    Admission, ClientOutput, Now, Relay, RelaySockets, Reservation, MAX_REPLY, RESERVATION_LIFETIME,
+    Admission, Answer, Now, Relay, RelaySockets, Reservation, MAX_REPLY, RESERVATION_LIFETIME,
 };
 use crate::auth::{AuthError, Authenticated, Authenticator};
 use crate::policy::QuotaExceeded;
@@ -147,15 +147,15 @@ impl Relay {
         pkt: &[u8],
         scratch: &mut [u8],
         sockets: &mut impl RelaySockets,
-    ) -> ClientOutput {
+    ) -> Answer {
         let Ok(msg) = Message::parse(pkt) else {
             self.stats.drop_malformed += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         // RFC 8489 §7.3: a FINGERPRINT that does not match means "not STUN".
         if integrity::check_fingerprint(&msg) == Integrity::Invalid {
             self.stats.drop_malformed += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         }
         let scratch = match scratch.len() {
             n if n >= MAX_REPLY => &mut scratch[..MAX_REPLY],
@@ -171,7 +171,7 @@ impl Relay {
             (Class::Request, _) => {
                 // RFC 8489 §6.3.1: a request for a method we do not serve gets 400.
                 if !self.unauth_allowed(now, five) {
-                    return ClientOutput::Nothing;
+                    return Answer::Nothing;
                 }
                 let fp = msg.get(attr::FINGERPRINT).is_some();
                 self.write(
@@ -183,7 +183,7 @@ impl Relay {
             }
             _ => {
                 self.stats.drop_malformed += 1;
-                ClientOutput::Nothing
+                Answer::Nothing
             }
         }
     }
@@ -204,17 +204,17 @@ impl Relay {
         signer: Option<&Authenticated<'_>>,
         fingerprint: bool,
         scratch: &'b mut [u8],
-    ) -> ClientOutput {
+    ) -> Answer {
         let result = (|| {
             let mut w = body(scratch)?;
             self.finish(&mut w, signer, fingerprint)?;
             Ok::<usize, EncodeError>(w.finish())
         })();
         match result {
-            Ok(n) => ClientOutput::Reply(n),
+            Ok(n) => Answer::Reply(n),
             Err(_) => {
                 self.stats.drop_encode += 1;
-                ClientOutput::Nothing
+                Answer::Nothing
             }
         }
     }
@@ -245,7 +245,7 @@ impl Relay {
         msg: &Message<'a>,
         signer: Option<&Authenticated<'_>>,
         scratch: &mut [u8],
-    ) -> Result<Request<'a>, ClientOutput> {
+    ) -> Result<Request<'a>, Answer> {
         let Ok(req) = Request::decode(msg) else {
             let fp = msg.get(attr::FINGERPRINT).is_some();
             return Err(self.write(
@@ -277,9 +277,9 @@ impl Relay {
         five: FiveTuple,
         msg: &Message<'_>,
         scratch: &mut [u8],
-    ) -> ClientOutput {
+    ) -> Answer {
         if !self.unauth_allowed(now, five) {
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         }
         let req = match self.decode_or_reject(msg, None, scratch) {
             Ok(r) => r,
@@ -305,7 +305,7 @@ impl Relay {
         msg: &Message<'_>,
         scratch: &mut [u8],
         sockets: &mut impl RelaySockets,
-    ) -> ClientOutput {
+    ) -> Answer {
         let auth = std::sync::Arc::clone(&self.auth);
         // SECURITY.md rule 1: an expired REST credential is refused on every
         // authenticated request, so that it cannot keep an allocation alive;
@@ -326,7 +326,7 @@ impl Relay {
             _ => self.channel_bind(now, five, msg, &req, &who, scratch),
         };
         match result {
-            Ok(n) => ClientOutput::Reply(n),
+            Ok(n) => Answer::Reply(n),
             Err(Fail::Code(code)) => {
                 self.stats
                     .count_error(code.number(), msg.method() == Method::Allocate);
@@ -355,7 +355,7 @@ impl Relay {
             }
             Err(Fail::Encode) => {
                 self.stats.drop_encode += 1;
-                ClientOutput::Nothing
+                Answer::Nothing
             }
         }
     }
@@ -368,7 +368,7 @@ impl Relay {
         scratch: &mut [u8],
         auth: &Authenticator,
         e: AuthError,
-    ) -> ClientOutput {
+    ) -> Answer {
         let (code, challenge) = match e {
             AuthError::Challenge => (Code::Unauthorized, true),
             AuthError::Unauthorized(_) => (Code::Unauthorized, true),
@@ -379,7 +379,7 @@ impl Relay {
             self.stats.count_auth_failure(failure);
         }
         if !self.unauth_allowed(now, five) {
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         }
         let fp = msg.get(attr::FINGERPRINT).is_some();
         let (client, unix) = (five.client, now.unix);

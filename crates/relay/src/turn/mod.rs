@@ -84,9 +84,39 @@ pub struct TurnConfig {
     pub software: Option<String>,
 }
 
-/// What to do with a datagram a client sent.
+/// A datagram to send: the one output of the state machine, for both
+/// directions, with its bytes in the caller's buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientOutput {
+pub struct Transmit {
+    /// The socket it leaves from.
+    pub via: Via,
+    pub to: SocketAddr,
+    pub payload: Payload,
+}
+
+/// The socket a [`Transmit`] leaves from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The listener the client's datagrams arrive on (its 5-tuple).
+    Listener(ListenerId),
+    /// One of an allocation's relay sockets.
+    Relay(RelayToken),
+}
+
+/// Where the bytes of a [`Transmit`] are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// This range of the receive buffer the datagram came in (headroom
+    /// included): forwarded without a copy.
+    Rx(Range<usize>),
+    /// The first `n` bytes of the scratch area (an answer).
+    Reply(usize),
+}
+
+/// What the control and fast paths decide for a client datagram, relative
+/// to that datagram; `handle_client` turns it into a [`Transmit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
     /// Nothing to send (dropped and counted, or an indication consumed).
     Nothing,
     /// Send `scratch[..n]` back to the client through the same listener.
@@ -97,15 +127,6 @@ pub enum ClientOutput {
         peer: SocketAddr,
         payload: Range<usize>,
     },
-}
-
-/// A peer datagram turned into ChannelData or a Data indication, in place.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToClient {
-    pub listener: ListenerId,
-    pub client: SocketAddr,
-    /// Range of the finished message in the buffer given to `handle_peer`.
-    pub range: Range<usize>,
 }
 
 /// Counters of one shard.
@@ -373,33 +394,61 @@ impl Relay {
         g
     }
 
-    /// A datagram from `client` on `listener`. Responses are written into
-    /// `scratch` (at least `MAX_REPLY` bytes).
+    /// A datagram from `client` on `listener`; it sits at
+    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` (the receive buffer's
+    /// layout for both directions, see [`handle_peer`](Self::handle_peer)).
+    /// Answers are written into `scratch` (at least `MAX_REPLY` bytes).
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_client(
         &mut self,
         now: Now,
         listener: ListenerId,
         client: SocketAddr,
-        pkt: &[u8],
+        buf: &[u8],
+        len: usize,
         scratch: &mut [u8],
         sockets: &mut impl RelaySockets,
-    ) -> ClientOutput {
+    ) -> Option<Transmit> {
+        let Some(pkt) = PEER_HEADROOM
+            .checked_add(len)
+            .and_then(|end| buf.get(PEER_HEADROOM..end))
+        else {
+            self.stats.drop_malformed += 1;
+            return None;
+        };
         let five = FiveTuple { listener, client };
-        match stun::message::classify(pkt) {
+        let answer = match stun::message::classify(pkt) {
             PacketKind::ChannelData => self.channel_data_from_client(now, five, pkt),
             PacketKind::Stun => self.control(now, five, pkt, scratch, sockets),
             PacketKind::Other => {
                 self.stats.drop_malformed += 1;
-                ClientOutput::Nothing
+                Answer::Nothing
             }
+        };
+        match answer {
+            Answer::Nothing => None,
+            Answer::Reply(n) => Some(Transmit {
+                via: Via::Listener(listener),
+                to: client,
+                payload: Payload::Reply(n),
+            }),
+            Answer::ToPeer {
+                relay,
+                peer,
+                payload,
+            } => Some(Transmit {
+                via: Via::Relay(relay),
+                to: peer,
+                payload: Payload::Rx(PEER_HEADROOM + payload.start..PEER_HEADROOM + payload.end),
+            }),
         }
     }
 
     /// Fast path, client → peer: RFC 8656 §12.6.
-    fn channel_data_from_client(&mut self, now: Now, five: FiveTuple, pkt: &[u8]) -> ClientOutput {
+    fn channel_data_from_client(&mut self, now: Now, five: FiveTuple, pkt: &[u8]) -> Answer {
         let Ok(cd) = ChannelData::parse(pkt) else {
             self.stats.drop_malformed += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         let Some((index, alloc)) = self
             .table
@@ -407,26 +456,26 @@ impl Relay {
             .filter(|(_, a)| now.at < a.expires)
         else {
             self.stats.drop_no_allocation += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         // RFC 8656 §12.6: an unbound channel number means the data is dropped.
         let Some(peer) = alloc.channel_peer(cd.number, now.at) else {
             self.stats.drop_no_permission += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         // A channel lives 600 s, its peer's permission 300 s (RFC 8656 §9, §12):
         // past that, ChannelData is dropped like a Send indication (§10.2), so
         // that a client reaches a peer only while it holds a permission.
         if !alloc.has_permission(peer.ip(), now.at) {
             self.stats.drop_no_permission += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         }
         let family = allocation::family_of(&peer);
         let relay = self.table.token(index, family);
         let len = cd.payload.len();
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += len as u64;
-        ClientOutput::ToPeer {
+        Answer::ToPeer {
             relay,
             peer,
             payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len,
@@ -443,7 +492,7 @@ impl Relay {
         peer: SocketAddr,
         buf: &mut [u8],
         len: usize,
-    ) -> Option<ToClient> {
+    ) -> Option<Transmit> {
         let Some((alloc, _family)) = self.table.by_token(relay) else {
             self.stats.drop_no_allocation += 1;
             return None;
@@ -487,10 +536,10 @@ impl Relay {
         };
         self.stats.to_client_packets += 1;
         self.stats.to_client_bytes += len as u64;
-        Some(ToClient {
-            listener,
-            client,
-            range,
+        Some(Transmit {
+            via: Via::Listener(listener),
+            to: client,
+            payload: Payload::Rx(range),
         })
     }
 

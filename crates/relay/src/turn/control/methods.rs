@@ -455,42 +455,42 @@ impl Relay {
         now: Now,
         five: FiveTuple,
         msg: &Message<'_>,
-    ) -> ClientOutput {
+    ) -> Answer {
         let Some(index) = self.live_index(now, &five) else {
             self.stats.drop_no_allocation += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         let req = match Request::decode(msg) {
             Ok(r) if r.n_unknown == 0 && r.n_peers == 1 && r.data.is_some() => r,
             _ => {
                 self.stats.drop_malformed += 1;
-                return ClientOutput::Nothing;
+                return Answer::Nothing;
             }
         };
         let (Some(peer), Some(payload)) = (req.peers().next(), req.data.clone()) else {
             self.stats.drop_malformed += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         let Some(a) = self.table.get(index) else {
             self.stats.drop_no_allocation += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         };
         match Self::check_peer(&self.policy, &mut self.stats, &mut *self.observer, a, peer) {
             Ok(()) => {}
-            Err(Code::Forbidden) => return ClientOutput::Nothing,
+            Err(Code::Forbidden) => return Answer::Nothing,
             Err(_) => {
                 self.stats.drop_malformed += 1;
-                return ClientOutput::Nothing;
+                return Answer::Nothing;
             }
         }
         if !a.has_permission(peer.ip(), now.at) {
             self.stats.drop_no_permission += 1;
-            return ClientOutput::Nothing;
+            return Answer::Nothing;
         }
         let relay = self.table.token(index, family_of(&peer));
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
-        ClientOutput::ToPeer {
+        Answer::ToPeer {
             relay,
             peer,
             payload,

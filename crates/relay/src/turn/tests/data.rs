@@ -16,24 +16,12 @@ fn send_indication_reaches_the_peer_only_with_a_permission() {
     let mut h = Harness::new();
     let (mut c, _) = ready(&mut h);
     let pkt = c.send_indication(PEER, b"hello");
-    assert_eq!(
-        h.client(c.addr, &pkt),
-        ClientOutput::Nothing,
-        "no permission yet"
-    );
+    assert_eq!(h.client(c.addr, &pkt), None, "no permission yet");
     assert_eq!(c.permit(&mut h, PEER).class(), Class::Success);
-    match h.client(c.addr, &pkt) {
-        ClientOutput::ToPeer {
-            peer,
-            payload,
-            relay,
-        } => {
-            assert_eq!(peer, addr(PEER));
-            assert_eq!(&pkt[payload], b"hello");
-            assert!(h.sockets.bound.contains_key(&relay));
-        }
-        other => panic!("expected ToPeer, got {other:?}"),
-    }
+    let (relay, peer, bytes) = h.to_peer(c.addr, &pkt).expect("forwarded");
+    assert_eq!(peer, addr(PEER));
+    assert_eq!(bytes, b"hello");
+    assert!(h.sockets.bound.contains_key(&relay));
 }
 
 #[test]
@@ -71,24 +59,27 @@ fn channel_data_flows_both_ways() {
     let (mut c, relayed) = ready(&mut h);
     assert_eq!(c.bind(&mut h, 0x4001, PEER).class(), Class::Success);
     let pkt = channel_data(0x4001, b"rtp-ish payload");
-    match h.client(c.addr, &pkt) {
-        ClientOutput::ToPeer { peer, payload, .. } => {
-            assert_eq!(peer, addr(PEER));
-            assert_eq!(payload, 4..4 + 15);
-            assert_eq!(&pkt[payload], b"rtp-ish payload");
-        }
-        other => panic!("expected ToPeer, got {other:?}"),
-    }
+    // Forwarded straight from the receive buffer: the payload's range is in
+    // buffer coordinates, past the headroom and the 4-byte channel header.
+    let (out, buf) = h.client_rx(c.addr, &pkt);
+    let Some(Transmit {
+        via: Via::Relay(_),
+        to,
+        payload: Payload::Rx(range),
+    }) = out
+    else {
+        panic!("expected a send to the peer, got {out:?}");
+    };
+    assert_eq!(to, addr(PEER));
+    assert_eq!(range, PEER_HEADROOM + 4..PEER_HEADROOM + 4 + 15);
+    assert_eq!(&buf[range], b"rtp-ish payload");
     let out = h.peer(relayed, addr(PEER), b"answer").expect("relayed");
     let cd = ChannelData::parse(&out).unwrap();
     assert_eq!((cd.number, cd.payload), (0x4001, &b"answer"[..]));
     // Padding bytes after the payload (allowed over UDP) are not payload.
     let mut padded = channel_data(0x4001, b"abc");
     padded.push(0);
-    match h.client(c.addr, &padded) {
-        ClientOutput::ToPeer { payload, .. } => assert_eq!(payload, 4..7),
-        other => panic!("expected ToPeer, got {other:?}"),
-    }
+    assert_eq!(h.to_peer(c.addr, &padded).expect("forwarded").2, b"abc");
 }
 
 #[test]
@@ -96,19 +87,16 @@ fn channel_data_on_unbound_channel_or_other_five_tuple_is_dropped() {
     let mut h = Harness::new();
     let (mut c, _) = ready(&mut h);
     c.bind(&mut h, 0x4001, PEER);
-    assert_eq!(
-        h.client(c.addr, &channel_data(0x4002, b"x")),
-        ClientOutput::Nothing
-    );
+    assert_eq!(h.client(c.addr, &channel_data(0x4002, b"x")), None);
     // The same channel from another source port is not this allocation.
     assert_eq!(
         h.client(addr("203.0.113.20:41001"), &channel_data(0x4001, b"x")),
-        ClientOutput::Nothing
+        None
     );
     // A length past the datagram is malformed.
     let mut bad = channel_data(0x4001, b"abcd");
     bad.truncate(6);
-    assert_eq!(h.client(c.addr, &bad), ClientOutput::Nothing);
+    assert_eq!(h.client(c.addr, &bad), None);
     assert!(h.relay.stats().drop_malformed >= 1);
     assert!(h.relay.stats().drop_no_allocation >= 1);
 }
@@ -127,7 +115,7 @@ fn channel_binding_lasts_ten_minutes_and_cools_down_five_more() {
     h.advance(11);
     assert_eq!(
         h.client(c.addr, &channel_data(0x4001, b"x")),
-        ClientOutput::Nothing,
+        None,
         "binding expired"
     );
     // Peer data now arrives as a Data indication, not ChannelData.
@@ -137,10 +125,7 @@ fn channel_binding_lasts_ten_minutes_and_cools_down_five_more() {
     assert_eq!(c.bind(&mut h, 0x4001, PEER2).code(), Some(400));
     // …but may be bound again to the same one.
     assert_eq!(c.bind(&mut h, 0x4001, PEER).class(), Class::Success);
-    assert!(matches!(
-        h.client(c.addr, &channel_data(0x4001, b"x")),
-        ClientOutput::ToPeer { .. }
-    ));
+    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
 }
 
 #[test]
@@ -181,22 +166,16 @@ fn channel_data_needs_a_live_permission() {
     let (mut c, _) = ready(&mut h);
     c.bind(&mut h, 0x4001, PEER);
     h.advance(299);
-    assert!(matches!(
-        h.client(c.addr, &channel_data(0x4001, b"x")),
-        ClientOutput::ToPeer { .. }
-    ));
+    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
     h.advance(2);
     let dropped = h.relay.stats().drop_no_permission;
     assert_eq!(
         h.client(c.addr, &channel_data(0x4001, b"x")),
-        ClientOutput::Nothing,
+        None,
         "the channel lives on, its permission does not"
     );
     assert_eq!(h.relay.stats().drop_no_permission, dropped + 1);
     // Renewing the permission opens the channel again.
     c.permit(&mut h, PEER);
-    assert!(matches!(
-        h.client(c.addr, &channel_data(0x4001, b"x")),
-        ClientOutput::ToPeer { .. }
-    ));
+    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
 }

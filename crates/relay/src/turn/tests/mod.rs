@@ -159,22 +159,56 @@ impl Harness {
         self.relay.handle_timeout(now, &mut self.sockets);
     }
 
-    /// Feeds a datagram from `from`; returns the reply bytes if any.
-    pub fn client(&mut self, from: SocketAddr, pkt: &[u8]) -> ClientOutput {
+    /// Feeds a datagram from `from` (in a receive buffer laid out as the io
+    /// layer lays it out); returns what the relay sends.
+    pub fn client(&mut self, from: SocketAddr, pkt: &[u8]) -> Option<Transmit> {
+        self.client_rx(from, pkt).0
+    }
+
+    /// As `client`, and the receive buffer the payload ranges point into.
+    pub fn client_rx(&mut self, from: SocketAddr, pkt: &[u8]) -> (Option<Transmit>, Vec<u8>) {
+        let mut buf = vec![0u8; PEER_HEADROOM + pkt.len() + PEER_TAILROOM];
+        buf[PEER_HEADROOM..PEER_HEADROOM + pkt.len()].copy_from_slice(pkt);
         let now = self.now();
-        self.relay.handle_client(
+        let out = self.relay.handle_client(
             now,
             ListenerId(0),
             from,
-            pkt,
+            &buf,
+            pkt.len(),
             &mut self.scratch,
             &mut self.sockets,
-        )
+        );
+        (out, buf)
+    }
+
+    /// What a client datagram makes the relay send to a peer: the relay
+    /// socket, the peer and the bytes.
+    pub fn to_peer(
+        &mut self,
+        from: SocketAddr,
+        pkt: &[u8],
+    ) -> Option<(RelayToken, SocketAddr, Vec<u8>)> {
+        match self.client_rx(from, pkt) {
+            (
+                Some(Transmit {
+                    via: Via::Relay(relay),
+                    to,
+                    payload: Payload::Rx(range),
+                }),
+                buf,
+            ) => Some((relay, to, buf[range].to_vec())),
+            _ => None,
+        }
     }
 
     pub fn reply_bytes(&mut self, from: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
         match self.client(from, pkt) {
-            ClientOutput::Reply(n) => Some(self.scratch[..n].to_vec()),
+            Some(Transmit {
+                via: Via::Listener(ListenerId(0)),
+                to,
+                payload: Payload::Reply(n),
+            }) if to == from => Some(self.scratch[..n].to_vec()),
             _ => None,
         }
     }
@@ -193,7 +227,10 @@ impl Harness {
         let out = self
             .relay
             .handle_peer(now, token, peer, &mut buf, payload.len())?;
-        Some(buf[out.range].to_vec())
+        let Payload::Rx(range) = out.payload else {
+            panic!("peer data is forwarded in place, got {out:?}");
+        };
+        Some(buf[range].to_vec())
     }
 }
 
