@@ -8,11 +8,13 @@
 //! thread reaches a shard only through its command channel and eventfd
 //! (`control`), which the io driver watches beside the sockets.
 //!
-//! Both backends feed every datagram through `dispatch` — datagram in,
-//! state machine, at most one send out — and differ only in how they receive,
-//! where the bytes live and how sends are queued. Sockets are tagged the same
-//! way in both: a relay socket by its `RelayToken` (< 2^63), listener `i` by
-//! `LISTENER_TAG | i`.
+//! One loop (`drive`) runs every shard; a backend is a [`Driver`] that
+//! waits, receives and sends (`syscall`: epoll with recvmmsg/sendmmsg;
+//! `uring`: io_uring). Every datagram goes through `dispatch` — datagram
+//! in, state machine, at most one `Transmit` out — so backends differ only
+//! in how they receive, where the bytes live and how sends are queued.
+//! Sockets are tagged the same way in both: a relay socket by its
+//! `RelayToken` (< 2^63), listener `i` by `LISTENER_TAG | i`.
 
 mod control;
 mod syscall;
