@@ -1,5 +1,5 @@
 //! The `uturn` command line: serving (the run flags are
-//! [`RunArgs`](crate::config::RunArgs), since the configuration file mirrors
+//! [`RunArgs`], since the configuration file mirrors
 //! them) and the subcommands, with the one helper only a subcommand needs.
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 //! thread reaches a shard only through its command channel and eventfd
 //! (`control`), which the io driver watches beside the sockets.
 //!
-//! One loop (`drive`) runs every shard; a backend is a [`Driver`] that
+//! One loop (`drive`) runs every shard; a backend is a `Driver` that
 //! waits, receives and sends (`syscall`: epoll with recvmmsg/sendmmsg;
 //! `uring`: io_uring). Every datagram goes through `dispatch` — datagram
 //! in, state machine, at most one `Transmit` out — so backends differ only
