@@ -3,7 +3,9 @@
 //! Without a usable io_uring these tests fail, saying why, unless
 //! `UTURN_SKIP_URING=1` is set (then they print SKIPPED and pass).
 
+use super::ctl::SlotState;
 use super::*;
+use crate::TxBytes;
 use std::net::UdpSocket;
 
 const HEADROOM: usize = 48;
