@@ -24,7 +24,7 @@ use crate::payload;
 use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
 use crate::sys;
-use uturn::stun::channel;
+use uturn_stun::channel;
 
 /// Allocations created, used and deleted at a steady rate, for leak hunting.
 ///

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::{attr, Class, Message, MessageWriter, Method};
+use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use crate::cpu::{self, CpuMeter, ThreadMeter};
 use crate::output::{fmt_count, Output, Table};

@@ -26,7 +26,7 @@
 //! # Set-up handshake (not TURN: no authentication, no 401 round)
 //!
 //! Requests arrive on the client-facing socket as STUN messages (parsed and
-//! written with `uturn::stun`); integrity and fingerprint attributes are
+//! written with `uturn_stun`); integrity and fingerprint attributes are
 //! ignored and never sent.
 //!
 //! * **Allocate** → success with XOR-RELAYED-ADDRESS (a new UDP socket bound
@@ -59,7 +59,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::{
+use uturn_stun::{
     attr, channel::CHANNEL_HEADER_LEN, message::classify, Class, Message, MessageWriter, Method,
     PacketKind, TransactionId,
 };
@@ -651,7 +651,7 @@ fn write_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uturn::stun::{Attribute, ChannelData};
+    use uturn_stun::{Attribute, ChannelData};
 
     fn request(method: Method, tid: &TransactionId, attrs: &[Attribute<'_>]) -> Vec<u8> {
         let mut buf = vec![0u8; 512];

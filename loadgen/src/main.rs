@@ -10,8 +10,9 @@
 //! requests (`flood`) and a side-by-side
 //! comparison of uturn, the floor and coturn (`compare`).
 //!
-//! The method it implements is described in BENCHMARKING.md; the protocol
-//! code comes from uturn's `stun` layer only.
+//! The method it implements is described in BENCHMARKING.md. The protocol
+//! code comes from the `uturn-stun` codec only, the system calls from
+//! `uturn-io`.
 #![deny(unsafe_code)]
 
 mod allocate;

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use uturn::stun::{attr, Attribute, ChannelData, Class, Message, Method};
+use uturn_stun::{attr, Attribute, ChannelData, Class, Message, Method};
 
 use super::flow::{FlowError, Step, TurnFlow, Tx};
 use super::{EXTRA_TOKEN, MAX_STALE, MAX_TRIES, READS_PER_TURN, RTO};
@@ -472,7 +472,7 @@ pub fn run_plan(
 mod tests {
     use super::*;
     use std::net::{SocketAddr, UdpSocket};
-    use uturn::stun::MessageWriter;
+    use uturn_stun::MessageWriter;
 
     use crate::client::{loopback_for, udp_socket};
     use crate::creds::{key_md5, Auth};
@@ -572,8 +572,8 @@ mod tests {
                     return Some((401, b"n"));
                 }
                 assert_eq!(
-                    uturn::stun::integrity::check_sha1(m, &key_md5("u", b"r", "p")),
-                    uturn::stun::integrity::Integrity::Valid
+                    uturn_stun::integrity::check_sha1(m, &key_md5("u", b"r", "p")),
+                    uturn_stun::integrity::Integrity::Valid
                 );
                 None
             },

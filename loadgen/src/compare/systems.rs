@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use uturn::stun::{attr, Class, Message, MessageWriter, Method};
+use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use super::command::command_line;
 use super::{CompareArgs, Scenario, System, REALM, USER};

@@ -47,7 +47,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::channel;
+use uturn_stun::channel;
 
 use crate::client::{self, Engine, FlowError, TurnFlow};
 use crate::cpu;

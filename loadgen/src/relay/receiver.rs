@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 
 use hdrhistogram::Histogram;
-use uturn::stun::{attr, ChannelData, Class, Message, Method};
+use uturn_stun::{attr, ChannelData, Class, Message, Method};
 
 use super::measure::Live;
 use super::{directions, FlowInfo, Mode, RelayArgs, C2P, P2C};

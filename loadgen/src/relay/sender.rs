@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use uturn::stun::{attr, channel, Class, Message, MessageWriter, Method};
+use uturn_stun::{attr, channel, Class, Message, MessageWriter, Method};
 
 use super::measure::Live;
 use super::{directions, gso_cap, FlowInfo, Mode, RelayArgs, C2P, P2C, TICK_SECS};
