@@ -13,7 +13,7 @@
 //! The method it implements is described in BENCHMARKING.md. The protocol
 //! code comes from the `uturn-stun` codec only, the system calls from
 //! `uturn-io`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod allocate;
 mod churn;
@@ -29,7 +29,6 @@ mod payload;
 mod relay;
 mod stats;
 mod sweep;
-mod sys;
 
 use clap::{Parser, Subcommand};
 
