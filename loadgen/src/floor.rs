@@ -1,10 +1,11 @@
 //! `floor`: the kernel floor — a bare TURN-shaped UDP forwarder.
 //!
 //! It has the socket layout of a relay (one client-facing socket, one relay
-//! socket per allocation), the same system-call strategy as uturn's portable
-//! backend (level-triggered epoll over every socket, `recvmmsg` into a
-//! preallocated batch of 32 slots, `sendmmsg` grouped by socket, at most 8
-//! batches per ready socket per turn), and a fixed channel → peer map. On the
+//! socket per allocation), the system calls of uturn's portable backend,
+//! through the same code (uturn-io's `Poller` and `UdpBatch`: level-triggered
+//! epoll over every socket, `recvmmsg` into a preallocated batch of 32
+//! slots, `sendmmsg` grouped by socket; at most 8 batches per ready socket
+//! per turn), and a fixed channel → peer map. On the
 //! data path there is no TURN logic at all: no permissions, no lifetimes, no
 //! authentication, no statistics beyond counters. What a relay achieves
 //! divided by what the floor achieves is how close it is to what the kernel
