@@ -25,6 +25,30 @@ pub const GSO_MAX_BYTES: usize = 65_000;
 /// the rest of the batch is given up.
 const STALL_RETRIES: u32 = 3;
 
+/// What a sender does after a failed send call.
+enum AfterError {
+    /// Interrupted, or the buffer was full and a retry is still allowed
+    /// (the thread has yielded once): call again.
+    Retry,
+    /// The socket buffer stayed full.
+    Full,
+    /// Any other error.
+    Fail,
+}
+
+fn after_error(e: &io::Error, stalls: &mut u32) -> AfterError {
+    match e.kind() {
+        io::ErrorKind::Interrupted => AfterError::Retry,
+        io::ErrorKind::WouldBlock if *stalls < STALL_RETRIES => {
+            *stalls += 1;
+            std::thread::yield_now();
+            AfterError::Retry
+        }
+        io::ErrorKind::WouldBlock => AfterError::Full,
+        _ => AfterError::Fail,
+    }
+}
+
 /// `count` slots of `slot` bytes, filled by the caller and sent as
 /// datagrams of one length to one destination.
 pub struct SendBatch {
@@ -123,15 +147,11 @@ impl SendBatch {
                 break;
             }
             let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock if stalls < STALL_RETRIES => {
-                    stalls += 1;
-                    std::thread::yield_now();
-                }
-                io::ErrorKind::WouldBlock => break,
-                _ if done > 0 => break,
-                _ => return Err(e),
+            match after_error(&e, &mut stalls) {
+                AfterError::Retry => {}
+                AfterError::Full => break,
+                AfterError::Fail if done > 0 => break,
+                AfterError::Fail => return Err(e),
             }
         }
         Ok(done)
@@ -195,14 +215,10 @@ impl SendBatch {
                 return Ok(count);
             }
             let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock if stalls < STALL_RETRIES => {
-                    stalls += 1;
-                    std::thread::yield_now();
-                }
-                io::ErrorKind::WouldBlock => return Ok(0),
-                _ => return Err(e),
+            match after_error(&e, &mut stalls) {
+                AfterError::Retry => {}
+                AfterError::Full => return Ok(0),
+                AfterError::Fail => return Err(e),
             }
         }
     }
