@@ -19,7 +19,6 @@ use crate::creds::Auth;
 use crate::output::{fmt_code_counts, fmt_count, Output, Table};
 use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
-use crate::sys;
 
 /// Authenticated allocation flows per second, N in flight.
 ///
@@ -227,7 +226,7 @@ pub fn run_allocate(
         args.rest_secret.as_deref(),
         args.no_auth,
     )?;
-    sys::raise_nofile_limit();
+    uturn_io::socket::raise_fd_limit();
     // A real peer socket, so nothing the server might send there bounces.
     let peer_sock = client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, 1 << 16)
         .context("binding the peer socket")?;

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -23,8 +23,8 @@ use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
 use crate::payload;
 use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
-use crate::sys;
-use uturn::stun::channel;
+use uturn_io::process;
+use uturn_stun::channel;
 
 /// Allocations created, used and deleted at a steady rate, for leak hunting.
 ///
@@ -252,13 +252,13 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         args.rest_secret.as_deref(),
         args.no_auth,
     )?;
-    sys::raise_nofile_limit();
+    uturn_io::socket::raise_fd_limit();
     let peer_sock = client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, 1 << 20)
         .context("binding the peer socket")?;
     let peer = peer_sock.local_addr()?;
     let mut engine = Engine::new()?;
     engine.keep_data = true;
-    engine.watch(peer_sock.as_raw_fd(), PEER_TOKEN)?;
+    engine.watch(peer_sock.as_fd(), PEER_TOKEN)?;
 
     let mut phase: Vec<Option<Phase>> = Vec::new();
     let mut holding: VecDeque<(Instant, usize)> = VecDeque::new();
@@ -395,7 +395,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
                             &mut frame[4..],
                             flow.index as u32,
                             seq,
-                            sys::monotonic_ns(),
+                            process::monotonic_ns(),
                         );
                         if flow.sock.send(&frame).is_ok() {
                             c2p_sent += 1;

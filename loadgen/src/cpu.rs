@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::sys;
-pub use crate::sys::self_cpu_secs;
+pub use uturn_io::process::self_cpu_secs;
+use uturn_io::process::{clock_ticks_per_sec, thread_cpu_ns};
 
 /// User + system CPU seconds used so far by every thread of `pid`
 /// (/proc/PID/stat `utime` + `stime`, in clock ticks of 1/CLK_TCK s;
@@ -20,7 +20,7 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     let mut f = rest.split_whitespace().skip(11);
     let utime: f64 = f.next()?.parse().ok()?;
     let stime: f64 = f.next()?.parse().ok()?;
-    Some((utime + stime) / sys::clock_ticks_per_sec())
+    Some((utime + stime) / clock_ticks_per_sec())
 }
 
 /// The CPU seconds a process (the server) uses from the moment it is started.
@@ -56,7 +56,7 @@ pub struct ThreadMeter {
 impl ThreadMeter {
     pub fn start() -> ThreadMeter {
         ThreadMeter {
-            cpu_ns: sys::thread_cpu_ns(),
+            cpu_ns: thread_cpu_ns(),
             wall: Instant::now(),
         }
     }
@@ -64,7 +64,7 @@ impl ThreadMeter {
     /// The thread's CPU time over the wall time since the start (1.0: one core).
     pub fn utilisation(&self) -> f64 {
         let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
-        (sys::thread_cpu_ns().saturating_sub(self.cpu_ns)) as f64 / 1e9 / wall
+        (thread_cpu_ns().saturating_sub(self.cpu_ns)) as f64 / 1e9 / wall
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::{attr, Class, Message, MessageWriter, Method};
+use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use crate::cpu::{self, CpuMeter, ThreadMeter};
 use crate::output::{fmt_count, Output, Table};
@@ -129,7 +129,7 @@ fn flood(args: &FloodArgs, out: &Output) -> anyhow::Result<FloodReport> {
         "--duration must be in (0, 3600] seconds"
     );
     cpu::require_process(args.server_pid)?;
-    crate::sys::raise_nofile_limit();
+    uturn_io::socket::raise_fd_limit();
     let sockets: Vec<UdpSocket> = (0..args.sources)
         .map(|i| {
             let s = UdpSocket::bind((IpAddr::V4(source(i)), 0))
@@ -139,7 +139,7 @@ fn flood(args: &FloodArgs, out: &Output) -> anyhow::Result<FloodReport> {
         })
         .collect::<anyhow::Result<_>>()?;
     if let Some(cpu) = out.pin(0) {
-        let _ = crate::sys::pin_current_thread(&[cpu]);
+        let _ = uturn_io::process::pin_current_thread(&[cpu]);
     }
 
     let duration = Duration::from_secs_f64(args.duration);

@@ -1,10 +1,11 @@
 //! `floor`: the kernel floor — a bare TURN-shaped UDP forwarder.
 //!
 //! It has the socket layout of a relay (one client-facing socket, one relay
-//! socket per allocation), the same system-call strategy as uturn's portable
-//! backend (level-triggered epoll over every socket, `recvmmsg` into a
-//! preallocated batch of 32 slots, `sendmmsg` grouped by socket, at most 8
-//! batches per ready socket per turn), and a fixed channel → peer map. On the
+//! socket per allocation), the system calls of uturn's portable backend,
+//! through the same code (uturn-io's `Poller` and `UdpBatch`: level-triggered
+//! epoll over every socket, `recvmmsg` into a preallocated batch of 32
+//! slots, `sendmmsg` grouped by socket; at most 8 batches per ready socket
+//! per turn), and a fixed channel → peer map. On the
 //! data path there is no TURN logic at all: no permissions, no lifetimes, no
 //! authentication, no statistics beyond counters. What a relay achieves
 //! divided by what the floor achieves is how close it is to what the kernel
@@ -26,7 +27,7 @@
 //! # Set-up handshake (not TURN: no authentication, no 401 round)
 //!
 //! Requests arrive on the client-facing socket as STUN messages (parsed and
-//! written with `uturn::stun`); integrity and fingerprint attributes are
+//! written with `uturn_stun`); integrity and fingerprint attributes are
 //! ignored and never sent.
 //!
 //! * **Allocate** → success with XOR-RELAYED-ADDRESS (a new UDP socket bound
@@ -55,17 +56,18 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::{
+use uturn_io::syscall::{Events, Poller, UdpBatch};
+use uturn_io::{process, socket, BatchLayout, IoStats, TxData};
+use uturn_stun::{
     attr, channel::CHANNEL_HEADER_LEN, message::classify, Class, Message, MessageWriter, Method,
     PacketKind, TransactionId,
 };
 
 use crate::output::Output;
-use crate::sys::{self, Epoll, ForwardBatch, Src};
 
 /// Same as uturn's shard: datagrams per `recvmmsg` and sends per flush.
 const DEFAULT_BATCH: usize = 32;
@@ -154,7 +156,37 @@ pub struct FloorReport {
     /// Anything else on the client-facing socket.
     pub dropped_other: u64,
     pub epoll_wakeups: u64,
-    pub io: sys::IoCounters,
+    pub io: IoCounters,
+}
+
+/// The batch's counters as the report shows them (the field names and
+/// meanings of the floor's JSON, taken from uturn-io's [`IoStats`]).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IoCounters {
+    pub recv_calls: u64,
+    pub rx_datagrams: u64,
+    pub rx_truncated: u64,
+    pub send_calls: u64,
+    pub tx_datagrams: u64,
+    /// Send buffer full (EAGAIN): the rest of that socket's run is dropped.
+    pub tx_would_block: u64,
+    /// Any other send failure; that datagram is dropped.
+    pub tx_errors: u64,
+}
+
+impl From<&IoStats> for IoCounters {
+    fn from(s: &IoStats) -> IoCounters {
+        IoCounters {
+            recv_calls: s.recv_calls,
+            rx_datagrams: s.rx_datagrams,
+            rx_truncated: s.rx_truncated,
+            send_calls: s.send_calls,
+            tx_datagrams: s.tx_datagrams,
+            tx_would_block: s.tx_would_block,
+            // Everything else that dropped a queued send.
+            tx_errors: s.tx_dropped() - s.tx_would_block,
+        }
+    }
 }
 
 /// Multiplicative hasher for the channel map (keys come from the network,
@@ -191,10 +223,11 @@ impl Hasher for MulHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MulHasher>>;
 
-/// Where a client's channel goes.
+/// Where a client's channel goes: out of the relay socket of allocation
+/// `alloc` (an index into `Floor::allocations`) to `peer`.
 #[derive(Copy, Clone, Debug)]
 struct Route {
-    fd: RawFd,
+    alloc: usize,
     peer: SocketAddr,
 }
 
@@ -211,8 +244,9 @@ struct Floor {
     listener: UdpSocket,
     relay_ip: IpAddr,
     max_allocations: usize,
-    epoll: Epoll,
-    batch: ForwardBatch,
+    poller: Poller,
+    events: Events,
+    batch: UdpBatch,
     /// Indexed by the low 32 bits of a relay's epoll key.
     allocations: Vec<Option<Allocation>>,
     free: Vec<usize>,
@@ -226,21 +260,30 @@ struct Floor {
 }
 
 pub fn run(args: &FloorArgs, out: &Output) -> anyhow::Result<()> {
-    sys::pin_current_thread(&out.cpus).context("pinning to --cpu")?;
-    sys::install_stop_signals().context("installing signal handlers")?;
-    sys::raise_nofile_limit();
+    process::pin_current_thread(&out.cpus).context("pinning to --cpu")?;
+    process::install_stop_signals().context("installing signal handlers")?;
+    socket::raise_fd_limit();
     let listener =
         UdpSocket::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let epoll = Epoll::new(EVENTS)?;
-    epoll.add(listener.as_raw_fd(), LISTENER_KEY)?;
+    let poller = Poller::new()?;
+    poller.add(listener.as_fd(), LISTENER_KEY)?;
     let mut floor = Floor {
         listener,
         relay_ip: args.relay_ip,
         max_allocations: args.max_allocations,
-        epoll,
-        batch: ForwardBatch::new(args.batch, CHANNEL_HEADER_LEN, RECV_CAPACITY, REPLY_LEN),
+        poller,
+        events: Events::with_capacity(EVENTS),
+        // The headroom takes the ChannelData header written in front of a
+        // peer's datagram.
+        batch: UdpBatch::new(BatchLayout {
+            slots: args.batch,
+            headroom: CHANNEL_HEADER_LEN,
+            capacity: RECV_CAPACITY,
+            tailroom: 0,
+            reply_len: REPLY_LEN,
+        }),
         allocations: Vec::with_capacity(args.max_allocations.min(16_384)),
         free: Vec::new(),
         next_generation: 1,
@@ -267,7 +310,7 @@ pub fn run(args: &FloorArgs, out: &Output) -> anyhow::Result<()> {
     floor.event_loop(deadline)?;
     floor.report.run_secs = started.elapsed().as_secs_f64();
     floor.report.allocations_at_exit = floor.by_client.len();
-    floor.report.io = floor.batch.counters.clone();
+    floor.report.io = IoCounters::from(floor.batch.stats());
     print_report(&floor.report, out)
 }
 
@@ -316,7 +359,7 @@ fn print_report(r: &FloorReport, out: &Output) -> anyhow::Result<()> {
 
 impl Floor {
     fn event_loop(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
-        while !sys::stop_requested() {
+        while !process::stop_requested() {
             let wait = match deadline {
                 Some(d) => {
                     let now = Instant::now();
@@ -327,11 +370,13 @@ impl Floor {
                 }
                 None => MAX_WAIT,
             };
-            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-            let ready = self.epoll.wait(ms).context("epoll_wait")?;
+            let ready = self
+                .poller
+                .wait(&mut self.events, wait)
+                .context("epoll_wait")?;
             self.report.epoll_wakeups += 1;
             for e in 0..ready {
-                let key = self.epoll.token(e);
+                let key = self.events.key(e);
                 if key == LISTENER_KEY {
                     self.drain_listener();
                 } else {
@@ -347,7 +392,6 @@ impl Floor {
 
     /// Client datagrams: ChannelData forwarded, set-up requests answered.
     fn drain_listener(&mut self) {
-        let lfd = self.listener.as_raw_fd();
         for _ in 0..MAX_BATCHES_PER_READY {
             let n = match self.batch.recv(self.listener.as_fd()) {
                 Ok(n) => n,
@@ -357,24 +401,28 @@ impl Floor {
                 }
             };
             for i in 0..n {
-                let Some((client, len)) = self.batch.meta(i) else {
+                // Skipped by the batch: truncated or an unreadable source.
+                let Some((client, head)) = self.batch.datagram(i) else {
                     continue;
                 };
-                let off = self.batch.data_offset(i);
-                let head = &self.batch.rx_mut()[off..off + len];
+                let len = head.len();
                 match classify(head) {
                     PacketKind::ChannelData if len >= CHANNEL_HEADER_LEN => {
                         let number = u16::from_be_bytes([head[0], head[1]]);
                         let plen = usize::from(u16::from_be_bytes([head[2], head[3]]));
-                        match self.channels.get(&(client, number)) {
-                            Some(r) if CHANNEL_HEADER_LEN + plen <= len => {
-                                let (fd, peer) = (r.fd, r.peer);
+                        let route = self.channels.get(&(client, number)).copied();
+                        let relay = route.and_then(|r| self.allocations.get(r.alloc)?.as_ref());
+                        match (route, relay) {
+                            (Some(r), Some(a)) if CHANNEL_HEADER_LEN + plen <= len => {
+                                // The payload straight from the slot, the
+                                // header left behind.
+                                let start = self.batch.layout().headroom + CHANNEL_HEADER_LEN;
                                 self.batch.queue(
-                                    fd,
-                                    peer,
-                                    Src::Rx {
-                                        offset: off + CHANNEL_HEADER_LEN,
-                                        len: plen,
+                                    a.sock.as_fd(),
+                                    r.peer,
+                                    TxData::Slot {
+                                        slot: i,
+                                        range: start..start + plen,
                                     },
                                 );
                                 self.report.to_peer += 1;
@@ -383,16 +431,19 @@ impl Floor {
                         }
                     }
                     PacketKind::Stun => {
-                        if let Some(rlen) = self.handle_stun(i, client, len) {
-                            self.batch
-                                .queue(lfd, client, Src::Reply { slot: i, len: rlen });
+                        if let Some(rlen) = self.handle_stun(i, client) {
+                            self.batch.queue(
+                                self.listener.as_fd(),
+                                client,
+                                TxData::Reply { slot: i, len: rlen },
+                            );
                         }
                     }
                     _ => self.report.dropped_other += 1,
                 }
             }
             self.batch.flush();
-            if n < self.batch.slots() {
+            if n < self.batch.layout().slots {
                 break;
             }
         }
@@ -402,7 +453,6 @@ impl Floor {
     fn drain_relay(&mut self, key: u64) {
         let idx = (key & 0xFFFF_FFFF) as usize;
         let generation = (key >> 32) as u32;
-        let lfd = self.listener.as_raw_fd();
         for _ in 0..MAX_BATCHES_PER_READY {
             // Deleted (or replaced) earlier in this turn: a stale event.
             let Some(Some(alloc)) = self.allocations.get(idx) else {
@@ -418,12 +468,9 @@ impl Floor {
                     break;
                 }
             };
-            let Some(Some(alloc)) = self.allocations.get(idx) else {
-                return;
-            };
             let client = alloc.client;
             for i in 0..n {
-                let Some((peer, len)) = self.batch.meta(i) else {
+                let Some((peer, slot, len)) = self.batch.datagram_in_slot(i) else {
                     continue;
                 };
                 let Some(&(_, number)) = alloc.peers.iter().find(|(p, _)| *p == peer) else {
@@ -434,31 +481,29 @@ impl Floor {
                     self.report.dropped_unknown_peer += 1;
                     continue;
                 };
-                let off = self.batch.data_offset(i);
-                let start = off - CHANNEL_HEADER_LEN;
-                let rx = self.batch.rx_mut();
-                rx[start..start + 2].copy_from_slice(&number.to_be_bytes());
-                rx[start + 2..off].copy_from_slice(&wire_len.to_be_bytes());
+                // The headroom is exactly one ChannelData header.
+                slot[..2].copy_from_slice(&number.to_be_bytes());
+                slot[2..CHANNEL_HEADER_LEN].copy_from_slice(&wire_len.to_be_bytes());
                 self.batch.queue(
-                    lfd,
+                    self.listener.as_fd(),
                     client,
-                    Src::Rx {
-                        offset: start,
-                        len: len + CHANNEL_HEADER_LEN,
+                    TxData::Slot {
+                        slot: i,
+                        range: 0..CHANNEL_HEADER_LEN + len,
                     },
                 );
                 self.report.to_client += 1;
             }
             self.batch.flush();
-            if n < self.batch.slots() {
+            if n < self.batch.layout().slots {
                 break;
             }
         }
     }
 
     /// Answers set-up request `i` from `client`; returns the reply length.
-    fn handle_stun(&mut self, i: usize, client: SocketAddr, len: usize) -> Option<usize> {
-        let (pkt, _) = self.batch.datagram_and_reply(i, len);
+    fn handle_stun(&mut self, i: usize, client: SocketAddr) -> Option<usize> {
+        let (_, pkt) = self.batch.datagram(i)?;
         let Ok(msg) = Message::parse(pkt) else {
             self.report.dropped_other += 1;
             return None;
@@ -499,7 +544,7 @@ impl Floor {
                 return None;
             }
         };
-        let (_, reply) = self.batch.datagram_and_reply(i, len);
+        let (_, _, reply) = self.batch.datagram_and_reply(i)?;
         write_reply(reply, method, &tid, client, outcome)
     }
 
@@ -514,11 +559,9 @@ impl Floor {
         if self.by_client.len() >= self.max_allocations {
             return Outcome::Error(486, "Allocation Quota Reached");
         }
-        let sock = match UdpSocket::bind(SocketAddr::new(self.relay_ip, 0)).and_then(|s| {
-            s.set_nonblocking(true)?;
-            sys::clear_df(&s, self.relay_ip.is_ipv4())?;
-            Ok(s)
-        }) {
+        // Made as uturn makes its relay sockets: non-blocking, IPv4 with DF
+        // clear (no DONT-FRAGMENT), IPv6 only for an IPv6 address.
+        let sock = match socket::udp_relay(SocketAddr::new(self.relay_ip, 0), false) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("floor: cannot create a relay socket: {e}");
@@ -532,7 +575,7 @@ impl Floor {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let key = (u64::from(generation) << 32) | idx as u64;
-        if let Err(e) = self.epoll.add(sock.as_raw_fd(), key) {
+        if let Err(e) = self.poller.add(sock.as_fd(), key) {
             eprintln!("floor: epoll add failed: {e}");
             if idx < self.allocations.len() {
                 self.free.push(idx);
@@ -567,11 +610,10 @@ impl Floor {
         if !(0x4000..=0x4FFF).contains(&number) {
             return Outcome::Error(400, "Bad Request");
         }
-        let Some(Some(a)) = self
-            .by_client
-            .get(&client)
-            .and_then(|&i| self.allocations.get_mut(i))
-        else {
+        let Some(&alloc) = self.by_client.get(&client) else {
+            return Outcome::Error(437, "Allocation Mismatch");
+        };
+        let Some(Some(a)) = self.allocations.get_mut(alloc) else {
             return Outcome::Error(437, "Allocation Mismatch");
         };
         // A re-bind replaces the old mapping in either direction.
@@ -584,11 +626,11 @@ impl Floor {
             keep
         });
         a.peers.push((peer, number));
-        let fd = a.sock.as_raw_fd();
         for n in removed {
             self.channels.remove(&(client, n));
         }
-        self.channels.insert((client, number), Route { fd, peer });
+        self.channels
+            .insert((client, number), Route { alloc, peer });
         self.report.channels_bound += 1;
         Outcome::Ok
     }
@@ -603,7 +645,7 @@ impl Floor {
         for &(_, n) in &a.peers {
             self.channels.remove(&(client, n));
         }
-        if let Err(e) = self.epoll.remove(a.sock.as_raw_fd()) {
+        if let Err(e) = self.poller.delete(a.sock.as_fd()) {
             eprintln!("floor: epoll delete failed: {e}");
         }
         self.closing.push(a.sock);
@@ -651,7 +693,7 @@ fn write_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uturn::stun::{Attribute, ChannelData};
+    use uturn_stun::{Attribute, ChannelData};
 
     fn request(method: Method, tid: &TransactionId, attrs: &[Attribute<'_>]) -> Vec<u8> {
         let mut buf = vec![0u8; 512];

@@ -30,7 +30,6 @@ use crate::cpu;
 use crate::creds::Auth;
 use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
 use crate::relay::{mask_secret, mask_user};
-use crate::sys;
 
 /// Idle allocations held open in steps; the server's memory per allocation.
 ///
@@ -246,8 +245,8 @@ pub fn run_hold(args: &HoldArgs, out: &Output) -> anyhow::Result<HoldReport> {
     }
     cpu::require_process(args.server_pid)?;
     let auth = Auth::from_flags(args.user.as_deref(), args.rest_secret.as_deref(), false)?;
-    let limit = sys::raise_nofile_limit();
-    if (most as u64) + 64 > limit {
+    let limit = uturn_io::socket::raise_fd_limit();
+    if most.saturating_add(64) > limit {
         anyhow::bail!(
             "{most} allocations need as many client sockets, but the descriptor limit is {limit}"
         );

@@ -10,9 +10,10 @@
 //! requests (`flood`) and a side-by-side
 //! comparison of uturn, the floor and coturn (`compare`).
 //!
-//! The method it implements is described in BENCHMARKING.md; the protocol
-//! code comes from uturn's `stun` layer only.
-#![deny(unsafe_code)]
+//! The method it implements is described in BENCHMARKING.md. The protocol
+//! code comes from the `uturn-stun` codec only, the system calls from
+//! `uturn-io`.
+#![forbid(unsafe_code)]
 
 mod allocate;
 mod churn;
@@ -28,7 +29,6 @@ mod payload;
 mod relay;
 mod stats;
 mod sweep;
-mod sys;
 
 use clap::{Parser, Subcommand};
 

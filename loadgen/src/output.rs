@@ -27,7 +27,7 @@ impl Output {
             return None;
         }
         let core = self.cpus[index % self.cpus.len()];
-        if crate::sys::pin_current_thread(&[core]).is_ok() {
+        if uturn_io::process::pin_current_thread(&[core]).is_ok() {
             Some(core)
         } else {
             eprintln!("uturn-loadgen: warning: could not pin a thread to CPU {core}");

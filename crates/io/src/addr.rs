@@ -1,7 +1,45 @@
-//! Conversions between `SocketAddr` and the kernel's `sockaddr` structures.
+//! Conversions between `SocketAddr` and the kernel's `sockaddr` structures,
+//! and [`RawAddr`], a destination converted once and reused for many sends.
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// A socket address already in the kernel's form, for senders that aim many
+/// system calls at one destination (the load generator's send batches).
+#[derive(Clone, Copy)]
+pub struct RawAddr {
+    pub(crate) storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl RawAddr {
+    pub fn new(addr: &SocketAddr) -> RawAddr {
+        let mut storage = zeroed_storage();
+        let len = write_sockaddr(addr, &mut storage);
+        RawAddr { storage, len }
+    }
+
+    /// The address this was made from (`None` cannot happen for a value
+    /// built by [`RawAddr::new`]).
+    pub fn get(&self) -> Option<SocketAddr> {
+        read_sockaddr(&self.storage, self.len)
+    }
+}
+
+impl From<SocketAddr> for RawAddr {
+    fn from(addr: SocketAddr) -> RawAddr {
+        RawAddr::new(&addr)
+    }
+}
+
+impl std::fmt::Debug for RawAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.get() {
+            Some(a) => write!(f, "RawAddr({a})"),
+            None => f.write_str("RawAddr(?)"),
+        }
+    }
+}
 
 /// Writes `addr` into `out`; returns the length to pass to the kernel.
 pub(crate) fn write_sockaddr(
@@ -113,6 +151,10 @@ mod tests {
             let mut st = zeroed_storage();
             let len = write_sockaddr(&addr, &mut st);
             assert_eq!(read_sockaddr(&st, len), Some(addr));
+            // The same bytes and length as socket2 hands the kernel.
+            let raw = RawAddr::new(&addr);
+            assert_eq!(raw.len, socket2::SockAddr::from(addr).len());
+            assert_eq!(raw.get(), Some(addr));
         }
     }
 

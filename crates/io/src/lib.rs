@@ -18,15 +18,25 @@
 //! buffers, batched `sendmsg`, fixed files), the default where the kernel
 //! offers it (see [`uring::probe`]). Both count into [`IoStats`]. Socket
 //! creation lives in `socket` and is shared by all backends.
+//!
+//! Two modules serve the load generator (`uturn-loadgen`), so that it needs
+//! no `unsafe` of its own: `client` (batched and GSO sends of generated
+//! traffic, aimed with a [`RawAddr`]) and `process` (clocks, CPU time,
+//! pinning, stop signals). Its receivers and its floor forwarder use
+//! `syscall` like the shards do.
 #![allow(unsafe_code)]
 
 mod addr;
+pub mod client;
 pub mod count_alloc;
+pub mod process;
 pub mod seccomp;
 pub mod socket;
 pub mod syscall;
 pub mod uring;
 pub mod wake;
+
+pub use addr::RawAddr;
 
 /// The io backend a shard runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -112,16 +112,47 @@ pub fn udp_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<UdpSocket>
 /// The soft limit on open file descriptors (RLIMIT_NOFILE), or a large
 /// number when it cannot be read or is unlimited.
 pub fn fd_limit() -> usize {
+    match nofile() {
+        Some(lim) => limit_to_usize(lim.rlim_cur),
+        None => usize::MAX,
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (what an unprivileged
+/// process may do) and returns the soft limit in force afterwards, as
+/// [`fd_limit`] reports it.
+pub fn raise_fd_limit() -> usize {
+    let Some(lim) = nofile() else {
+        return usize::MAX;
+    };
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a live rlimit the kernel only reads.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return limit_to_usize(raised.rlim_cur);
+        }
+    }
+    limit_to_usize(lim.rlim_cur)
+}
+
+fn nofile() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a live rlimit the kernel fills.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+    (rc == 0).then_some(lim)
+}
+
+fn limit_to_usize(n: libc::rlim_t) -> usize {
+    if n == libc::RLIM_INFINITY {
         return usize::MAX;
     }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn set_int_opt(
@@ -225,6 +256,14 @@ mod tests {
         let (na, nb) = (count(&a), count(&b));
         assert_eq!(na + nb, 64);
         assert!(na > 0 && nb > 0, "one socket got everything: {na} / {nb}");
+    }
+
+    #[test]
+    fn the_fd_limit_only_goes_up() {
+        let before = fd_limit();
+        let after = raise_fd_limit();
+        assert!(after >= before && after >= 1);
+        assert_eq!(fd_limit(), after);
     }
 
     #[test]

@@ -123,6 +123,46 @@ impl Poller {
     }
 }
 
+/// `count` iovecs that point nowhere yet.
+pub(crate) fn empty_iovecs(count: usize) -> Box<[libc::iovec]> {
+    vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        count
+    ]
+    .into_boxed_slice()
+}
+
+/// `count` message headers that point nowhere yet.
+pub(crate) fn zeroed_headers(count: usize) -> Box<[libc::mmsghdr]> {
+    // SAFETY: mmsghdr is plain old data (integers and raw pointers); all-zero
+    // (null pointers, zero lengths) is a valid value.
+    vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; count].into_boxed_slice()
+}
+
+/// Aims header `h` at one iovec and one address (`name` may be null with a
+/// zero `namelen`: the connected peer), without control data, ready for
+/// `recvmmsg` or `sendmmsg`. Only stores the pointers; the caller's system
+/// call is what must keep them valid.
+pub(crate) fn aim(
+    h: &mut libc::mmsghdr,
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: *mut libc::iovec,
+) {
+    let m = &mut h.msg_hdr;
+    m.msg_name = name;
+    m.msg_namelen = namelen;
+    m.msg_iov = iov;
+    m.msg_iovlen = 1;
+    m.msg_control = std::ptr::null_mut();
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+    h.msg_len = 0;
+}
+
 /// What the last `recv` put in one slot.
 #[derive(Copy, Clone, Debug)]
 struct RxMeta {
@@ -176,17 +216,8 @@ impl UdpBatch {
             reply: vec![0u8; slots * layout.reply_len].into_boxed_slice(),
             meta: Vec::with_capacity(slots),
             names: vec![zeroed_storage(); slots].into_boxed_slice(),
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                slots
-            ]
-            .into_boxed_slice(),
-            // SAFETY: mmsghdr is plain old data (integers and raw pointers);
-            // all-zero (null pointers, zero lengths) is a valid value.
-            hdrs: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; slots].into_boxed_slice(),
+            iovs: empty_iovecs(slots),
+            hdrs: zeroed_headers(slots),
             tx: Vec::with_capacity(slots),
             order: Vec::with_capacity(slots),
             stats: IoStats::default(),
@@ -221,16 +252,14 @@ impl UdpBatch {
         }
         let names_base = self.names.as_mut_ptr();
         let iovs_base = self.iovs.as_mut_ptr();
+        let namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for (i, h) in self.hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = names_base.wrapping_add(i).cast();
-            h.msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iovs_base.wrapping_add(i);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            aim(
+                h,
+                names_base.wrapping_add(i).cast(),
+                namelen,
+                iovs_base.wrapping_add(i),
+            );
         }
         let got = loop {
             self.stats.recv_calls += 1;
@@ -407,13 +436,13 @@ impl UdpBatch {
         let names_base = self.names.as_mut_ptr();
         let iovs_base = self.iovs.as_mut_ptr();
         for (k, h) in self.hdrs[..n].iter_mut().enumerate() {
-            h.msg_hdr.msg_name = names_base.wrapping_add(k).cast();
-            h.msg_hdr.msg_iov = iovs_base.wrapping_add(k);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            let namelen = h.msg_hdr.msg_namelen;
+            aim(
+                h,
+                names_base.wrapping_add(k).cast(),
+                namelen,
+                iovs_base.wrapping_add(k),
+            );
         }
         let mut start = 0;
         while start < n {

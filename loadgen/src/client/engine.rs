@@ -5,15 +5,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use uturn::stun::{attr, Attribute, ChannelData, Class, Message, Method};
+use uturn_io::syscall::{Events, Poller};
+use uturn_stun::{attr, Attribute, ChannelData, Class, Message, Method};
 
 use super::flow::{FlowError, Step, TurnFlow, Tx};
 use super::{EXTRA_TOKEN, MAX_STALE, MAX_TRIES, READS_PER_TURN, RTO};
 use crate::stats::Rng;
-use crate::sys::Epoll;
 
 /// What the engine reports to its caller.
 #[derive(Debug)]
@@ -40,7 +40,8 @@ pub struct EngineStats {
 
 /// Drives many [`TurnFlow`]s from one thread.
 pub struct Engine {
-    ep: Epoll,
+    poller: Poller,
+    events: Events,
     slots: Vec<Option<TurnFlow>>,
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -57,7 +58,8 @@ pub struct Engine {
 impl Engine {
     pub fn new() -> io::Result<Engine> {
         Ok(Engine {
-            ep: Epoll::new(1024)?,
+            poller: Poller::new()?,
+            events: Events::with_capacity(1024),
             slots: Vec::new(),
             free: Vec::new(),
             timers: BinaryHeap::new(),
@@ -80,7 +82,7 @@ impl Engine {
                 self.slots.len() - 1
             }
         };
-        self.ep.add(flow.sock.as_raw_fd(), slot as u64)?;
+        self.poller.add(flow.sock.as_fd(), slot as u64)?;
         self.slots[slot] = Some(flow);
         Ok(slot)
     }
@@ -88,7 +90,7 @@ impl Engine {
     /// Takes a flow out (any request in flight is abandoned).
     pub fn remove(&mut self, slot: usize) -> Option<TurnFlow> {
         let mut flow = self.slots.get_mut(slot)?.take()?;
-        let _ = self.ep.remove(flow.sock.as_raw_fd());
+        let _ = self.poller.delete(flow.sock.as_fd());
         if flow.tx.take().is_some() {
             self.in_flight -= 1;
         }
@@ -98,9 +100,9 @@ impl Engine {
 
     /// Watches one of the caller's descriptors; readiness comes back as
     /// [`Event::Extra`]`(token)`, token ≥ [`EXTRA_TOKEN`].
-    pub fn watch(&self, fd: std::os::fd::RawFd, token: u64) -> io::Result<()> {
+    pub fn watch(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
         debug_assert!(token >= EXTRA_TOKEN);
-        self.ep.add(fd, token)
+        self.poller.add(fd, token)
     }
 
     pub fn flow(&self, slot: usize) -> Option<&TurnFlow> {
@@ -219,11 +221,11 @@ impl Engine {
         if let Some(Reverse((t, _, _))) = self.timers.peek() {
             wait = wait.min(t.saturating_duration_since(now));
         }
-        // Round up so a timer due in 0.3 ms does not spin.
-        let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let ready = self.ep.wait(ms)?;
+        // The poller rounds up to whole milliseconds, so a timer due in
+        // 0.3 ms does not spin.
+        let ready = self.poller.wait(&mut self.events, wait)?;
         for i in 0..ready {
-            let token = self.ep.token(i);
+            let token = self.events.key(i);
             if token >= EXTRA_TOKEN {
                 events.push(Event::Extra(token));
             } else {
@@ -472,7 +474,7 @@ pub fn run_plan(
 mod tests {
     use super::*;
     use std::net::{SocketAddr, UdpSocket};
-    use uturn::stun::MessageWriter;
+    use uturn_stun::MessageWriter;
 
     use crate::client::{loopback_for, udp_socket};
     use crate::creds::{key_md5, Auth};
@@ -572,8 +574,8 @@ mod tests {
                     return Some((401, b"n"));
                 }
                 assert_eq!(
-                    uturn::stun::integrity::check_sha1(m, &key_md5("u", b"r", "p")),
-                    uturn::stun::integrity::Integrity::Valid
+                    uturn_stun::integrity::check_sha1(m, &key_md5("u", b"r", "p")),
+                    uturn_stun::integrity::Integrity::Valid
                 );
                 None
             },

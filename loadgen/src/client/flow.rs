@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
-use uturn::stun::{attr, channel::CHANNEL_MIN, Attribute, Class, Message, MessageWriter, Method};
+use uturn_stun::{attr, channel::CHANNEL_MIN, Attribute, Class, Message, MessageWriter, Method};
 
 use super::{MAX_TRIES, UDP};
 use crate::creds::{key_md5, Auth};

@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use uturn::stun::{attr, Class, Message, MessageWriter, Method};
+use uturn_io::process;
+use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use super::command::command_line;
 use super::{CompareArgs, Scenario, System, REALM, USER};
-use crate::sys;
 
 /// uturn's configuration file for every run: its defaults except two
 /// limits that a loopback load test trips over and coturn does not have by
@@ -240,7 +240,8 @@ impl Server {
                 Stdio::null()
             })
             .stderr(log_file.try_clone()?);
-        sys::pin_child(&mut cmd, args.sut_cpu);
+        process::pin_child(&mut cmd, args.sut_cpu)
+            .with_context(|| format!("pinning {} to CPU {}", system.name(), args.sut_cpu))?;
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
@@ -317,7 +318,7 @@ impl Server {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        sys::signal_pid(self.pid, libc::SIGTERM);
+        process::signal_pid(self.pid, libc::SIGTERM);
         let until = Instant::now() + STOP_GRACE;
         while Instant::now() < until {
             if matches!(self.child.try_wait(), Ok(Some(_))) {

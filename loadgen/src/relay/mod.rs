@@ -47,14 +47,14 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use uturn::stun::channel;
+use uturn_io::client::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+use uturn_stun::channel;
 
 use crate::client::{self, Engine, FlowError, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
 use crate::output::Output;
 use crate::payload;
-use crate::sys;
 pub use report::RelayReport;
 
 /// Which way packets travel through the relay.
@@ -313,7 +313,7 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         }
     };
     cpu::require_process(args.server_pid)?;
-    let nofile = sys::raise_nofile_limit() as usize;
+    let nofile = uturn_io::socket::raise_fd_limit();
     let mut notes = Vec::new();
 
     // Peer sockets: one per flow unless the descriptor limit says otherwise.
@@ -528,8 +528,8 @@ fn frame_len(args: &RelayArgs, dir: usize) -> usize {
 /// Largest burst of one GSO write for frames of `frame` bytes.
 fn gso_cap(batch: usize, frame: usize) -> usize {
     batch
-        .min(sys::GSO_MAX_SEGMENTS)
-        .min(sys::GSO_MAX_BYTES / frame.max(1))
+        .min(GSO_MAX_SEGMENTS)
+        .min(GSO_MAX_BYTES / frame.max(1))
         .max(1)
 }
 

@@ -1,24 +1,30 @@
 //! The relay scenario's receiver threads: every socket drained in
-//! `recvmmsg` batches, each datagram's flow, sequence and send time read
-//! back for delivery, reordering and one-way latency.
+//! `recvmmsg` batches (uturn-io's `UdpBatch`, as in uturn's shards), each
+//! datagram's flow, sequence and send time read back for delivery,
+//! reordering and one-way latency.
 
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use uturn::stun::{attr, ChannelData, Class, Message, Method};
+use uturn_io::process::monotonic_ns;
+use uturn_io::syscall::{Events, Poller, UdpBatch};
+use uturn_io::BatchLayout;
+use uturn_stun::{attr, ChannelData, Class, Message, Method};
 
 use super::measure::Live;
 use super::{directions, FlowInfo, Mode, RelayArgs, C2P, P2C};
 use crate::cpu::ThreadMeter;
 use crate::payload;
 use crate::stats;
-use crate::sys::{self, RecvBatch};
 
 /// recvmmsg batches taken from one ready socket before the next.
 const MAX_BATCHES_PER_READY: usize = 8;
+/// Longest wait for readiness, so that `stop` is noticed.
+const MAX_WAIT: Duration = Duration::from_millis(2);
 
 /// What one receiver thread counted.
 pub(super) struct RecvResult {
@@ -73,23 +79,33 @@ pub(super) fn receiver(
         foreign: 0,
         cpu_util: 0.0,
     };
-    let setup = (|| -> std::io::Result<sys::Epoll> {
-        let ep = sys::Epoll::new(256)?;
+    let setup = (|| -> std::io::Result<Poller> {
+        let poller = Poller::new()?;
         for (i, (fd, _)) in socks.iter().enumerate() {
-            ep.add(fd.as_raw_fd(), i as u64)?;
+            poller.add(*fd, i as u64)?;
         }
-        Ok(ep)
+        Ok(poller)
     })();
     ready.wait();
-    let mut ep = setup?;
-    let mut rb = RecvBatch::new(batch, slot);
+    let poller = setup?;
+    let mut events = Events::with_capacity(256);
+    // Receive only: no headroom, tailroom or replies.
+    let mut rb = UdpBatch::new(BatchLayout {
+        slots: batch,
+        headroom: 0,
+        capacity: slot,
+        tailroom: 0,
+        reply_len: 0,
+    });
     // Highest sequence + 1 seen per flow and direction (0: none yet).
     let mut highest: [Vec<u32>; 2] = [vec![0; nflows], vec![0; nflows]];
     let meter = ThreadMeter::start();
     while !stop.load(Ordering::Relaxed) {
-        let n_ready = ep.wait(2)?;
+        let n_ready = poller.wait(&mut events, MAX_WAIT)?;
         for k in 0..n_ready {
-            let (fd, dir) = socks[ep.token(k) as usize];
+            let Some(&(fd, dir)) = socks.get(events.key(k) as usize) else {
+                continue;
+            };
             // A bounded number of batches per socket and turn, so one busy
             // socket cannot starve the others (epoll reports it again).
             for _ in 0..MAX_BATCHES_PER_READY {
@@ -102,10 +118,15 @@ pub(super) fn receiver(
                 if n == 0 {
                     break;
                 }
-                let now = sys::monotonic_ns();
+                let now = monotonic_ns();
                 let mut got = 0;
                 for i in 0..n {
-                    let d = rb.get(i);
+                    // Longer than the slot (truncated) or an unreadable
+                    // source: not one of ours.
+                    let Some((_, d)) = rb.datagram(i) else {
+                        res.foreign += 1;
+                        continue;
+                    };
                     let body = if dir == C2P {
                         Some(d)
                     } else {

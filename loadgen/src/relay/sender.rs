@@ -5,14 +5,15 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use uturn::stun::{attr, channel, Class, Message, MessageWriter, Method};
+use uturn_io::client::SendBatch;
+use uturn_io::{process, RawAddr};
+use uturn_stun::{attr, channel, Class, Message, MessageWriter, Method};
 
 use super::measure::Live;
 use super::{directions, gso_cap, FlowInfo, Mode, RelayArgs, C2P, P2C, TICK_SECS};
 use crate::cpu::ThreadMeter;
 use crate::payload;
 use crate::stats::Rng;
-use crate::sys::{self, RawAddr, SendBatch};
 
 /// One (flow, direction) a sender feeds.
 pub(super) struct Lane<'a> {
@@ -105,7 +106,7 @@ pub(super) fn sender(
     duration: Duration,
     live: &Live,
 ) -> SendResult {
-    sys::set_timer_slack_ns(1_000);
+    process::set_timer_slack_ns(1_000);
     let mut res = SendResult {
         sent: [0; 2],
         failures: 0,
@@ -170,7 +171,7 @@ pub(super) fn sender(
         rr = (rr + 1) % nlanes;
         let sb = &mut batches[lane.dir];
         let len = lane.template.len();
-        let ts = sys::monotonic_ns();
+        let ts = process::monotonic_ns();
         for i in 0..b {
             let slot = &mut sb.slot_mut(i)[..len];
             slot.copy_from_slice(&lane.template);
