@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use uturn_io::syscall::{Events, Poller, UdpBatch};
-use uturn_io::{process, socket, BatchLayout, IoStats, TxData};
+use uturn_io::{process, socket, BatchLayout, IoStats, TxBytes};
 use uturn_stun::{
     attr, channel::CHANNEL_HEADER_LEN, message::classify, Class, Message, MessageWriter, Method,
     PacketKind, TransactionId,
@@ -420,10 +420,8 @@ impl Floor {
                                 self.batch.queue(
                                     a.sock.as_fd(),
                                     r.peer,
-                                    TxData::Slot {
-                                        slot: i,
-                                        range: start..start + plen,
-                                    },
+                                    i,
+                                    TxBytes::Rx(start..start + plen),
                                 );
                                 self.report.to_peer += 1;
                             }
@@ -435,7 +433,8 @@ impl Floor {
                             self.batch.queue(
                                 self.listener.as_fd(),
                                 client,
-                                TxData::Reply { slot: i, len: rlen },
+                                i,
+                                TxBytes::Reply(rlen),
                             );
                         }
                     }
@@ -487,10 +486,8 @@ impl Floor {
                 self.batch.queue(
                     self.listener.as_fd(),
                     client,
-                    TxData::Slot {
-                        slot: i,
-                        range: 0..CHANNEL_HEADER_LEN + len,
-                    },
+                    i,
+                    TxBytes::Rx(0..CHANNEL_HEADER_LEN + len),
                 );
                 self.report.to_client += 1;
             }

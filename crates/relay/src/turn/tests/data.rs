@@ -18,7 +18,7 @@ fn send_indication_reaches_the_peer_only_with_a_permission() {
     let pkt = c.send_indication(PEER, b"hello");
     assert_eq!(h.client(c.addr, &pkt), None, "no permission yet");
     assert_eq!(c.permit(&mut h, PEER).class(), Class::Success);
-    let (relay, peer, bytes) = h.to_peer(c.addr, &pkt).expect("forwarded");
+    let (relay, peer, bytes) = h.forwarded(c.addr, &pkt).expect("forwarded");
     assert_eq!(peer, addr(PEER));
     assert_eq!(bytes, b"hello");
     assert!(h.sockets.bound.contains_key(&relay));
@@ -79,7 +79,7 @@ fn channel_data_flows_both_ways() {
     // Padding bytes after the payload (allowed over UDP) are not payload.
     let mut padded = channel_data(0x4001, b"abc");
     padded.push(0);
-    assert_eq!(h.to_peer(c.addr, &padded).expect("forwarded").2, b"abc");
+    assert_eq!(h.forwarded(c.addr, &padded).expect("forwarded").2, b"abc");
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn channel_binding_lasts_ten_minutes_and_cools_down_five_more() {
     assert_eq!(c.bind(&mut h, 0x4001, PEER2).code(), Some(400));
     // …but may be bound again to the same one.
     assert_eq!(c.bind(&mut h, 0x4001, PEER).class(), Class::Success);
-    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
+    assert!(h.forwarded(c.addr, &channel_data(0x4001, b"x")).is_some());
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn channel_data_needs_a_live_permission() {
     let (mut c, _) = ready(&mut h);
     c.bind(&mut h, 0x4001, PEER);
     h.advance(299);
-    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
+    assert!(h.forwarded(c.addr, &channel_data(0x4001, b"x")).is_some());
     h.advance(2);
     let dropped = h.relay.stats().drop_no_permission;
     assert_eq!(
@@ -177,5 +177,5 @@ fn channel_data_needs_a_live_permission() {
     assert_eq!(h.relay.stats().drop_no_permission, dropped + 1);
     // Renewing the permission opens the channel again.
     c.permit(&mut h, PEER);
-    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"x")).is_some());
+    assert!(h.forwarded(c.addr, &channel_data(0x4001, b"x")).is_some());
 }

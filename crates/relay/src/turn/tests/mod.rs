@@ -184,7 +184,7 @@ impl Harness {
 
     /// What a client datagram makes the relay send to a peer: the relay
     /// socket, the peer and the bytes.
-    pub fn to_peer(
+    pub fn forwarded(
         &mut self,
         from: SocketAddr,
         pkt: &[u8],

@@ -180,7 +180,7 @@ fn a_narrowed_policy_ends_permissions_and_channels_at_once() {
     let relayed = c.allocate(&mut h);
     assert_eq!(c.bind(&mut h, 0x4000, PEER).class(), Class::Success);
     assert_eq!(c.permit(&mut h, PEER2).class(), Class::Success);
-    let to_peer = |h: &mut Harness| h.to_peer(c.addr, &channel_data(0x4000, b"x")).is_some();
+    let to_peer = |h: &mut Harness| h.forwarded(c.addr, &channel_data(0x4000, b"x")).is_some();
     assert!(to_peer(&mut h), "relays before the reload");
 
     // Only PEER2 (198.51.100.8) is allowed now; PEER (198.51.100.7) falls

@@ -232,7 +232,7 @@ fn flow_still_works(h: &mut Harness, port: u16) {
     let mut c = Client::new(&format!("203.0.113.50:{port}"), md5("alice", "alice-pw"));
     c.allocate(h);
     assert_eq!(c.bind(h, 0x4001, PEER).class(), Class::Success);
-    assert!(h.to_peer(c.addr, &channel_data(0x4001, b"ok")).is_some());
+    assert!(h.forwarded(c.addr, &channel_data(0x4001, b"ok")).is_some());
 }
 
 proptest! {
