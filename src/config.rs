@@ -11,14 +11,15 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::auth::{derive_key, AuthConfig, PasswordAlgorithm, StaticUser};
+use crate::auth::{derive_key, AuthConfig, Authenticator, PasswordAlgorithm, StaticUser};
 pub use crate::logging::LogFormat;
-use crate::policy::Quotas;
-use crate::turn::TurnConfig;
+use crate::policy::{PeerPolicy, Quotas};
+use crate::turn::{Settings, TurnConfig};
 
 use file::FileConfig;
 pub use flags::RunArgs;
@@ -260,17 +261,33 @@ impl Config {
         }
     }
 
-    /// The state machine's settings for the shard that owns `ports`.
+    /// The state machine's restart-only settings for the shard that owns
+    /// `ports`.
     pub fn turn_config(&self, ports: RangeInclusive<u16>) -> TurnConfig {
         TurnConfig {
             relay_v4: self.relay_v4,
             relay_v6: self.relay_v6,
             ports,
-            max_lifetime: self.max_lifetime,
+        }
+    }
+
+    /// The settings a reload may change, as the state machine takes them:
+    /// the credentials (checked with nonces made from `nonce_key`) and the
+    /// peer policy (which refuses `own`, the relay's own addresses, unless
+    /// allowed).
+    pub fn relay_settings(&self, nonce_key: [u8; 32], own: &[IpAddr]) -> Settings {
+        Settings {
+            auth: Arc::new(Authenticator::new(self.auth_config(), nonce_key)),
+            policy: Arc::new(PeerPolicy::new(
+                self.allow_peers.clone(),
+                self.deny_peers.clone(),
+                own,
+            )),
             quotas: self.quotas,
+            max_lifetime: self.max_lifetime,
+            software: self.software.clone(),
             unauth_rate: self.unauth_per_second,
             unauth_burst: self.unauth_burst,
-            software: self.software.clone(),
         }
     }
 

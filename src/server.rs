@@ -24,16 +24,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use signal_hook::iterator::Signals;
 
-use crate::auth::Authenticator;
 use crate::config::{port_slices, Config, IoBackendChoice, RunArgs};
 use crate::io::socket::{udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::logging::LogControl;
 use crate::metrics::{ControlState, MetricsServer, StaticInfo};
-use crate::policy::{AllocationLedger, PeerPolicy};
-use crate::shard::{
-    collect_reports, Reloaded, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec,
-};
+use crate::policy::AllocationLedger;
+use crate::shard::{collect_reports, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec};
 use crate::turn::Stats;
 pub use control_socket::ask as ask_control_socket;
 use control_socket::ControlSocket;
@@ -190,17 +187,12 @@ fn run_shards(
 
     let mut nonce_key = [0u8; 32];
     getrandom::getrandom(&mut nonce_key).map_err(ServerError::Random)?;
-    let auth = Arc::new(Authenticator::new(cfg.auth_config(), nonce_key));
     let own = own_addresses(cfg, &bound);
     tracing::debug!(
         own = own.len(),
         "relay's own addresses (denied as peers unless allowed)"
     );
-    let policy = Arc::new(PeerPolicy::new(
-        cfg.allow_peers.clone(),
-        cfg.deny_peers.clone(),
-        &own,
-    ));
+    let settings = cfg.relay_settings(nonce_key, &own);
     let ledger = Arc::new(AllocationLedger::new(cfg.quotas));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.is_empty() {
@@ -224,8 +216,7 @@ fn run_shards(
             index,
             listeners: std::mem::take(&mut listeners[index]),
             turn: cfg.turn_config(ports),
-            auth: Arc::clone(&auth),
-            policy: Arc::clone(&policy),
+            settings: settings.clone(),
             ledger: Arc::clone(&ledger),
             control,
             io_batch_wait: cfg.io_batch_wait,
@@ -547,23 +538,11 @@ impl Control<'_> {
         // keys (the relay's own addresses among them, for the peer policy).
         let needs_restart = keep_restart_only(&self.current, &mut new);
         let own = own_addresses(&new, &self.bound);
-        let snapshot = Arc::new(Reloaded {
-            auth: Arc::new(Authenticator::new(new.auth_config(), self.nonce_key)),
-            policy: Arc::new(PeerPolicy::new(
-                new.allow_peers.clone(),
-                new.deny_peers.clone(),
-                &own,
-            )),
-            quotas: new.quotas,
-            max_lifetime: new.max_lifetime,
-            software: new.software.clone(),
-            unauth_rate: new.unauth_per_second,
-            unauth_burst: new.unauth_burst,
-        });
-        self.ledger.set_limits(new.quotas);
+        let settings = new.relay_settings(self.nonce_key, &own);
+        self.ledger.set_limits(settings.quotas);
         let mut missed = 0;
         for c in self.controls {
-            if !c.send(ShardCommand::Reload(Arc::clone(&snapshot))) {
+            if !c.send(ShardCommand::Reload(settings.clone())) {
                 missed += 1;
             }
         }
