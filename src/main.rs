@@ -34,8 +34,13 @@ fn serve(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let log = uturn::logging::init(cfg.log_format, args.log_level.as_deref(), &cfg.log_level);
-    uturn::logging::set_client_details(cfg.log_client_details);
+    let logging = &cfg.reloadable.logging;
+    let log = uturn::logging::init(
+        cfg.operations.log_format,
+        args.log_level.as_deref(),
+        &logging.level,
+    );
+    uturn::logging::set_client_details(logging.client_details);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -24,16 +24,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use signal_hook::iterator::Signals;
 
-use crate::auth::Authenticator;
-use crate::config::{port_slices, Config, IoBackendChoice, RunArgs};
+use crate::config::{port_slices, Config, IoBackendChoice, Network, Reloadable, RunArgs};
 use crate::io::socket::{udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::logging::LogControl;
 use crate::metrics::{ControlState, MetricsServer, StaticInfo};
-use crate::policy::{AllocationLedger, PeerPolicy};
-use crate::shard::{
-    collect_reports, Reloaded, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec,
-};
+use crate::policy::AllocationLedger;
+use crate::shard::{collect_reports, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec};
 use crate::turn::Stats;
 pub use control_socket::ask as ask_control_socket;
 use control_socket::ControlSocket;
@@ -170,12 +167,13 @@ fn run_shards(
     event_tx: Sender<Event>,
     events: &Receiver<Event>,
 ) -> Result<Vec<ShardReport>, ServerError> {
-    let backend = choose_backend(cfg.io_backend, args)?;
-    let (mut listeners, bound) = bind_listeners(&cfg.listen, cfg.workers)?;
-    let slices =
-        port_slices(&cfg.relay_ports, cfg.workers).ok_or(ServerError::Ports(cfg.workers))?;
+    let backend = choose_backend(cfg.io.backend, args)?;
+    let network = &cfg.network;
+    let workers = network.workers;
+    let (mut listeners, bound) = bind_listeners(&network.listen, workers)?;
+    let slices = port_slices(&network.relay_ports, workers).ok_or(ServerError::Ports(workers))?;
     // Bound before any shard starts, so that a taken path fails start-up cleanly.
-    let control_socket = match &cfg.control_socket {
+    let control_socket = match &cfg.operations.control_socket {
         Some(path) => Some(ControlSocket::bind(path, event_tx).map_err(|source| {
             ServerError::ControlSocket {
                 path: path.clone(),
@@ -190,28 +188,23 @@ fn run_shards(
 
     let mut nonce_key = [0u8; 32];
     getrandom::getrandom(&mut nonce_key).map_err(ServerError::Random)?;
-    let auth = Arc::new(Authenticator::new(cfg.auth_config(), nonce_key));
-    let own = own_addresses(cfg, &bound);
+    let own = own_addresses(network, &bound);
     tracing::debug!(
         own = own.len(),
         "relay's own addresses (denied as peers unless allowed)"
     );
-    let policy = Arc::new(PeerPolicy::new(
-        cfg.allow_peers.clone(),
-        cfg.deny_peers.clone(),
-        &own,
-    ));
-    let ledger = Arc::new(AllocationLedger::new(cfg.quotas));
+    let settings = cfg.reloadable.relay_settings(nonce_key, &own);
+    let ledger = Arc::new(AllocationLedger::new(settings.quotas));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if cores.is_empty() {
         tracing::warn!("CPU affinity unavailable: shards are not pinned");
     }
 
     let (ready_tx, ready_rx) =
-        crossbeam_channel::bounded::<Result<usize, (usize, io::Error)>>(cfg.workers);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<usize>(cfg.workers);
-    let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(cfg.workers);
-    let mut controls: Vec<ShardHandle> = Vec::with_capacity(cfg.workers);
+        crossbeam_channel::bounded::<Result<usize, (usize, io::Error)>>(workers);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<usize>(workers);
+    let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(workers);
+    let mut controls: Vec<ShardHandle> = Vec::with_capacity(workers);
     for (index, ports) in slices.into_iter().enumerate() {
         let (control_tx, control) = match crate::shard::channel() {
             Ok(c) => c,
@@ -223,13 +216,12 @@ fn run_shards(
         let spec = ShardSpec {
             index,
             listeners: std::mem::take(&mut listeners[index]),
-            turn: cfg.turn_config(ports),
-            auth: Arc::clone(&auth),
-            policy: Arc::clone(&policy),
+            turn: network.turn_config(ports),
+            settings: settings.clone(),
             ledger: Arc::clone(&ledger),
             control,
-            io_batch_wait: cfg.io_batch_wait,
-            io_gso: cfg.io_gso,
+            io_batch_wait: cfg.io.batch_wait,
+            io_gso: cfg.io.gso,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());
@@ -274,7 +266,7 @@ fn run_shards(
     }
     drop((ready_tx, done_tx));
 
-    for _ in 0..cfg.workers {
+    for _ in 0..workers {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err((index, source))) => {
@@ -291,11 +283,11 @@ fn run_shards(
     }
 
     let state = Arc::new(ControlState::default());
-    let metrics = match cfg.metrics {
+    let metrics = match cfg.operations.metrics {
         Some(addr) => {
             let info = StaticInfo {
                 io_backend: backend.name(),
-                workers: cfg.workers,
+                workers,
             };
             match MetricsServer::start(addr, controls.clone(), info, Arc::clone(&state)) {
                 Ok(m) => {
@@ -322,11 +314,7 @@ fn run_shards(
         metrics.as_ref().map(|m| m.addr),
         control_socket.as_ref().map(|c| c.path()),
     );
-    tracing::info!(
-        workers = cfg.workers,
-        io_backend = backend.name(),
-        "uturn ready"
-    );
+    tracing::info!(workers, io_backend = backend.name(), "uturn ready");
 
     let mut control = Control {
         args,
@@ -447,8 +435,8 @@ impl Control<'_> {
     }
 
     fn start_drain(&mut self, sig: &'static str) {
-        let timeout = self.current.drain_timeout;
-        let alternate = self.current.alternate_server;
+        let timeout = self.current.reloadable.drain.timeout;
+        let alternate = self.current.reloadable.drain.alternate_server;
         self.state.draining.store(true, Ordering::Relaxed);
         for c in self.controls {
             c.send(ShardCommand::Drain(alternate));
@@ -539,67 +527,60 @@ impl Control<'_> {
                 "uturn was started without --config: there is no file to reload".to_string(),
             );
         }
-        let mut new = Config::load(self.args).map_err(|e| e.to_string())?;
+        let new = Config::load(self.args).map_err(|e| e.to_string())?;
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
-        // From here on `new` holds the running values of the restart-only
-        // keys (the relay's own addresses among them, for the peer policy).
-        let needs_restart = keep_restart_only(&self.current, &mut new);
-        let own = own_addresses(&new, &self.bound);
-        let snapshot = Arc::new(Reloaded {
-            auth: Arc::new(Authenticator::new(new.auth_config(), self.nonce_key)),
-            policy: Arc::new(PeerPolicy::new(
-                new.allow_peers.clone(),
-                new.deny_peers.clone(),
-                &own,
-            )),
-            quotas: new.quotas,
-            max_lifetime: new.max_lifetime,
-            software: new.software.clone(),
-            unauth_rate: new.unauth_per_second,
-            unauth_burst: new.unauth_burst,
-        });
-        self.ledger.set_limits(new.quotas);
+        let next = &new.reloadable;
+        // The peer policy refuses the relay's own addresses as they run.
+        let own = own_addresses(&self.current.network, &self.bound);
+        let settings = next.relay_settings(self.nonce_key, &own);
+        self.ledger.set_limits(settings.quotas);
         let mut missed = 0;
         for c in self.controls {
-            if !c.send(ShardCommand::Reload(Arc::clone(&snapshot))) {
+            if !c.send(ShardCommand::Reload(settings.clone())) {
                 missed += 1;
             }
         }
-        crate::logging::set_client_details(new.log_client_details);
+        crate::logging::set_client_details(next.logging.client_details);
         let level = match &self.log {
-            Some(log) => log.set_level(&new.log_level)?,
-            None => format!("log level {}", new.log_level),
+            Some(log) => log.set_level(&next.logging.level)?,
+            None => format!("log level {}", next.logging.level),
         };
-        let next = new;
-        if self.drain.is_some() && next.alternate_server != self.current.alternate_server {
+        let alternate = next.drain.alternate_server;
+        if self.drain.is_some() && alternate != self.current.reloadable.drain.alternate_server {
             for c in self.controls {
-                c.send(ShardCommand::Drain(next.alternate_server));
+                c.send(ShardCommand::Drain(alternate));
             }
         }
-        self.current = next;
-        let c = &self.current;
-        let q = &c.quotas;
+        // From here on the restart-only sections keep their running values.
+        let needs_restart = self.current.reload(new);
+        let Reloadable {
+            auth,
+            policy,
+            logging,
+            drain,
+        } = &self.current.reloadable;
+        let q = &policy.quotas;
         let mut summary = format!(
             "realm {:?}, {} static users, {} REST secrets, peers allow {} / deny {} prefixes, \
              quotas {}/user {} total {} permissions {} channels, max lifetime {} s, \
              unauthenticated replies {}/s burst {}, {level}, client details in logs {}, \
              drain timeout {} s",
-            c.realm,
-            c.users.len(),
-            c.rest_secrets.len(),
-            c.allow_peers.len(),
-            c.deny_peers.len(),
+            auth.realm,
+            auth.users.len(),
+            auth.rest_secrets.len(),
+            policy.allow_peers.len(),
+            policy.deny_peers.len(),
             q.allocations_per_user,
             q.total_allocations,
             q.permissions_per_allocation,
             q.channels_per_allocation,
-            c.max_lifetime.as_secs(),
-            c.unauth_per_second,
-            c.unauth_burst,
-            if c.log_client_details { "on" } else { "off" },
-            c.drain_timeout.as_secs(),
+            policy.max_lifetime.as_secs(),
+            policy.unauth_per_second,
+            policy.unauth_burst,
+            if logging.client_details { "on" } else { "off" },
+            drain.timeout.as_secs(),
         );
         if !needs_restart.is_empty() {
             summary.push_str(&format!(
@@ -612,49 +593,6 @@ impl Control<'_> {
         }
         Ok(summary)
     }
-}
-
-/// Puts back in `new` the running values of the keys a reload cannot
-/// change (they need sockets or threads), and names those that differed,
-/// as in the file.
-fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
-    fn keep<T: PartialEq + Clone>(
-        changed: &mut Vec<&'static str>,
-        key: &'static str,
-        old: &T,
-        new: &mut T,
-    ) {
-        if old != new {
-            if !changed.contains(&key) {
-                changed.push(key);
-            }
-            new.clone_from(old);
-        }
-    }
-    let mut changed = Vec::new();
-    let c = &mut changed;
-    keep(c, "listen", &old.listen, &mut new.listen);
-    keep(c, "relay_ips", &old.relay_v4, &mut new.relay_v4);
-    keep(c, "relay_ips", &old.relay_v6, &mut new.relay_v6);
-    keep(c, "relay_ports", &old.relay_ports, &mut new.relay_ports);
-    keep(c, "workers", &old.workers, &mut new.workers);
-    keep(c, "io_backend", &old.io_backend, &mut new.io_backend);
-    keep(
-        c,
-        "io_batch_wait_usecs",
-        &old.io_batch_wait,
-        &mut new.io_batch_wait,
-    );
-    keep(c, "io_gso", &old.io_gso, &mut new.io_gso);
-    keep(c, "metrics", &old.metrics, &mut new.metrics);
-    keep(
-        c,
-        "control_socket",
-        &old.control_socket,
-        &mut new.control_socket,
-    );
-    keep(c, "log_format", &old.log_format, &mut new.log_format);
-    changed
 }
 
 /// Live allocations on every shard; None when a shard did not answer.
@@ -753,13 +691,13 @@ fn bind_listeners(
 /// The relay's own addresses for the peer policy: listen and relay addresses,
 /// and every address of the host's interfaces (a relay must not become a way
 /// into the host's other services, whatever it listens on).
-fn own_addresses(cfg: &Config, bound: &[SocketAddr]) -> Vec<IpAddr> {
+fn own_addresses(network: &Network, bound: &[SocketAddr]) -> Vec<IpAddr> {
     let mut own: Vec<IpAddr> = bound
         .iter()
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified())
         .collect();
-    own.extend(cfg.relay_ips());
+    own.extend(network.relay_ips());
     match nix::ifaddrs::getifaddrs() {
         Ok(ifs) => {
             for ifa in ifs {
@@ -798,14 +736,14 @@ fn announce(
     for a in bound {
         lines.push_str(&format!("uturn: listening on udp {a}\n"));
     }
-    for ip in cfg.relay_ips() {
+    for ip in cfg.network.relay_ips() {
         lines.push_str(&format!(
             "uturn: relay {ip} ports {}-{}\n",
-            cfg.relay_ports.start(),
-            cfg.relay_ports.end()
+            cfg.network.relay_ports.start(),
+            cfg.network.relay_ports.end()
         ));
     }
-    if let Some(d) = &cfg.demo {
+    if let Some(d) = &cfg.reloadable.auth.demo {
         if bound.iter().any(|a| !a.ip().is_loopback()) {
             tracing::warn!(
                 "demo credentials are in use on a non-loopback address; configure real credentials"
@@ -813,7 +751,7 @@ fn announce(
         }
         lines.push_str(&format!(
             "uturn: demo user \"{}\" password \"{}\" realm \"{}\"\n",
-            d.user, d.password, cfg.realm
+            d.user, d.password, cfg.reloadable.auth.realm
         ));
         lines.push_str(&format!("uturn: demo rest-secret \"{}\"\n", d.rest_secret));
     }
@@ -853,36 +791,4 @@ fn log_totals(reports: &[ShardReport]) {
         rx_errors = io.rx_errors,
         "totals at shutdown"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn config(flags: &[&str]) -> Config {
-        let mut argv = vec!["uturn", "--rest-secret", "s"];
-        argv.extend_from_slice(flags);
-        let args = crate::cli::Cli::try_parse_from(argv).unwrap().run;
-        Config::from_parts(&args, None).unwrap()
-    }
-
-    #[test]
-    fn restart_only_keys_keep_their_running_values_and_are_named() {
-        let old = config(&["--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1"]);
-        let mut new = config(&[
-            "--listen",
-            "127.0.0.1:3479",
-            "--relay-ip",
-            "127.0.0.2",
-            "--realm",
-            "new.realm",
-        ]);
-        let changed = keep_restart_only(&old, &mut new);
-        assert_eq!(changed, vec!["listen", "relay_ips"]);
-        assert_eq!(new.listen, old.listen);
-        assert_eq!(new.relay_v4, old.relay_v4);
-        assert_eq!(new.realm, "new.realm", "reloadable keys take the new value");
-        assert!(keep_restart_only(&old, &mut new).is_empty());
-    }
 }

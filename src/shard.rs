@@ -20,7 +20,7 @@ mod control;
 mod syscall;
 mod uring;
 
-pub use control::{channel, collect_reports, Reloaded, ShardCommand, ShardControl, ShardHandle};
+pub use control::{channel, collect_reports, ShardCommand, ShardControl, ShardHandle};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,12 +31,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::TryRecvError;
 
-use crate::auth::Authenticator;
 use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
-use crate::policy::{AllocationLedger, PeerPolicy};
+use crate::policy::AllocationLedger;
 use crate::turn::{
-    Gauges, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Stats, Transmit, TurnConfig,
-    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Gauges, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats, Transmit,
+    TurnConfig, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
@@ -67,8 +66,8 @@ pub struct ShardSpec {
     /// One per listen address, in `ListenerId` order.
     pub listeners: Vec<UdpSocket>,
     pub turn: TurnConfig,
-    pub auth: Arc<Authenticator>,
-    pub policy: Arc<PeerPolicy>,
+    /// The reloadable settings in force at start-up.
+    pub settings: Settings,
     pub ledger: Arc<AllocationLedger>,
     /// Commands from the control thread, and the descriptor it wakes.
     pub control: ShardControl,
@@ -245,8 +244,7 @@ type RelayMap<T> = HashMap<u64, T, BuildHasherDefault<TokenHasher>>;
 fn new_relay(spec: &ShardSpec) -> Relay {
     let mut relay = Relay::new(
         spec.turn.clone(),
-        Arc::clone(&spec.auth),
-        Arc::clone(&spec.policy),
+        spec.settings.clone(),
         Arc::clone(&spec.ledger),
     );
     relay.set_observer(Box::new(crate::logging::RelayLog));
@@ -303,9 +301,8 @@ fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &I
                 // The asker may have stopped waiting: nothing to do then.
                 let _ = reply.send(ShardReport::new(index, relay, io, 0));
             }
-            Ok(ShardCommand::Reload(r)) => {
-                relay.set_auth(Arc::clone(&r.auth));
-                let revoked = relay.set_policy(Arc::clone(&r.policy), Instant::now());
+            Ok(ShardCommand::Reload(settings)) => {
+                let revoked = relay.apply(settings, Instant::now());
                 if revoked > 0 {
                     tracing::info!(
                         shard = index,
@@ -313,13 +310,6 @@ fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &I
                         "permissions and channels toward peers the new policy refuses ended"
                     );
                 }
-                relay.set_quotas(r.quotas);
-                relay.set_limits(
-                    r.max_lifetime,
-                    r.software.clone(),
-                    r.unauth_rate,
-                    r.unauth_burst,
-                );
                 tracing::debug!(shard = index, "configuration reloaded");
             }
             Ok(ShardCommand::Drain(alternate)) => {

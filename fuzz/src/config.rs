@@ -57,12 +57,13 @@ pub fn run(data: &[u8]) {
         return;
     };
     let _ = cfg.summary();
-    let _ = cfg.auth_config();
-    let _ = cfg.relay_ips();
-    let _ = cfg.turn_config(cfg.relay_ports.clone());
-    if cfg.workers > 0 && cfg.workers <= 1024 {
-        if let Some(slices) = uturn::config::port_slices(&cfg.relay_ports, cfg.workers) {
-            assert_eq!(slices.len(), cfg.workers);
+    let network = &cfg.network;
+    let _ = cfg.reloadable.auth.auth_config();
+    let _ = cfg.reloadable.relay_settings([0; 32], &network.relay_ips());
+    let _ = network.turn_config(network.relay_ports.clone());
+    if network.workers > 0 && network.workers <= 1024 {
+        if let Some(slices) = uturn::config::port_slices(&network.relay_ports, network.workers) {
+            assert_eq!(slices.len(), network.workers);
         }
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{check_user_name, invalid, unhex, ConfigError};
+use super::auth::{check_user_name, unhex};
+use super::{invalid, ConfigError};
 use crate::auth::StaticUser;
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +39,7 @@ pub(super) struct FileConfig {
     pub alternate_server: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileUser {
     pub name: String,

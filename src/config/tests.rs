@@ -3,7 +3,12 @@ use std::path::Path;
 use clap::Parser;
 use md5::Digest;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use super::auth::{strip_newline, unhex};
 use super::*;
+use crate::policy::Quotas;
 
 fn args(flags: &[&str]) -> RunArgs {
     let mut argv = vec!["uturn"];
@@ -88,52 +93,73 @@ unauth_burst = 9
     );
     let c = with_file(&[], &text).unwrap();
     assert_eq!(
-        c.listen,
+        c.network.listen,
         vec![
             "127.0.0.1:3478".parse().unwrap(),
             "[::1]:3479".parse().unwrap()
         ]
     );
-    assert_eq!(c.relay_v4, Some("192.0.2.10".parse().unwrap()));
-    assert_eq!(c.relay_v6, Some("2001:db8::10".parse().unwrap()));
-    assert_eq!(c.relay_ports, 50000..=50999);
-    assert_eq!(c.realm, "example.org");
-    assert_eq!(c.workers, 4);
-    assert_eq!(c.max_lifetime, Duration::from_secs(1200));
-    assert_eq!(c.software.as_deref(), Some("uturn"));
-    assert_eq!(c.rest_secrets, vec![b"s1".to_vec(), b"from-file".to_vec()]);
-    assert!(!c.offer_sha256);
-    assert_eq!(c.nonce_lifetime_secs, 300);
-    assert_eq!(c.log_level, "debug");
-    assert_eq!(c.io_backend, IoBackendChoice::Syscall);
-    assert_eq!(c.io_batch_wait, Duration::from_micros(250));
-    assert!(!c.io_gso);
-    assert_eq!(c.log_format, LogFormat::Json);
-    assert!(c.log_client_details);
-    assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
+    assert_eq!(c.network.relay_v4, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(c.network.relay_v6, Some("2001:db8::10".parse().unwrap()));
+    assert_eq!(c.network.relay_ports, 50000..=50999);
+    assert_eq!(c.reloadable.auth.realm, "example.org");
+    assert_eq!(c.network.workers, 4);
+    assert_eq!(c.reloadable.policy.max_lifetime, Duration::from_secs(1200));
+    assert_eq!(c.reloadable.policy.software.as_deref(), Some("uturn"));
     assert_eq!(
-        c.control_socket.as_deref(),
+        c.reloadable.auth.rest_secrets,
+        vec![b"s1".to_vec(), b"from-file".to_vec()]
+    );
+    assert!(!c.reloadable.auth.offer_sha256);
+    assert_eq!(c.reloadable.auth.nonce_lifetime_secs, 300);
+    assert_eq!(c.reloadable.logging.level, "debug");
+    assert_eq!(c.io.backend, IoBackendChoice::Syscall);
+    assert_eq!(c.io.batch_wait, Duration::from_micros(250));
+    assert!(!c.io.gso);
+    assert_eq!(c.operations.log_format, LogFormat::Json);
+    assert!(c.reloadable.logging.client_details);
+    assert_eq!(
+        c.operations.metrics,
+        Some("127.0.0.1:9641".parse().unwrap())
+    );
+    assert_eq!(
+        c.operations.control_socket.as_deref(),
         Some(Path::new("/run/uturn/control.sock"))
     );
-    assert_eq!(c.drain_timeout, Duration::from_secs(5));
-    assert_eq!(c.alternate_server, Some("192.0.2.20:3478".parse().unwrap()));
-    assert_eq!(c.users.len(), 2);
-    assert_eq!(c.users[0].key_md5.map(|k| hex(&k)).as_deref(), Some(MD5_A));
+    assert_eq!(c.reloadable.drain.timeout, Duration::from_secs(5));
     assert_eq!(
-        c.users[0].key_sha256.map(|k| hex(&k)).as_deref(),
+        c.reloadable.drain.alternate_server,
+        Some("192.0.2.20:3478".parse().unwrap())
+    );
+    assert_eq!(c.reloadable.auth.users.len(), 2);
+    assert_eq!(
+        c.reloadable.auth.users[0]
+            .key_md5
+            .map(|k| hex(&k))
+            .as_deref(),
+        Some(MD5_A)
+    );
+    assert_eq!(
+        c.reloadable.auth.users[0]
+            .key_sha256
+            .map(|k| hex(&k))
+            .as_deref(),
         Some(SHA_A)
     );
-    assert_eq!(c.users[1].key_md5, None);
+    assert_eq!(c.reloadable.auth.users[1].key_md5, None);
     assert_eq!(
-        c.allow_peers,
+        c.reloadable.policy.allow_peers,
         vec![
             "10.1.0.0/16".parse().unwrap(),
             "192.168.1.7/32".parse().unwrap()
         ]
     );
-    assert_eq!(c.deny_peers, vec!["203.0.113.0/24".parse().unwrap()]);
     assert_eq!(
-        c.quotas,
+        c.reloadable.policy.deny_peers,
+        vec!["203.0.113.0/24".parse().unwrap()]
+    );
+    assert_eq!(
+        c.reloadable.policy.quotas,
         Quotas {
             allocations_per_user: 3,
             total_allocations: 100,
@@ -141,8 +167,14 @@ unauth_burst = 9
             channels_per_allocation: 6
         }
     );
-    assert_eq!((c.unauth_per_second, c.unauth_burst), (7, 9));
-    assert!(c.demo.is_none());
+    assert_eq!(
+        (
+            c.reloadable.policy.unauth_per_second,
+            c.reloadable.policy.unauth_burst
+        ),
+        (7, 9)
+    );
+    assert!(c.reloadable.auth.demo.is_none());
     assert!(c.summary().contains("2 static users, 2 REST secrets"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     // A secret file every user can read works, with a warning that names it.
@@ -161,19 +193,25 @@ unauth_burst = 9
 #[test]
 fn defaults_apply() {
     let c = with_file(&[], &minimal()).unwrap();
-    assert_eq!(c.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
-    assert_eq!(c.relay_v4, Some(Ipv4Addr::LOCALHOST));
-    assert_eq!(c.relay_v6, None);
-    assert_eq!(c.relay_ports, 49152..=65535);
-    assert_eq!(c.realm, DEFAULT_REALM);
-    assert_eq!(c.max_lifetime, Duration::from_secs(3600));
-    assert!(c.offer_sha256);
-    assert_eq!(c.nonce_lifetime_secs, 600);
-    assert_eq!(c.quotas, Quotas::default());
-    assert_eq!((c.unauth_per_second, c.unauth_burst), (20, 40));
-    assert!(c.software.is_none());
-    assert!(c.workers >= 1);
-    assert_eq!(c.io_backend, IoBackendChoice::Auto);
+    assert_eq!(c.network.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+    assert_eq!(c.network.relay_v4, Some(Ipv4Addr::LOCALHOST));
+    assert_eq!(c.network.relay_v6, None);
+    assert_eq!(c.network.relay_ports, 49152..=65535);
+    assert_eq!(c.reloadable.auth.realm, DEFAULT_REALM);
+    assert_eq!(c.reloadable.policy.max_lifetime, Duration::from_secs(3600));
+    assert!(c.reloadable.auth.offer_sha256);
+    assert_eq!(c.reloadable.auth.nonce_lifetime_secs, 600);
+    assert_eq!(c.reloadable.policy.quotas, Quotas::default());
+    assert_eq!(
+        (
+            c.reloadable.policy.unauth_per_second,
+            c.reloadable.policy.unauth_burst
+        ),
+        (20, 40)
+    );
+    assert!(c.reloadable.policy.software.is_none());
+    assert!(c.network.workers >= 1);
+    assert_eq!(c.io.backend, IoBackendChoice::Auto);
     assert!(c.summary().contains("io backend: auto"));
 }
 
@@ -185,12 +223,12 @@ fn io_backend_choices() {
         ("SYSCALL", IoBackendChoice::Syscall),
     ] {
         let text = format!("io_backend = \"{v}\"\n{}", minimal());
-        assert_eq!(with_file(&[], &text).unwrap().io_backend, want);
+        assert_eq!(with_file(&[], &text).unwrap().io.backend, want);
     }
     // The flag beats the file; errors name whichever was used.
     let text = format!("io_backend = \"uring\"\n{}", minimal());
     let c = with_file(&["--io-backend", "syscall"], &text).unwrap();
-    assert_eq!(c.io_backend, IoBackendChoice::Syscall);
+    assert_eq!(c.io.backend, IoBackendChoice::Syscall);
     let e = err(with_file(&["--io-backend", "epoll"], &minimal()));
     assert!(e.starts_with("--io-backend: "), "{e}");
     let text = format!("io_backend = \"fast\"\n{}", minimal());
@@ -293,21 +331,28 @@ fn flags_override_the_file() {
     )
     .unwrap();
     assert_eq!(
-        c.listen,
+        c.network.listen,
         vec!["127.0.0.3:1".parse().unwrap(), "[::1]:2".parse().unwrap()]
     );
-    assert_eq!(c.relay_v4, Some("127.0.0.3".parse().unwrap()));
-    assert_eq!(c.relay_v6, Some(Ipv6Addr::LOCALHOST));
-    assert_eq!(c.relay_ports, 60000..=60001);
-    assert_eq!(c.realm, "flag");
-    assert_eq!(c.workers, 1);
-    assert_eq!(c.max_lifetime, Duration::from_secs(50));
-    assert_eq!(c.log_level, "error");
-    assert_eq!(c.allow_peers, vec!["127.0.0.0/8".parse().unwrap()]);
+    assert_eq!(c.network.relay_v4, Some("127.0.0.3".parse().unwrap()));
+    assert_eq!(c.network.relay_v6, Some(Ipv6Addr::LOCALHOST));
+    assert_eq!(c.network.relay_ports, 60000..=60001);
+    assert_eq!(c.reloadable.auth.realm, "flag");
+    assert_eq!(c.network.workers, 1);
+    assert_eq!(c.reloadable.policy.max_lifetime, Duration::from_secs(50));
+    assert_eq!(c.reloadable.logging.level, "error");
+    assert_eq!(
+        c.reloadable.policy.allow_peers,
+        vec!["127.0.0.0/8".parse().unwrap()]
+    );
     // Without flags the file's values stand.
     let c = with_file(&[], &file).unwrap();
     assert_eq!(
-        (c.realm.as_str(), c.workers, c.log_level.as_str()),
+        (
+            c.reloadable.auth.realm.as_str(),
+            c.network.workers,
+            c.reloadable.logging.level.as_str()
+        ),
         ("file", 2, "warn")
     );
 }
@@ -315,8 +360,12 @@ fn flags_override_the_file() {
 #[test]
 fn user_flag_derives_keys() {
     let c = with_file(&["--user", "a:b:c", "--realm", "r"], &minimal()).unwrap();
-    assert_eq!(c.users.len(), 1, "--user replaces the file's users");
-    let u = &c.users[0];
+    assert_eq!(
+        c.reloadable.auth.users.len(),
+        1,
+        "--user replaces the file's users"
+    );
+    let u = &c.reloadable.auth.users[0];
     assert_eq!(u.name, "a");
     // The password is everything after the first colon.
     assert_eq!(u.key_md5.unwrap()[..], md5::Md5::digest(b"a:r:b:c")[..]);
@@ -355,7 +404,10 @@ fn wildcard_listen_needs_relay_ips() {
         &minimal(),
     )
     .unwrap();
-    assert_eq!(c.relay_ips(), vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        c.network.relay_ips(),
+        vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+    );
     let e = err(with_file(
         &["--relay-ip", "192.0.2.1", "--relay-ip", "192.0.2.2"],
         &minimal(),
@@ -399,27 +451,35 @@ fn a_file_without_credentials_is_refused() {
     assert!(err(with_file(&[], "realm = \"x\"\n")).starts_with("users/rest_secrets: "));
     // A REST secret alone is enough.
     let c = with_file(&[], "rest_secrets = [\"s\"]\n").unwrap();
-    assert!(c.users.is_empty() && c.demo.is_none());
+    assert!(c.reloadable.auth.users.is_empty() && c.reloadable.auth.demo.is_none());
 }
 
 #[test]
 fn demo_credentials_without_config_or_credential_flags() {
     let c = Config::from_parts(&args(&[]), None).unwrap();
-    let d = c.demo.clone().expect("demo credentials");
+    let d = c.reloadable.auth.demo.clone().expect("demo credentials");
     assert_eq!(d.user, DEMO_USER);
     assert_eq!(d.password.len(), 20);
     assert_eq!(d.rest_secret.len(), 32);
     assert!(d.password.chars().all(|ch| ch.is_ascii_alphanumeric()));
-    assert_eq!(c.rest_secrets, vec![d.rest_secret.as_bytes().to_vec()]);
-    assert_eq!(c.users.len(), 1);
-    assert_eq!(c.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
-    assert_eq!(c.relay_v4, Some(Ipv4Addr::LOCALHOST));
-    assert!(c.allow_peers.is_empty());
-    let other = Config::from_parts(&args(&[]), None).unwrap().demo.unwrap();
+    assert_eq!(
+        c.reloadable.auth.rest_secrets,
+        vec![d.rest_secret.as_bytes().to_vec()]
+    );
+    assert_eq!(c.reloadable.auth.users.len(), 1);
+    assert_eq!(c.network.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+    assert_eq!(c.network.relay_v4, Some(Ipv4Addr::LOCALHOST));
+    assert!(c.reloadable.policy.allow_peers.is_empty());
+    let other = Config::from_parts(&args(&[]), None)
+        .unwrap()
+        .reloadable
+        .auth
+        .demo
+        .unwrap();
     assert_ne!(other.password, d.password);
     // Any credential flag turns the demo off.
     let c = Config::from_parts(&args(&["--rest-secret", "s"]), None).unwrap();
-    assert!(c.demo.is_none() && c.users.is_empty());
+    assert!(c.reloadable.auth.demo.is_none() && c.reloadable.auth.users.is_empty());
 }
 
 #[test]
@@ -452,7 +512,7 @@ fn other_values_are_checked() {
     let e = err(with_file(&["--deny-peer", "nonsense"], &minimal()));
     assert!(e.starts_with("--deny-peer: "), "{e}");
     let c = with_file(&["--log-level", "uturn=debug,warn"], &minimal()).unwrap();
-    assert_eq!(c.log_level, "uturn=debug,warn");
+    assert_eq!(c.reloadable.logging.level, "uturn=debug,warn");
 }
 
 /// Found by the `config` fuzz target: a span field filter in `log_level` is
@@ -533,15 +593,18 @@ fn example_file_documents_every_key() {
 #[test]
 fn operations_keys_default_safely() {
     let c = with_file(&[], &minimal()).unwrap();
-    assert_eq!(c.log_format, LogFormat::Text);
-    assert!(!c.log_client_details);
-    assert_eq!(c.metrics, None, "metrics are off unless asked for");
-    assert_eq!(c.control_socket, None);
+    assert_eq!(c.operations.log_format, LogFormat::Text);
+    assert!(!c.reloadable.logging.client_details);
     assert_eq!(
-        c.drain_timeout,
+        c.operations.metrics, None,
+        "metrics are off unless asked for"
+    );
+    assert_eq!(c.operations.control_socket, None);
+    assert_eq!(
+        c.reloadable.drain.timeout,
         Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS)
     );
-    assert_eq!(c.alternate_server, None);
+    assert_eq!(c.reloadable.drain.alternate_server, None);
     // Flags beat the file.
     let c = with_file(
         &[
@@ -561,12 +624,12 @@ fn operations_keys_default_safely() {
         ),
     )
     .unwrap();
-    assert_eq!(c.log_format, LogFormat::Json);
-    assert!(c.log_client_details);
-    assert_eq!(c.metrics, Some("[::1]:9000".parse().unwrap()));
-    assert_eq!(c.drain_timeout, Duration::ZERO);
+    assert_eq!(c.operations.log_format, LogFormat::Json);
+    assert!(c.reloadable.logging.client_details);
+    assert_eq!(c.operations.metrics, Some("[::1]:9000".parse().unwrap()));
+    assert_eq!(c.reloadable.drain.timeout, Duration::ZERO);
     assert_eq!(
-        c.alternate_server,
+        c.reloadable.drain.alternate_server,
         Some("[2001:db8::1]:3478".parse().unwrap())
     );
 }
@@ -587,4 +650,83 @@ fn operations_keys_are_checked() {
         err(with_file(&["--metrics", "nope"], &minimal())).starts_with("--metrics: "),
         "a flag is named as the flag"
     );
+}
+
+fn flags_only(flags: &[&str]) -> Config {
+    let mut argv = vec!["--rest-secret", "s"];
+    argv.extend_from_slice(flags);
+    Config::from_parts(&args(&argv), None).unwrap()
+}
+
+#[test]
+fn restart_only_keys_keep_their_running_values_and_are_named() {
+    let mut running = flags_only(&["--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1"]);
+    let old = running.clone();
+    let new = flags_only(&[
+        "--listen",
+        "127.0.0.1:3479",
+        "--relay-ip",
+        "127.0.0.2",
+        "--realm",
+        "new.realm",
+    ]);
+    let changed = running.reload(new.clone());
+    assert_eq!(changed, vec!["listen", "relay_ips"]);
+    assert_eq!(running.network.listen, old.network.listen);
+    assert_eq!(running.network.relay_v4, old.network.relay_v4);
+    assert_eq!(
+        running.reloadable.auth.realm, "new.realm",
+        "reloadable keys take the new value"
+    );
+    assert_eq!(
+        running.restart_only_changes(&new),
+        vec!["listen", "relay_ips"]
+    );
+    assert!(running.reload(running.clone()).is_empty());
+}
+
+#[test]
+fn every_restart_only_key_is_named_in_file_order() {
+    let old = flags_only(&["--workers", "1"]);
+    let new = flags_only(&[
+        "--listen",
+        "127.0.0.1:3479",
+        "--relay-ip",
+        "127.0.0.2",
+        "--relay-ports",
+        "50000-50999",
+        "--workers",
+        "2",
+        "--io-backend",
+        "syscall",
+        "--io-batch-wait",
+        "100",
+        "--io-gso",
+        "false",
+        "--metrics",
+        "127.0.0.1:9641",
+        "--control-socket",
+        "/run/uturn.sock",
+        "--log-format",
+        "json",
+    ]);
+    let mut running = old.clone();
+    assert_eq!(
+        running.reload(new),
+        vec![
+            "listen",
+            "relay_ips",
+            "relay_ports",
+            "workers",
+            "io_backend",
+            "io_batch_wait_usecs",
+            "io_gso",
+            "metrics",
+            "control_socket",
+            "log_format",
+        ]
+    );
+    assert_eq!(running.network, old.network);
+    assert_eq!(running.io, old.io);
+    assert_eq!(running.operations, old.operations);
 }

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::ShardReport;
-use crate::auth::Authenticator;
 use crate::io::wake::WakeFd;
-use crate::policy::{PeerPolicy, Quotas};
+use crate::turn::Settings;
 
 /// What the control thread can ask of a shard.
 pub enum ShardCommand {
@@ -21,9 +20,9 @@ pub enum ShardCommand {
     Shutdown,
     /// Send a snapshot of the counters to this channel.
     Stats(Sender<ShardReport>),
-    /// Take new credentials, peer policy and per-allocation quotas; every
-    /// allocation stays.
-    Reload(Arc<Reloaded>),
+    /// Put the reloadable settings in force (credentials, peer policy,
+    /// quotas, lifetimes, rate limits); every allocation stays.
+    Reload(Settings),
     /// Refuse new allocations from now on: 300 with this ALTERNATE-SERVER
     /// (for clients of its family), else 508.
     Drain(Option<SocketAddr>),
@@ -38,17 +37,6 @@ impl std::fmt::Debug for ShardCommand {
             ShardCommand::Drain(a) => write!(f, "Drain({a:?})"),
         }
     }
-}
-
-/// What a reload hands every shard: immutable snapshots, shared.
-pub struct Reloaded {
-    pub auth: Arc<Authenticator>,
-    pub policy: Arc<PeerPolicy>,
-    pub quotas: Quotas,
-    pub max_lifetime: Duration,
-    pub software: Option<String>,
-    pub unauth_rate: u32,
-    pub unauth_burst: u32,
 }
 
 /// Commands a shard may have waiting; more are refused (the sender is told).

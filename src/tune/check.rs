@@ -156,9 +156,9 @@ pub struct RelayNeeds {
 impl RelayNeeds {
     pub fn from_config(cfg: &Config) -> RelayNeeds {
         RelayNeeds {
-            ports: cfg.relay_ports.clone(),
-            workers: cfg.workers,
-            listen: cfg.listen.len(),
+            ports: cfg.network.relay_ports.clone(),
+            workers: cfg.network.workers,
+            listen: cfg.network.listen.len(),
         }
     }
 

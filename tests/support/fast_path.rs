@@ -12,7 +12,7 @@ use uturn::auth::{derive_key, AuthConfig, Authenticator, PasswordAlgorithm, Stat
 use uturn::policy::{AllocationLedger, PeerPolicy, Quotas};
 use uturn::stun::{attr, Attribute, Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
+    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Transmit, TurnConfig, Via,
     MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
@@ -113,18 +113,17 @@ impl FastPath {
             relay_v4: Some("192.0.2.1".parse().expect("ip")),
             relay_v6: None,
             ports: 10000..=65000,
-            max_lifetime: Duration::from_secs(3600),
+        };
+        let settings = Settings {
+            auth: Arc::new(auth),
+            policy: Arc::new(policy),
             quotas,
+            max_lifetime: Duration::from_secs(3600),
+            software: None,
             unauth_rate: 1000,
             unauth_burst: 1000,
-            software: None,
         };
-        let relay = Relay::new(
-            cfg,
-            Arc::new(auth),
-            Arc::new(policy),
-            Arc::new(AllocationLedger::new(quotas)),
-        );
+        let relay = Relay::new(cfg, settings, Arc::new(AllocationLedger::new(quotas)));
         let mut fp = FastPath {
             relay,
             sockets: Sockets::default(),

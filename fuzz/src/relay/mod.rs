@@ -43,8 +43,8 @@ use uturn::stun::channel::{self, ChannelData};
 use uturn::stun::integrity::{check_fingerprint, check_sha1, check_sha256, Integrity};
 use uturn::stun::{Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
-    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings as TurnSettings, Transmit,
+    TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 use crate::reader::Reader;
@@ -213,19 +213,18 @@ impl Harness {
             relay_v4: Some(RELAY_V4),
             relay_v6: s.relay_v6.then_some(RELAY_V6),
             ports: PORTS,
-            max_lifetime: Duration::from_secs(3600),
+        };
+        let settings = TurnSettings {
+            auth: Arc::new(auth),
+            policy: Arc::clone(&policy),
             quotas,
+            max_lifetime: Duration::from_secs(3600),
+            software: None,
             unauth_rate: rate,
             unauth_burst: rate,
-            software: None,
         };
         let ledger = Arc::new(AllocationLedger::new(quotas));
-        let mut relay = Relay::new(
-            cfg,
-            Arc::new(auth),
-            Arc::clone(&policy),
-            Arc::clone(&ledger),
-        );
+        let mut relay = Relay::new(cfg, settings, Arc::clone(&ledger));
         // A fixed seed: the same input makes the same run, so that a crash
         // found here replays.
         relay.seed(1);

@@ -225,7 +225,7 @@ impl Relay {
         signer: Option<&Authenticated<'_>>,
         fingerprint: bool,
     ) -> Result<(), EncodeError> {
-        if let Some(s) = &self.cfg.software {
+        if let Some(s) = &self.settings.software {
             w.raw(attr::SOFTWARE, s.as_bytes())?;
         }
         if let Some(signer) = signer {
@@ -306,7 +306,7 @@ impl Relay {
         scratch: &mut [u8],
         sockets: &mut impl RelaySockets,
     ) -> Answer {
-        let auth = std::sync::Arc::clone(&self.auth);
+        let auth = std::sync::Arc::clone(&self.settings.auth);
         // SECURITY.md rule 1: an expired REST credential is refused on every
         // authenticated request, so that it cannot keep an allocation alive;
         // only a Refresh that deletes the allocation still works with it.
@@ -426,7 +426,7 @@ impl Relay {
     /// RFC 8656 §7.2: max(default, min(requested, maximum)); the default is
     /// itself capped by the configured maximum.
     fn granted_lifetime(&self, requested: Option<u32>) -> Duration {
-        let max = self.cfg.max_lifetime;
+        let max = self.settings.max_lifetime;
         let default = DEFAULT_LIFETIME.min(max);
         match requested {
             None => default,

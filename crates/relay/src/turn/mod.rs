@@ -65,7 +65,9 @@ pub trait RelaySockets {
     fn close(&mut self, token: RelayToken);
 }
 
-/// Static settings of one shard's state machine.
+/// What one shard's state machine is built with and keeps until a restart:
+/// its relay addresses and its slice of the relay ports (sockets depend on
+/// them).
 #[derive(Clone, Debug)]
 pub struct TurnConfig {
     /// Relay address for IPv4 allocations (None: IPv4 relays unsupported → 440).
@@ -74,14 +76,25 @@ pub struct TurnConfig {
     pub relay_v6: Option<Ipv6Addr>,
     /// This shard's slice of the relay port range.
     pub ports: RangeInclusive<u16>,
+}
+
+/// The settings a reload may change, all in one value: given to
+/// `Relay::new`, replaced whole by `Relay::apply`. Every shard gets a clone;
+/// the credentials and the peer policy are shared, immutable snapshots.
+#[derive(Clone)]
+pub struct Settings {
+    pub auth: Arc<Authenticator>,
+    pub policy: Arc<PeerPolicy>,
+    /// The per-allocation permission and channel limits (the per-user and
+    /// total ones are the shared `AllocationLedger`'s).
+    pub quotas: Quotas,
     /// Upper bound for requested lifetimes (RFC 8656 §7.2: default 600 s).
     pub max_lifetime: Duration,
-    pub quotas: Quotas,
+    /// SOFTWARE attribute value in responses (off by default).
+    pub software: Option<String>,
     /// Unauthenticated replies allowed per source per second, and the burst.
     pub unauth_rate: u32,
     pub unauth_burst: u32,
-    /// SOFTWARE attribute value in responses (off by default).
-    pub software: Option<String>,
 }
 
 /// A datagram to send: the one output of the state machine, for both
@@ -261,8 +274,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// One shard's TURN server state.
 pub struct Relay {
     cfg: TurnConfig,
-    auth: Arc<Authenticator>,
-    policy: Arc<PeerPolicy>,
+    settings: Settings,
     ledger: Arc<AllocationLedger>,
     table: Table,
     ports: PortPool,
@@ -287,21 +299,15 @@ enum Admission {
 }
 
 impl Relay {
-    pub fn new(
-        cfg: TurnConfig,
-        auth: Arc<Authenticator>,
-        policy: Arc<PeerPolicy>,
-        ledger: Arc<AllocationLedger>,
-    ) -> Self {
+    pub fn new(cfg: TurnConfig, settings: Settings, ledger: Arc<AllocationLedger>) -> Self {
         let ports = PortPool::new(*cfg.ports.start(), *cfg.ports.end());
         // Every allocation holds at least one relay port of this shard.
         let most =
             (usize::from(*cfg.ports.end()) + 1).saturating_sub(usize::from(*cfg.ports.start()));
-        let limiter = RateLimiter::new(cfg.unauth_rate, cfg.unauth_burst);
+        let limiter = RateLimiter::new(settings.unauth_rate, settings.unauth_burst);
         Relay {
             cfg,
-            auth,
-            policy,
+            settings,
             ledger,
             table: Table::with_capacity(most),
             ports,
@@ -328,45 +334,32 @@ impl Relay {
         self.observer = observer;
     }
 
-    /// Replaces credentials (reload); allocations stay.
-    pub fn set_auth(&mut self, auth: Arc<Authenticator>) {
-        self.auth = auth;
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
-    /// Replaces the peer policy (reload); allocations stay.
-    /// Permissions and channels toward peers the new policy refuses end at
-    /// once, so that a narrowed policy stops relaying to them now rather than
-    /// when they expire (up to 10 minutes later). Returns how many ended.
-    pub fn set_policy(&mut self, policy: Arc<PeerPolicy>, now: Instant) -> usize {
-        self.policy = policy;
-        let policy = &self.policy;
-        self.table.revoke(|peer| policy.check(peer).is_ok(), now)
-    }
-
-    /// Replaces the per-allocation permission and channel limits (reload).
-    /// Allocations over a lowered limit keep what they have and cannot add.
-    pub fn set_quotas(&mut self, quotas: Quotas) {
-        self.cfg.quotas = quotas;
-    }
-
-    /// Replaces the settings a reload may change beside credentials, policy
-    /// and quotas: the longest lifetime (live allocations keep theirs until
-    /// their next Refresh), SOFTWARE, and the rate of unauthenticated
-    /// replies (the limiter starts afresh only when that changes).
-    pub fn set_limits(
-        &mut self,
-        max_lifetime: Duration,
-        software: Option<String>,
-        unauth_rate: u32,
-        unauth_burst: u32,
-    ) {
-        self.cfg.max_lifetime = max_lifetime;
-        self.cfg.software = software;
-        if (unauth_rate, unauth_burst) != (self.cfg.unauth_rate, self.cfg.unauth_burst) {
-            self.cfg.unauth_rate = unauth_rate;
-            self.cfg.unauth_burst = unauth_burst;
-            self.limiter = RateLimiter::new(unauth_rate, unauth_burst);
+    /// Puts `settings` in force (a reload); every allocation stays.
+    /// * Credentials: requests are checked against the new ones from now on.
+    /// * Peer policy: permissions and channels toward peers the new policy
+    ///   refuses end at once, so that a narrowed policy stops relaying to
+    ///   them now rather than when they expire (up to 10 minutes later).
+    /// * Quotas: an allocation over a lowered permission or channel limit
+    ///   keeps what it has and cannot add.
+    /// * Longest lifetime: live allocations keep theirs until their next
+    ///   Refresh.
+    /// * Rate of unauthenticated replies: the limiter starts afresh only
+    ///   when the rate or the burst changes.
+    ///
+    /// Returns how many permissions and channels ended.
+    pub fn apply(&mut self, settings: Settings, now: Instant) -> usize {
+        let old = (self.settings.unauth_rate, self.settings.unauth_burst);
+        if (settings.unauth_rate, settings.unauth_burst) != old {
+            self.limiter = RateLimiter::new(settings.unauth_rate, settings.unauth_burst);
         }
+        self.settings = settings;
+        let policy = &self.settings.policy;
+        self.table.revoke(|peer| policy.check(peer).is_ok(), now)
     }
 
     /// Refuses new allocations from now on (drain): 300 (Try Alternate)

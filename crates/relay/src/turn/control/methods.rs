@@ -367,11 +367,17 @@ impl Relay {
             self.stats.drop_quota += 1;
             return Err(Code::InsufficientCapacity.into());
         }
-        let limit = self.cfg.quotas.permissions_per_allocation as usize;
+        let limit = self.settings.quotas.permissions_per_allocation as usize;
         {
             let a = self.table.get(index).ok_or(Code::AllocationMismatch)?;
             for peer in req.peers() {
-                Self::check_peer(&self.policy, &mut self.stats, &mut *self.observer, a, peer)?;
+                Self::check_peer(
+                    &self.settings.policy,
+                    &mut self.stats,
+                    &mut *self.observer,
+                    a,
+                    peer,
+                )?;
             }
             // All or nothing: refuse before installing any when they would not all fit.
             let live = a.perms.iter().filter(|p| now.at < p.expires).count();
@@ -412,11 +418,17 @@ impl Relay {
             return Err(Code::BadRequest.into());
         }
         let peer = req.peers().next().ok_or(Code::BadRequest)?;
-        let perm_limit = self.cfg.quotas.permissions_per_allocation as usize;
-        let chan_limit = self.cfg.quotas.channels_per_allocation as usize;
+        let perm_limit = self.settings.quotas.permissions_per_allocation as usize;
+        let chan_limit = self.settings.quotas.channels_per_allocation as usize;
         {
             let a = self.table.get(index).ok_or(Code::AllocationMismatch)?;
-            Self::check_peer(&self.policy, &mut self.stats, &mut *self.observer, a, peer)?;
+            Self::check_peer(
+                &self.settings.policy,
+                &mut self.stats,
+                &mut *self.observer,
+                a,
+                peer,
+            )?;
             // RFC 8656 §11.2: the number must not be bound to another peer, nor
             // the peer to another number — counting bindings that expired
             // less than 5 minutes ago.
@@ -475,7 +487,13 @@ impl Relay {
             self.stats.drop_no_allocation += 1;
             return Answer::Nothing;
         };
-        match Self::check_peer(&self.policy, &mut self.stats, &mut *self.observer, a, peer) {
+        match Self::check_peer(
+            &self.settings.policy,
+            &mut self.stats,
+            &mut *self.observer,
+            a,
+            peer,
+        ) {
             Ok(()) => {}
             Err(Code::Forbidden) => return Answer::Nothing,
             Err(_) => {

@@ -434,7 +434,12 @@ fn a_reload_lowers_the_lifetime_for_new_allocations_and_refreshes() {
         old.request(&mut h, Method::Allocate, &udp).lifetime(),
         Some(600)
     );
-    h.relay.set_limits(Duration::from_secs(120), None, 20, 40);
+    let settings = Settings {
+        max_lifetime: Duration::from_secs(120),
+        ..h.relay.settings().clone()
+    };
+    let now = h.now().at;
+    assert_eq!(h.relay.apply(settings, now), 0, "the policy is the same");
     let mut new = Client::new("203.0.113.11:40001", md5("alice", "alice-pw"));
     assert_eq!(
         new.request(&mut h, Method::Allocate, &udp).lifetime(),

@@ -129,15 +129,19 @@ impl Harness {
             relay_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
             relay_v6: o.relay_v6.then(|| "2001:db8::1".parse().unwrap()),
             ports: o.ports,
-            max_lifetime: o.max_lifetime,
+        };
+        let settings = Settings {
+            auth: Arc::new(auth),
+            policy: Arc::new(policy),
             quotas: o.quotas,
+            max_lifetime: o.max_lifetime,
+            software: None,
             unauth_rate: o.rate,
             unauth_burst: o.rate,
-            software: None,
         };
         let ledger = Arc::new(AllocationLedger::new(o.quotas));
         Harness {
-            relay: Relay::new(cfg, Arc::new(auth), Arc::new(policy), ledger),
+            relay: Relay::new(cfg, settings, ledger),
             sockets: FakeSockets::default(),
             t0: Instant::now(),
             elapsed: Duration::ZERO,

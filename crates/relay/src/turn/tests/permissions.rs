@@ -188,7 +188,11 @@ fn a_narrowed_policy_ends_permissions_and_channels_at_once() {
     let narrowed = PeerPolicy::new(vec!["198.51.100.8/32".parse().unwrap()], vec![], &[]);
     let now = h.now().at;
     // PEER's permission and its channel end.
-    assert_eq!(h.relay.set_policy(std::sync::Arc::new(narrowed), now), 2);
+    let settings = Settings {
+        policy: std::sync::Arc::new(narrowed),
+        ..h.relay.settings().clone()
+    };
+    assert_eq!(h.relay.apply(settings, now), 2);
     assert!(!to_peer(&mut h), "ChannelData to a now-refused peer");
     assert_eq!(h.peer(relayed, addr(PEER), b"in"), None, "peer data in");
     assert!(

@@ -187,6 +187,29 @@ fn unauthenticated_replies_are_rate_limited_per_source() {
 }
 
 #[test]
+fn a_reload_restarts_the_rate_limiter_only_when_the_rate_changes() {
+    let mut h = Harness::with(Opts {
+        rate: 5,
+        ..Opts::default()
+    });
+    let c = Client::new(C1, Cred::None);
+    let pkt = c.build(Method::Allocate, [3; 12], &udp);
+    while h.reply_bytes(c.addr, &pkt).is_some() {}
+    // The same rate and burst: the spent source stays refused.
+    let same = h.relay.settings().clone();
+    let now = h.now().at;
+    h.relay.apply(same, now);
+    assert!(h.reply_bytes(c.addr, &pkt).is_none(), "limiter kept");
+    // A new burst: every source starts with a full bucket.
+    let wider = Settings {
+        unauth_burst: 6,
+        ..h.relay.settings().clone()
+    };
+    h.relay.apply(wider, now);
+    assert!(h.reply_bytes(c.addr, &pkt).is_some(), "limiter restarted");
+}
+
+#[test]
 fn unauthenticated_replies_are_not_much_larger_than_requests() {
     let mut h = Harness::new();
     let c = Client::new(C1, Cred::None);

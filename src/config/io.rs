@@ -1,0 +1,115 @@
+//! The data plane's io backend and its batching (`io_backend`,
+//! `io_batch_wait_usecs`, `io_gso`). Restart-only: each shard sets up its
+//! driver once.
+
+use std::time::Duration;
+
+use super::file::FileConfig;
+use super::{invalid, pick, ConfigError, RunArgs, Src};
+
+pub const DEFAULT_IO_BACKEND: &str = "auto";
+pub const DEFAULT_IO_BATCH_WAIT_USECS: u64 = 0;
+pub const DEFAULT_IO_GSO: bool = true;
+const MAX_IO_BATCH_WAIT_USECS: u64 = 10_000;
+
+/// The `io_backend` setting.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IoBackendChoice {
+    /// io_uring when the start-up probe finds it usable, else syscall.
+    Auto,
+    /// io_uring; start-up fails when it is unavailable.
+    Uring,
+    /// The portable epoll + recvmmsg/sendmmsg backend.
+    Syscall,
+}
+
+impl IoBackendChoice {
+    fn parse(s: &str) -> Option<IoBackendChoice> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(IoBackendChoice::Auto),
+            "uring" => Some(IoBackendChoice::Uring),
+            "syscall" => Some(IoBackendChoice::Syscall),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackendChoice::Auto => "auto",
+            IoBackendChoice::Uring => "uring",
+            IoBackendChoice::Syscall => "syscall",
+        }
+    }
+}
+
+/// The io backend: kept as it is by a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Io {
+    pub backend: IoBackendChoice,
+    /// io_uring: how long a wait under load may hold datagrams to take
+    /// several per wake-up (zero: wake for each).
+    pub batch_wait: Duration,
+    /// io_uring: send runs of same-size datagrams to one destination as
+    /// one UDP GSO send.
+    pub gso: bool,
+}
+
+impl Io {
+    pub(super) fn build(args: &RunArgs, f: &FileConfig) -> Result<Io, ConfigError> {
+        let (backend_str, src) = pick(
+            args.io_backend.clone(),
+            "--io-backend",
+            f.io_backend.clone(),
+            "io_backend",
+        )
+        .unwrap_or_else(|| (DEFAULT_IO_BACKEND.to_string(), Src::File("io_backend")));
+        let backend = IoBackendChoice::parse(&backend_str).ok_or_else(|| {
+            invalid(
+                src.key(),
+                format!("{backend_str:?} is not one of uring, syscall, auto"),
+            )
+        })?;
+        let (batch_us, src) = pick(
+            args.io_batch_wait,
+            "--io-batch-wait",
+            f.io_batch_wait_usecs,
+            "io_batch_wait_usecs",
+        )
+        .unwrap_or((
+            DEFAULT_IO_BATCH_WAIT_USECS,
+            Src::File("io_batch_wait_usecs"),
+        ));
+        if batch_us > MAX_IO_BATCH_WAIT_USECS {
+            return Err(invalid(
+                src.key(),
+                format!("{batch_us} is more than {MAX_IO_BATCH_WAIT_USECS} microseconds"),
+            ));
+        }
+        Ok(Io {
+            backend,
+            batch_wait: Duration::from_micros(batch_us),
+            gso: args.io_gso.or(f.io_gso).unwrap_or(DEFAULT_IO_GSO),
+        })
+    }
+
+    /// The keys whose value differs in `new`, named as in the file (every
+    /// field is named in the pattern, so that a new one cannot be missed).
+    pub fn changed_keys(&self, new: &Io) -> Vec<&'static str> {
+        let Io {
+            backend,
+            batch_wait,
+            gso,
+        } = self;
+        let mut keys = Vec::new();
+        if *backend != new.backend {
+            keys.push("io_backend");
+        }
+        if *batch_wait != new.batch_wait {
+            keys.push("io_batch_wait_usecs");
+        }
+        if *gso != new.gso {
+            keys.push("io_gso");
+        }
+        keys
+    }
+}
