@@ -1,28 +1,34 @@
 //! The TURN state machine (RFC 8656), sans-IO: no sockets, no clock, no
 //! threads. Inputs carry `now`; outputs say what to send where.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{AuthFailure, Authenticator};
+use crate::auth::Authenticator;
 use crate::policy::{AllocationLedger, PeerPolicy, Quotas, RateLimiter};
-use uturn_stun::{self as stun, channel, ChannelData, PacketKind};
+use uturn_stun::{self as stun, PacketKind};
 
 use allocation::{FiveTuple, Table};
 use ports::PortPool;
 use rng::Rng;
 
 pub use event::{Event, Ignore, Observer};
+pub use stats::{Gauges, Stats, ERROR_CODES};
+pub(crate) use transmit::Answer;
+pub use transmit::{Payload, Transmit, Via};
 
 mod allocation;
 mod control;
+mod data;
 mod event;
 mod ports;
 mod reply;
 mod rng;
+mod stats;
 #[cfg(test)]
 mod tests;
+mod transmit;
 
 /// Bytes the io layer leaves free in front of a peer datagram so that a
 /// ChannelData header or a Data indication prefix is written in place.
@@ -95,167 +101,6 @@ pub struct Settings {
     /// Unauthenticated replies allowed per source per second, and the burst.
     pub unauth_rate: u32,
     pub unauth_burst: u32,
-}
-
-/// A datagram to send: the one output of the state machine, for both
-/// directions, with its bytes in the caller's buffers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The socket it leaves from.
-    pub via: Via,
-    pub to: SocketAddr,
-    pub payload: Payload,
-}
-
-/// The socket a [`Transmit`] leaves from.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Via {
-    /// The listener the client's datagrams arrive on (its 5-tuple).
-    Listener(ListenerId),
-    /// One of an allocation's relay sockets.
-    Relay(RelayToken),
-}
-
-/// Where the bytes of a [`Transmit`] are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
-    /// This range of the receive buffer the datagram came in (headroom
-    /// included): forwarded without a copy.
-    Rx(Range<usize>),
-    /// The first `n` bytes of the scratch area (an answer).
-    Reply(usize),
-}
-
-/// What the control and fast paths decide for a client datagram, relative
-/// to that datagram; `handle_client` turns it into a [`Transmit`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Answer {
-    /// Nothing to send (dropped and counted, or an indication consumed).
-    Nothing,
-    /// Send `scratch[..n]` back to the client through the same listener.
-    Reply(usize),
-    /// Send `pkt[payload]` to `peer` from the relay socket `relay`.
-    ToPeer {
-        relay: RelayToken,
-        peer: SocketAddr,
-        payload: Range<usize>,
-    },
-}
-
-/// Counters of one shard.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub allocations_created: u64,
-    pub allocations_expired: u64,
-    pub allocations_deleted: u64,
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
-    pub drop_malformed: u64,
-    pub drop_no_allocation: u64,
-    pub drop_no_permission: u64,
-    pub drop_rate_limited: u64,
-    pub drop_forbidden_peer: u64,
-    pub drop_encode: u64,
-    /// Requests refused because a quota (allocations, permissions or
-    /// channels) was reached.
-    pub drop_quota: u64,
-    pub relay_bind_errors: u64,
-    pub auth_failures: u64,
-    /// Failed authentications by reason (indexed by `AuthFailure::index`).
-    pub auth_failures_by_reason: [u64; AuthFailure::ALL.len()],
-    /// Error responses to authenticated requests, by code (see `ERROR_CODES`).
-    pub errors_by_code: [u64; ERROR_CODES.len()],
-    /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
-    pub allocations_rejected: [u64; ERROR_CODES.len()],
-}
-
-/// The error codes counted in `Stats::errors_by_code`, in order.
-pub const ERROR_CODES: [u16; 13] = [
-    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
-];
-
-impl Stats {
-    pub(crate) fn count_error(&mut self, code: u16, allocate: bool) {
-        if let Some(i) = ERROR_CODES.iter().position(|&c| c == code) {
-            self.errors_by_code[i] += 1;
-            if allocate {
-                self.allocations_rejected[i] += 1;
-            }
-        }
-    }
-
-    pub(crate) fn count_auth_failure(&mut self, failure: AuthFailure) {
-        self.auth_failures += 1;
-        self.auth_failures_by_reason[failure.index()] += 1;
-    }
-
-    /// Adds `other`'s counters to these.
-    pub fn add(&mut self, other: &Stats) {
-        let Stats {
-            allocations_created,
-            allocations_expired,
-            allocations_deleted,
-            to_peer_packets,
-            to_peer_bytes,
-            to_client_packets,
-            to_client_bytes,
-            drop_malformed,
-            drop_no_allocation,
-            drop_no_permission,
-            drop_rate_limited,
-            drop_forbidden_peer,
-            drop_encode,
-            drop_quota,
-            relay_bind_errors,
-            auth_failures,
-            auth_failures_by_reason,
-            errors_by_code,
-            allocations_rejected,
-        } = other;
-        self.allocations_created += allocations_created;
-        self.allocations_expired += allocations_expired;
-        self.allocations_deleted += allocations_deleted;
-        self.to_peer_packets += to_peer_packets;
-        self.to_peer_bytes += to_peer_bytes;
-        self.to_client_packets += to_client_packets;
-        self.to_client_bytes += to_client_bytes;
-        self.drop_malformed += drop_malformed;
-        self.drop_no_allocation += drop_no_allocation;
-        self.drop_no_permission += drop_no_permission;
-        self.drop_rate_limited += drop_rate_limited;
-        self.drop_forbidden_peer += drop_forbidden_peer;
-        self.drop_encode += drop_encode;
-        self.drop_quota += drop_quota;
-        self.relay_bind_errors += relay_bind_errors;
-        self.auth_failures += auth_failures;
-        for (a, b) in self
-            .auth_failures_by_reason
-            .iter_mut()
-            .zip(auth_failures_by_reason)
-        {
-            *a += b;
-        }
-        for (a, b) in self.errors_by_code.iter_mut().zip(errors_by_code) {
-            *a += b;
-        }
-        for (a, b) in self
-            .allocations_rejected
-            .iter_mut()
-            .zip(allocations_rejected)
-        {
-            *a += b;
-        }
-    }
-}
-
-/// What the shard's gauges read: live state, counted when asked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Gauges {
-    pub allocations: u64,
-    pub permissions: u64,
-    pub channels: u64,
 }
 
 /// A RESERVATION-TOKEN handed out with an even port (RFC 8656 §7.2): the
@@ -435,105 +280,6 @@ impl Relay {
                 payload: Payload::Rx(PEER_HEADROOM + payload.start..PEER_HEADROOM + payload.end),
             }),
         }
-    }
-
-    /// Fast path, client → peer: RFC 8656 §12.6.
-    fn channel_data_from_client(&mut self, now: Now, five: FiveTuple, pkt: &[u8]) -> Answer {
-        let Ok(cd) = ChannelData::parse(pkt) else {
-            self.stats.drop_malformed += 1;
-            return Answer::Nothing;
-        };
-        let Some((index, alloc)) = self
-            .table
-            .by_client(&five)
-            .filter(|(_, a)| now.at < a.expires)
-        else {
-            self.stats.drop_no_allocation += 1;
-            return Answer::Nothing;
-        };
-        // RFC 8656 §12.6: an unbound channel number means the data is dropped.
-        let Some(peer) = alloc.channel_peer(cd.number, now.at) else {
-            self.stats.drop_no_permission += 1;
-            return Answer::Nothing;
-        };
-        // A channel lives 600 s, its peer's permission 300 s (RFC 8656 §9, §12):
-        // past that, ChannelData is dropped like a Send indication (§10.2), so
-        // that a client reaches a peer only while it holds a permission.
-        if !alloc.has_permission(peer.ip(), now.at) {
-            self.stats.drop_no_permission += 1;
-            return Answer::Nothing;
-        }
-        let family = allocation::family_of(&peer);
-        let relay = self.table.token(index, family);
-        let len = cd.payload.len();
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += len as u64;
-        Answer::ToPeer {
-            relay,
-            peer,
-            payload: channel::CHANNEL_HEADER_LEN..channel::CHANNEL_HEADER_LEN + len,
-        }
-    }
-
-    /// A datagram from `peer` on relay socket `relay`; its payload sits at
-    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` and `buf` has
-    /// `PEER_TAILROOM` more bytes after it.
-    pub fn handle_peer(
-        &mut self,
-        now: Now,
-        relay: RelayToken,
-        peer: SocketAddr,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Option<Transmit> {
-        let Some((alloc, _family)) = self.table.by_token(relay) else {
-            self.stats.drop_no_allocation += 1;
-            return None;
-        };
-        if now.at >= alloc.expires {
-            self.stats.drop_no_allocation += 1;
-            return None;
-        }
-        // RFC 8656 §10.3: data from a peer without a permission is dropped.
-        if !alloc.has_permission(peer.ip(), now.at) {
-            self.stats.drop_no_permission += 1;
-            return None;
-        }
-        let (listener, client) = (alloc.five.listener, alloc.five.client);
-        let end = PEER_HEADROOM.checked_add(len)?;
-        if end > buf.len() || len > usize::from(u16::MAX) {
-            self.stats.drop_malformed += 1;
-            return None;
-        }
-        let range = match alloc.channel_for_peer(&peer, now.at) {
-            Some(number) => {
-                // RFC 8656 §12.5: with a channel bound, relay as ChannelData.
-                let start = PEER_HEADROOM - channel::CHANNEL_HEADER_LEN;
-                let mut header = [0u8; 4];
-                channel::write_header(&mut header, number, len as u16);
-                buf[start..PEER_HEADROOM].copy_from_slice(&header);
-                start..end
-            }
-            None => {
-                // RFC 8656 §10.3: otherwise as a Data indication.
-                let mut tid = [0u8; 12];
-                self.rng.fill(&mut tid);
-                match stun::writer::data_indication_in_place(buf, PEER_HEADROOM, len, peer, &tid) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.stats.drop_malformed += 1;
-                        return None;
-                    }
-                }
-            }
-        };
-        self.stats.to_client_packets += 1;
-        self.stats.to_client_bytes += len as u64;
-        Some(Transmit {
-            via: Via::Listener(listener),
-            to: client,
-            payload: Payload::Rx(range),
-        })
     }
 
     /// Expires allocations, permissions, channels and reservations.
