@@ -1,0 +1,190 @@
+//! What start-up needs besides the shards: the io backend probe, the
+//! listener sockets, the relay's own addresses, the lines printed once
+//! ready, and the totals logged at exit.
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+
+use super::ServerError;
+use crate::config::{Config, IoBackendChoice, Network, RunArgs};
+use crate::io::socket::{udp_listener, Group};
+use crate::io::{uring, Backend, IoStats};
+use crate::shard::ShardReport;
+use crate::turn::Stats;
+
+/// Probes the kernel for the io backend the configuration asks for. Done
+/// here, at start-up, and not when the file is checked: `check-config` may
+/// run on another machine than the one that serves.
+pub(super) fn choose_backend(
+    choice: IoBackendChoice,
+    args: &RunArgs,
+) -> Result<Backend, ServerError> {
+    match choice {
+        IoBackendChoice::Syscall => Ok(Backend::Syscall),
+        // Asked for by name: a host without io_uring is a start-up refusal.
+        IoBackendChoice::Uring => match uring::probe() {
+            Ok(_) => Ok(Backend::Uring),
+            Err(why) => Err(ServerError::IoUring {
+                key: if args.io_backend.is_some() {
+                    "--io-backend"
+                } else {
+                    "io_backend"
+                },
+                why: why.to_string(),
+            }),
+        },
+        IoBackendChoice::Auto => Ok(match uring::probe() {
+            Ok(mode) => {
+                tracing::debug!(flags = mode.name(), "io_uring available");
+                Backend::Uring
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "io_uring unavailable ({why}); using the portable recvmmsg/sendmmsg backend"
+                );
+                Backend::Syscall
+            }
+        }),
+    }
+}
+
+/// Binds one listener per shard and listen address. Shard 0 binds first, so
+/// that port 0 resolves to one port every other shard then shares.
+/// Returns the sockets per shard and the bound addresses.
+pub(super) fn bind_listeners(
+    listen: &[SocketAddr],
+    workers: usize,
+) -> Result<(Vec<Vec<UdpSocket>>, Vec<SocketAddr>), ServerError> {
+    let mut per_shard: Vec<Vec<UdpSocket>> = (0..workers)
+        .map(|_| Vec::with_capacity(listen.len()))
+        .collect();
+    let mut bound = Vec::with_capacity(listen.len());
+    for &addr in listen {
+        // SECURITY.md rule 15: the first socket claims the address for this
+        // process, before any socket of ours could join another's group.
+        let first = udp_listener(addr, Group::Open).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => ServerError::AddressTaken { addr },
+            _ => ServerError::Listen { addr, source },
+        })?;
+        let resolved = first
+            .local_addr()
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        per_shard[0].push(first);
+        for shard in per_shard.iter_mut().skip(1) {
+            shard.push(udp_listener(resolved, Group::Join).map_err(|source| {
+                ServerError::Listen {
+                    addr: resolved,
+                    source,
+                }
+            })?);
+        }
+        bound.push(resolved);
+    }
+    Ok((per_shard, bound))
+}
+
+/// The relay's own addresses for the peer policy: listen and relay addresses,
+/// and every address of the host's interfaces (a relay must not become a way
+/// into the host's other services, whatever it listens on).
+pub(super) fn own_addresses(network: &Network, bound: &[SocketAddr]) -> Vec<IpAddr> {
+    let mut own: Vec<IpAddr> = bound
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    own.extend(network.relay_ips());
+    match nix::ifaddrs::getifaddrs() {
+        Ok(ifs) => {
+            for ifa in ifs {
+                let Some(addr) = ifa.address else { continue };
+                if let Some(a) = addr.as_sockaddr_in() {
+                    own.push(IpAddr::V4(a.ip()));
+                } else if let Some(a) = addr.as_sockaddr_in6() {
+                    own.push(IpAddr::V6(a.ip()));
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list interface addresses; only listen and relay addresses count as own")
+        }
+    }
+    own.sort();
+    own.dedup();
+    own
+}
+
+/// The start-up lines on standard output (a contract for tests and people).
+pub(super) fn announce(
+    cfg: &Config,
+    bound: &[SocketAddr],
+    backend: Backend,
+    metrics: Option<SocketAddr>,
+    control_socket: Option<&Path>,
+) {
+    if bound.iter().any(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "a wildcard listen address answers from the address the routing table picks; \
+             on a multi-homed host listen on specific addresses"
+        );
+    }
+    let mut lines = String::new();
+    for a in bound {
+        lines.push_str(&format!("uturn: listening on udp {a}\n"));
+    }
+    for ip in cfg.network.relay_ips() {
+        lines.push_str(&format!(
+            "uturn: relay {ip} ports {}-{}\n",
+            cfg.network.relay_ports.start(),
+            cfg.network.relay_ports.end()
+        ));
+    }
+    if let Some(d) = &cfg.reloadable.auth.demo {
+        if bound.iter().any(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                "demo credentials are in use on a non-loopback address; configure real credentials"
+            );
+        }
+        lines.push_str(&format!(
+            "uturn: demo user \"{}\" password \"{}\" realm \"{}\"\n",
+            d.user, d.password, cfg.reloadable.auth.realm
+        ));
+        lines.push_str(&format!("uturn: demo rest-secret \"{}\"\n", d.rest_secret));
+    }
+    if let Some(a) = metrics {
+        lines.push_str(&format!("uturn: metrics http://{a}/metrics\n"));
+    }
+    if let Some(p) = control_socket {
+        lines.push_str(&format!("uturn: control socket {}\n", p.display()));
+    }
+    lines.push_str(&format!("uturn: io backend {}\n", backend.name()));
+    lines.push_str("uturn: ready\n");
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(lines.as_bytes()).and_then(|_| out.flush()) {
+        tracing::warn!(error = %e, "cannot write the start-up lines to standard output");
+    }
+}
+
+pub(super) fn log_totals(reports: &[ShardReport]) {
+    let mut io = IoStats::default();
+    let mut turn = Stats::default();
+    for r in reports {
+        io.add(&r.io);
+        turn.add(&r.turn);
+        tracing::debug!(shard = r.index, turn = ?r.turn, io = ?r.io, "shard counters");
+    }
+    tracing::info!(
+        allocations_created = turn.allocations_created,
+        allocations_expired = turn.allocations_expired,
+        allocations_deleted = turn.allocations_deleted,
+        to_peer_packets = turn.to_peer_packets,
+        to_client_packets = turn.to_client_packets,
+        rx_datagrams = io.rx_datagrams,
+        tx_datagrams = io.tx_datagrams,
+        tx_dropped = io.tx_dropped(),
+        rx_truncated = io.rx_truncated,
+        rx_no_buffers = io.rx_no_buffers,
+        rx_errors = io.rx_errors,
+        "totals at shutdown"
+    );
+}
