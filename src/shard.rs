@@ -42,9 +42,12 @@ use crate::turn::{
 pub const BATCH: usize = 32;
 /// Largest datagram received whole.
 pub const RECV_CAPACITY: usize = 2048;
-/// Longest wait for io. Commands wake the shard at once; this only bounds
-/// how late a shard notices that the control side has gone away.
-const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait for io. Commands wake the shard at once (through its
+/// eventfd), and io and the relay's timers end a wait too, so this only
+/// bounds how late an idle shard notices that the control side has gone
+/// away without a word. Long on purpose: a shard that relied on it to see
+/// a command would be a bug, and tests/e2e/operations.rs would show it.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Marks a listener's tag; relay tokens never have this bit.
 const LISTENER_TAG: u64 = 1 << 63;
 /// The tag of the shard's wake-up descriptor (no listener index is this

@@ -126,22 +126,18 @@ fn sigint_exits_zero() {
     assert!(st.success(), "exit status after SIGINT: {st}");
 }
 
-/// A shard asleep in its wait (which lasts up to a second) is woken by the
-/// shutdown command's eventfd, not found at its next timeout.
+/// A shard asleep in its wait is woken by the shutdown command's eventfd,
+/// not found at its next timeout: an idle shard waits up to a minute
+/// (`MAX_WAIT` in src/shard.rs), so a shard that missed the wake-up would
+/// keep the process alive far past the 10 s `stop_with` allows.
 fn shutdown_wakes_sleeping_shards_at_once() {
     let server = lab_server(&[]);
     // Idle: every shard is asleep in its wait by now.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let started = std::time::Instant::now();
     let st = server
         .stop_with(Signal::SIGTERM)
-        .expect("uturn did not exit within 10 s of SIGTERM");
-    let took = started.elapsed();
+        .expect("uturn did not exit within 10 s of SIGTERM: a shard slept through the wake-up");
     assert!(st.success(), "exit status after SIGTERM: {st}");
-    assert!(
-        took < std::time::Duration::from_millis(600),
-        "SIGTERM to exit took {took:?}"
-    );
 }
 
 on_both_backends!(
