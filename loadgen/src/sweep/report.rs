@@ -88,7 +88,7 @@ pub(super) fn print_table(r: &SweepReport) {
     let a = &r.args;
     let title = format!(
         "sweep · {} · {} · {} s per rate",
-        a.server,
+        a.target.server,
         shape(a, " · "),
         a.duration
     );
