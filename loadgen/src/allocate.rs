@@ -16,8 +16,8 @@ use anyhow::Context;
 use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
+use crate::flags::{mask_secret, mask_user, ClientIps, Target};
 use crate::output::{fmt_code_counts, fmt_count, Output, Table};
-use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
 
 /// Authenticated allocation flows per second, N in flight.
@@ -28,9 +28,9 @@ use crate::stats::{self, Percentiles};
 /// delete is answered. Errors are counted by STUN error code.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct AllocateArgs {
-    /// TURN server to load: address:port over UDP (loopback only).
-    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
-    pub server: SocketAddr,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
     /// Long-term credentials for every client, as NAME:PASSWORD.
     #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
     #[serde(serialize_with = "mask_user")]
@@ -58,14 +58,9 @@ pub struct AllocateArgs {
     /// socket of the generator is bound there).
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub peer_ip: IpAddr,
-    /// Loopback source addresses the clients are spread over, counted up
-    /// from 127.0.0.1 (client i uses address i mod N); 0 gives every client
-    /// its own address, 1 puts all on 127.0.0.1. Servers that limit or
-    /// rate-limit per source address (uturn answers at most 20
-    /// unauthenticated requests per second per address by default) then
-    /// see as many clients as there are flows. IPv6: always ::1.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub client_ips: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub clients: ClientIps,
     /// Send no credentials and expect no 401 (for `floor`).
     #[arg(long)]
     pub no_auth: bool,
@@ -141,7 +136,7 @@ pub fn run(args: &AllocateArgs, out: &Output) -> anyhow::Result<()> {
     }
     let mut t = Table::new(format!(
         "allocate · {} · {} in flight · {:.1} s",
-        r.args.server, r.args.concurrency, r.duration_secs
+        r.args.target.server, r.args.concurrency, r.duration_secs
     ));
     t.row(
         "complete flows",
@@ -212,7 +207,7 @@ pub fn run_allocate(
     out: &Output,
     quiet: bool,
 ) -> anyhow::Result<AllocateReport> {
-    client::require_loopback("--server", args.server.ip())?;
+    client::require_loopback("--server", args.target.server.ip())?;
     client::require_loopback("--peer-ip", args.peer_ip)?;
     if args.concurrency == 0 || args.concurrency > 10_000 {
         anyhow::bail!("--concurrency must be 1–10000");
@@ -255,9 +250,9 @@ pub fn run_allocate(
         if now < end {
             while active < args.concurrency {
                 let sock = match client::client_socket(
-                    args.server,
+                    args.target.server,
                     next_index,
-                    args.client_ips,
+                    args.clients.client_ips,
                     1 << 16,
                 ) {
                     Ok(s) => s,

@@ -19,9 +19,9 @@ use anyhow::Context;
 use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow, EXTRA_TOKEN};
 use crate::cpu;
 use crate::creds::Auth;
+use crate::flags::{ClientIps, Login, Target};
 use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
 use crate::payload;
-use crate::relay::{mask_secret, mask_user};
 use crate::stats::{self, Percentiles};
 use uturn_io::process;
 use uturn_stun::channel;
@@ -34,20 +34,12 @@ use uturn_stun::channel;
 /// the last allocation was deleted.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct ChurnArgs {
-    /// TURN server to load: address:port over UDP (loopback only).
-    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
-    pub server: SocketAddr,
-    /// Long-term credentials for every client, as NAME:PASSWORD.
-    #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
-    #[serde(serialize_with = "mask_user")]
-    pub user: Option<String>,
-    /// TURN REST shared secret: each client mints `<now+3600>:lg<i>`.
-    #[arg(long, value_name = "SECRET")]
-    #[serde(serialize_with = "mask_secret")]
-    pub rest_secret: Option<String>,
-    /// Realm for the key derivation (default: the REALM of the server's 401).
-    #[arg(long, value_name = "REALM")]
-    pub realm: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub login: Login,
     /// New allocations per second.
     #[arg(long, default_value_t = 50.0, value_name = "PER_SEC")]
     pub rate: f64,
@@ -69,14 +61,9 @@ pub struct ChurnArgs {
     /// Address of the generator's peer socket (loopback only).
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub peer_ip: IpAddr,
-    /// Loopback source addresses the clients are spread over, counted up
-    /// from 127.0.0.1 (client i uses address i mod N); 0 gives every client
-    /// its own address, 1 puts all on 127.0.0.1. Servers that limit or
-    /// rate-limit per source address (uturn answers at most 20
-    /// unauthenticated requests per second per address by default) then
-    /// see as many clients as there are flows. IPv6: always ::1.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub client_ips: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub clients: ClientIps,
     /// Send no credentials and expect no 401 (for `floor`).
     #[arg(long)]
     pub no_auth: bool,
@@ -187,7 +174,7 @@ pub fn run(args: &ChurnArgs, out: &Output) -> anyhow::Result<()> {
     println!();
     let mut t = Table::new(format!(
         "churn · {} · {} allocations/s held {} s · {:.0} s",
-        r.args.server, r.args.rate, r.args.hold, r.duration_secs
+        r.args.target.server, r.args.rate, r.args.hold, r.duration_secs
     ));
     t.row(
         "started / created / deleted / failed",
@@ -232,7 +219,7 @@ pub fn run(args: &ChurnArgs, out: &Output) -> anyhow::Result<()> {
 
 /// Runs the churn scenario; `quiet` suppresses the progress line.
 pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<ChurnReport> {
-    client::require_loopback("--server", args.server.ip())?;
+    client::require_loopback("--server", args.target.server.ip())?;
     client::require_loopback("--peer-ip", args.peer_ip)?;
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         anyhow::bail!("--rate must be between 0 and 100000 allocations per second");
@@ -248,8 +235,8 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     }
     cpu::require_process(args.server_pid)?;
     let auth = Auth::from_flags(
-        args.user.as_deref(),
-        args.rest_secret.as_deref(),
+        args.login.user.as_deref(),
+        args.login.rest_secret.as_deref(),
         args.no_auth,
     )?;
     uturn_io::socket::raise_fd_limit();
@@ -299,14 +286,19 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         if now < end {
             let due = ((now - t0).as_secs_f64() * args.rate) as u64;
             while started < due {
-                let sock = client::client_socket(args.server, index, args.client_ips, 1 << 16)
-                    .context("creating a client socket")?;
+                let sock = client::client_socket(
+                    args.target.server,
+                    index,
+                    args.clients.client_ips,
+                    1 << 16,
+                )
+                .context("creating a client socket")?;
                 let slot = engine.insert(TurnFlow::new(
                     index,
                     sock,
                     peer,
                     &auth,
-                    args.realm.as_deref(),
+                    args.login.realm.as_deref(),
                 ))?;
                 index += 1;
                 if phase.len() <= slot {

@@ -7,21 +7,22 @@
 //! flood leaves of the legitimate allocation rate; with `--server-pid` it
 //! reports the server's CPU per request, kernel included.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use crate::cpu::{self, CpuMeter, ThreadMeter};
+use crate::flags::Target;
 use crate::output::{fmt_count, Output, Table};
 
 /// Unauthenticated Allocates from N loopback source addresses.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct FloodArgs {
-    /// TURN server to load: address:port over UDP (loopback only).
-    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
-    pub server: SocketAddr,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
     /// Source addresses, one socket each, counted up from 127.1.0.1 (so
     /// they never share an address with `allocate`'s clients on 127.0.x.y).
     #[arg(long, default_value_t = 5000, value_name = "N",
@@ -67,7 +68,7 @@ pub fn run(args: &FloodArgs, out: &Output) -> anyhow::Result<()> {
     }
     let mut t = Table::new(format!(
         "flood · {} · {} sources · {:.1} s",
-        r.args.server, r.args.sources, r.duration_secs
+        r.args.target.server, r.args.sources, r.duration_secs
     ));
     t.row(
         "unauthenticated Allocates sent",
@@ -117,11 +118,11 @@ fn request(seq: u64, buf: &mut [u8]) -> anyhow::Result<usize> {
 
 fn flood(args: &FloodArgs, out: &Output) -> anyhow::Result<FloodReport> {
     anyhow::ensure!(
-        args.server.ip().is_loopback(),
+        args.target.server.ip().is_loopback(),
         "--server must be a loopback address"
     );
     anyhow::ensure!(
-        args.server.is_ipv4(),
+        args.target.server.is_ipv4(),
         "--server must be IPv4 (sources are 127.1.x.y)"
     );
     anyhow::ensure!(
@@ -175,7 +176,7 @@ fn flood(args: &FloodArgs, out: &Output) -> anyhow::Result<FloodReport> {
                 std::thread::sleep(due - now);
             }
             let n = request(sent, &mut pkt)?;
-            match s.send_to(&pkt[..n], args.server) {
+            match s.send_to(&pkt[..n], args.target.server) {
                 Ok(_) => sent += 1,
                 Err(_) => send_errors += 1,
             }

@@ -28,8 +28,8 @@ use anyhow::Context;
 use crate::client::{self, run_plan, Engine, FailureCounts, Step, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
+use crate::flags::{Login, Target};
 use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
-use crate::relay::{mask_secret, mask_user};
 
 /// Idle allocations held open in steps; the server's memory per allocation.
 ///
@@ -40,20 +40,12 @@ use crate::relay::{mask_secret, mask_user};
 /// read. Printed: the growth per allocation between consecutive steps.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct HoldArgs {
-    /// TURN server to load: address:port over UDP (loopback only).
-    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
-    pub server: SocketAddr,
-    /// Long-term credentials for every client, as NAME:PASSWORD.
-    #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
-    #[serde(serialize_with = "mask_user")]
-    pub user: Option<String>,
-    /// TURN REST shared secret: each client mints `<now+3600>:lg<i>`.
-    #[arg(long, value_name = "SECRET")]
-    #[serde(serialize_with = "mask_secret")]
-    pub rest_secret: Option<String>,
-    /// Realm for the key derivation (default: the REALM of the server's 401).
-    #[arg(long, value_name = "REALM")]
-    pub realm: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub login: Login,
     /// Allocations held at each step, increasing, comma-separated.
     #[arg(
         long,
@@ -183,7 +175,7 @@ pub fn run(args: &HoldArgs, out: &Output) -> anyhow::Result<()> {
     println!();
     let mut t = Table::new(format!(
         "hold · {} · {} · {}",
-        r.args.server,
+        r.args.target.server,
         if r.args.channel {
             "permission + channel"
         } else {
@@ -231,7 +223,7 @@ fn slope(a: Option<u64>, b: Option<u64>, n: usize) -> Option<f64> {
 
 /// Runs the hold scenario.
 pub fn run_hold(args: &HoldArgs, out: &Output) -> anyhow::Result<HoldReport> {
-    client::require_loopback("--server", args.server.ip())?;
+    client::require_loopback("--server", args.target.server.ip())?;
     client::require_loopback("--peer-ip", args.peer_ip)?;
     if args.allocations.is_empty() || args.allocations.windows(2).any(|w| w[0] >= w[1]) {
         anyhow::bail!("--allocations must be a strictly increasing list");
@@ -244,7 +236,11 @@ pub fn run_hold(args: &HoldArgs, out: &Output) -> anyhow::Result<HoldReport> {
         anyhow::bail!("--settle must be 0–60 seconds");
     }
     cpu::require_process(args.server_pid)?;
-    let auth = Auth::from_flags(args.user.as_deref(), args.rest_secret.as_deref(), false)?;
+    let auth = Auth::from_flags(
+        args.login.user.as_deref(),
+        args.login.rest_secret.as_deref(),
+        false,
+    )?;
     let limit = uturn_io::socket::raise_fd_limit();
     if most.saturating_add(64) > limit {
         anyhow::bail!(
@@ -289,9 +285,9 @@ pub fn run_hold(args: &HoldArgs, out: &Output) -> anyhow::Result<HoldReport> {
         }
         let mut fresh = Vec::with_capacity(target - held.len());
         while held.len() + fresh.len() < target {
-            let sock = client::client_socket(args.server, index, args.client_ips, 4096)
+            let sock = client::client_socket(args.target.server, index, args.client_ips, 4096)
                 .context("creating a client socket")?;
-            let flow = TurnFlow::new(index, sock, peer, &auth, args.realm.as_deref());
+            let flow = TurnFlow::new(index, sock, peer, &auth, args.login.realm.as_deref());
             fresh.push(engine.insert(flow)?);
             index += 1;
         }

@@ -21,6 +21,7 @@ mod client;
 mod compare;
 mod cpu;
 mod creds;
+mod flags;
 mod flood;
 mod floor;
 mod hold;

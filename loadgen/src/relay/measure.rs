@@ -67,7 +67,7 @@ pub(super) fn measure(
     }
     let drops_before = cpu::udp_drops(&ports);
     let mut server_socks: HashSet<SocketAddr> = flows.iter().map(|f| f.relayed).collect();
-    server_socks.insert(args.server);
+    server_socks.insert(args.target.server);
     let server_drops_before = cpu::udp_drops(&server_socks);
 
     let total_rate = args.rate.pps().map(|r| r / threads as f64);

@@ -53,6 +53,7 @@ use uturn_stun::channel;
 use crate::client::{self, Engine, FlowError, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
+use crate::flags::{mask_secret, mask_user, ClientIps, Target};
 use crate::output::Output;
 use crate::payload;
 pub use report::RelayReport;
@@ -138,25 +139,6 @@ impl serde::Serialize for Rate {
     }
 }
 
-/// Shows `NAME:***` instead of the password in JSON output.
-pub(crate) fn mask_user<S: serde::Serializer>(u: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match u {
-        Some(u) => s.serialize_str(&format!("{}:***", u.split(':').next().unwrap_or(""))),
-        None => s.serialize_none(),
-    }
-}
-
-/// Shows `***` instead of a secret in JSON output.
-pub(crate) fn mask_secret<S: serde::Serializer>(
-    v: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_str("***"),
-        None => s.serialize_none(),
-    }
-}
-
 /// Relayed packets: N clients with a channel (or permission) each, each
 /// bound to a peer socket of the generator; open-loop rate or max.
 ///
@@ -166,9 +148,9 @@ pub(crate) fn mask_secret<S: serde::Serializer>(
 /// the server's CPU seconds and packets per server-CPU-second.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct RelayArgs {
-    /// TURN server to load: address:port over UDP (loopback only).
-    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
-    pub server: SocketAddr,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
     /// Long-term credentials for every client, as NAME:PASSWORD.
     #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
     #[serde(serialize_with = "mask_user")]
@@ -223,14 +205,9 @@ pub struct RelayArgs {
     /// Address the generator's peer sockets are bound on (loopback only).
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub peer_ip: IpAddr,
-    /// Loopback source addresses the clients are spread over, counted up
-    /// from 127.0.0.1 (client i uses address i mod N); 0 gives every client
-    /// its own address, 1 puts all on 127.0.0.1. Servers that limit or
-    /// rate-limit per source address (uturn answers at most 20
-    /// unauthenticated requests per second per address by default) then
-    /// see as many clients as there are flows. IPv6: always ::1.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub client_ips: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub clients: ClientIps,
     /// Skip the 401 round and send no credentials (for `floor`, which
     /// answers Allocate/CreatePermission/ChannelBind without them).
     #[arg(long)]
@@ -347,14 +324,19 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
     say(&format!(
         "relay: setting up {} flows on {} ({})",
         args.flows,
-        args.server,
+        args.target.server,
         auth.describe()
     ));
     let mut engine = Engine::new()?;
     let mut slots = Vec::with_capacity(args.flows);
     for i in 0..args.flows {
-        let sock = client::client_socket(args.server, i as u64, args.client_ips, bufsize)
-            .context("creating client sockets")?;
+        let sock = client::client_socket(
+            args.target.server,
+            i as u64,
+            args.clients.client_ips,
+            bufsize,
+        )
+        .context("creating client sockets")?;
         let flow = TurnFlow::new(
             i as u64,
             sock,
@@ -416,7 +398,7 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
 }
 
 fn validate(args: &RelayArgs) -> anyhow::Result<()> {
-    client::require_loopback("--server", args.server.ip())?;
+    client::require_loopback("--server", args.target.server.ip())?;
     client::require_loopback("--peer-ip", args.peer_ip)?;
     if args.flows == 0 {
         anyhow::bail!("--flows must be at least 1");
@@ -444,7 +426,7 @@ fn validate(args: &RelayArgs) -> anyhow::Result<()> {
             args.flows
         );
     }
-    if args.server.is_ipv4() != args.peer_ip.is_ipv4() {
+    if args.target.server.is_ipv4() != args.peer_ip.is_ipv4() {
         anyhow::bail!(
             "--server and --peer-ip must be of the same address family (for an IPv6 server \
              give --peer-ip ::1)"
@@ -555,7 +537,7 @@ mod tests {
         assert_eq!(a.batch, 32);
         assert_eq!(a.direction, Direction::Both);
         assert_eq!(a.mode, Mode::Channel);
-        assert_eq!(a.server, "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(a.target.server, "127.0.0.1:3478".parse().unwrap());
         let j = serde_json::to_value(RelayArgs {
             user: Some("lg:secret".into()),
             rest_secret: Some("s".into()),

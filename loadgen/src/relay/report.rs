@@ -258,7 +258,7 @@ pub(super) fn print_report(r: &RelayReport) {
     let a = &r.args;
     let mut t = Table::new(format!(
         "relay · {} · {} flows × {} B · {} · {}{}",
-        a.server,
+        a.target.server,
         a.flows,
         a.payload,
         match a.direction {

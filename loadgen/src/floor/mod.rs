@@ -11,46 +11,20 @@
 //! divided by what the floor achieves is how close it is to what the kernel
 //! allows on this machine.
 //!
-//! # Data path
+//! This file holds the flags, the floor's state (sockets, channel map,
+//! allocations), [`run`] and the report printed when it stops. Each of the
+//! two paths through the floor has a file of its own:
 //!
-//! * client → peer: a ChannelData datagram (first byte 0x40–0x4F) from a
-//!   client is looked up by (client address, channel number); the 4-byte
-//!   header is stripped by sending the payload straight from the receive slot
-//!   (no copy) out of that allocation's relay socket to the bound peer.
-//!   Unknown channels and bad lengths are dropped and counted.
-//! * peer → client: a datagram arriving on a relay socket from a bound peer
-//!   gets the 4-byte ChannelData header written into the free headroom in
-//!   front of it in the receive slot (no copy) and is sent from the
-//!   client-facing socket to the allocation's client. Datagrams from peers
-//!   without a channel are dropped and counted (no Data indications).
-//!
-//! # Set-up handshake (not TURN: no authentication, no 401 round)
-//!
-//! Requests arrive on the client-facing socket as STUN messages (parsed and
-//! written with `uturn_stun`); integrity and fingerprint attributes are
-//! ignored and never sent.
-//!
-//! * **Allocate** → success with XOR-RELAYED-ADDRESS (a new UDP socket bound
-//!   on `--relay-ip`:0, owned by this client; like uturn's relay sockets it
-//!   sends IPv4 with DF clear), XOR-MAPPED-ADDRESS (the
-//!   client's source address) and LIFETIME 600. A repeated Allocate from the
-//!   same client gets the same relayed address again. 508 when the socket
-//!   cannot be created, 486 past `--max-allocations`.
-//! * **ChannelBind** (CHANNEL-NUMBER + XOR-PEER-ADDRESS) → success; records
-//!   channel → peer for that client and peer → channel on its relay socket
-//!   (a re-bind replaces either mapping). 400 without the two attributes or
-//!   with a channel number outside 0x4000–0x4FFF, 437 without an allocation.
-//! * **CreatePermission** → success (nothing recorded).
-//! * **Refresh** → success with LIFETIME echoed (600 when absent); LIFETIME 0
-//!   deletes the allocation: its channels are forgotten and its relay socket
-//!   closed.
-//! * **Binding** → success with XOR-MAPPED-ADDRESS (handy as a liveness probe).
-//! * Anything else (indications, responses, other methods, non-STUN,
-//!   non-ChannelData) is dropped.
+//! * [`forward`]: the event loop and the data path, ChannelData both ways;
+//! * [`control`]: the set-up handshake, minimal answers to Allocate,
+//!   ChannelBind, CreatePermission, Refresh and Binding.
 //!
 //! At start it prints `floor: listening on udp <addr>` and then
 //! `floor: ready` on stdout; it stops on SIGINT/SIGTERM or after
 //! `--duration`, printing its counters (JSON with `--json`).
+
+mod control;
+mod forward;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -61,11 +35,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use uturn_io::syscall::{Events, Poller, UdpBatch};
-use uturn_io::{process, socket, BatchLayout, IoStats, TxBytes};
-use uturn_stun::{
-    attr, channel::CHANNEL_HEADER_LEN, message::classify, Class, Message, MessageWriter, Method,
-    PacketKind, TransactionId,
-};
+use uturn_io::{process, socket, BatchLayout, IoStats};
+use uturn_stun::channel::CHANNEL_HEADER_LEN;
 
 use crate::output::Output;
 
@@ -73,16 +44,10 @@ use crate::output::Output;
 const DEFAULT_BATCH: usize = 32;
 /// Largest datagram received whole (uturn's receive capacity).
 const RECV_CAPACITY: usize = 2048;
-/// Batches read from one ready socket before moving to the next.
-const MAX_BATCHES_PER_READY: usize = 8;
 /// Readiness events per `epoll_wait`.
 const EVENTS: usize = 256;
-/// Longest wait, so that the stop flag and the deadline are noticed.
-const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Bytes per reply slot (set-up responses are small).
 const REPLY_LEN: usize = 256;
-/// LIFETIME granted by Allocate (seconds; never enforced).
-const LIFETIME: u32 = 600;
 /// epoll key of the client-facing socket; relay keys are `generation << 32 | index`
 /// with a generation of at least 1.
 const LISTENER_KEY: u64 = 0;
@@ -240,6 +205,9 @@ struct Allocation {
     peers: Vec<(SocketAddr, u16)>,
 }
 
+/// Everything the floor owns while it runs: the sockets, the tables both
+/// paths read ([`forward`] forwards with them, [`control`] fills them) and
+/// the counters of the report.
 struct Floor {
     listener: UdpSocket,
     relay_ip: IpAddr,
@@ -357,340 +325,12 @@ fn print_report(r: &FloorReport, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Floor {
-    fn event_loop(&mut self, deadline: Option<Instant>) -> anyhow::Result<()> {
-        while !process::stop_requested() {
-            let wait = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    (d - now).min(MAX_WAIT)
-                }
-                None => MAX_WAIT,
-            };
-            let ready = self
-                .poller
-                .wait(&mut self.events, wait)
-                .context("epoll_wait")?;
-            self.report.epoll_wakeups += 1;
-            for e in 0..ready {
-                let key = self.events.key(e);
-                if key == LISTENER_KEY {
-                    self.drain_listener();
-                } else {
-                    self.drain_relay(key);
-                }
-            }
-            self.batch.flush();
-            self.closing.clear();
-        }
-        self.batch.flush();
-        Ok(())
-    }
-
-    /// Client datagrams: ChannelData forwarded, set-up requests answered.
-    fn drain_listener(&mut self) {
-        for _ in 0..MAX_BATCHES_PER_READY {
-            let n = match self.batch.recv(self.listener.as_fd()) {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("floor: receive on the listener failed: {e}");
-                    break;
-                }
-            };
-            for i in 0..n {
-                // Skipped by the batch: truncated or an unreadable source.
-                let Some((client, head)) = self.batch.datagram(i) else {
-                    continue;
-                };
-                let len = head.len();
-                match classify(head) {
-                    PacketKind::ChannelData if len >= CHANNEL_HEADER_LEN => {
-                        let number = u16::from_be_bytes([head[0], head[1]]);
-                        let plen = usize::from(u16::from_be_bytes([head[2], head[3]]));
-                        let route = self.channels.get(&(client, number)).copied();
-                        let relay = route.and_then(|r| self.allocations.get(r.alloc)?.as_ref());
-                        match (route, relay) {
-                            (Some(r), Some(a)) if CHANNEL_HEADER_LEN + plen <= len => {
-                                // The payload straight from the slot, the
-                                // header left behind.
-                                let start = self.batch.layout().headroom + CHANNEL_HEADER_LEN;
-                                self.batch.queue(
-                                    a.sock.as_fd(),
-                                    r.peer,
-                                    i,
-                                    TxBytes::Rx(start..start + plen),
-                                );
-                                self.report.to_peer += 1;
-                            }
-                            _ => self.report.dropped_unknown_channel += 1,
-                        }
-                    }
-                    PacketKind::Stun => {
-                        if let Some(rlen) = self.handle_stun(i, client) {
-                            self.batch.queue(
-                                self.listener.as_fd(),
-                                client,
-                                i,
-                                TxBytes::Reply(rlen),
-                            );
-                        }
-                    }
-                    _ => self.report.dropped_other += 1,
-                }
-            }
-            self.batch.flush();
-            if n < self.batch.layout().slots {
-                break;
-            }
-        }
-    }
-
-    /// Peer datagrams on relay socket `key`: header prepended in place, sent to the client.
-    fn drain_relay(&mut self, key: u64) {
-        let idx = (key & 0xFFFF_FFFF) as usize;
-        let generation = (key >> 32) as u32;
-        for _ in 0..MAX_BATCHES_PER_READY {
-            // Deleted (or replaced) earlier in this turn: a stale event.
-            let Some(Some(alloc)) = self.allocations.get(idx) else {
-                return;
-            };
-            if alloc.generation != generation {
-                return;
-            }
-            let n = match self.batch.recv(alloc.sock.as_fd()) {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("floor: receive on a relay socket failed: {e}");
-                    break;
-                }
-            };
-            let client = alloc.client;
-            for i in 0..n {
-                let Some((peer, slot, len)) = self.batch.datagram_in_slot(i) else {
-                    continue;
-                };
-                let Some(&(_, number)) = alloc.peers.iter().find(|(p, _)| *p == peer) else {
-                    self.report.dropped_unknown_peer += 1;
-                    continue;
-                };
-                let Ok(wire_len) = u16::try_from(len) else {
-                    self.report.dropped_unknown_peer += 1;
-                    continue;
-                };
-                // The headroom is exactly one ChannelData header.
-                slot[..2].copy_from_slice(&number.to_be_bytes());
-                slot[2..CHANNEL_HEADER_LEN].copy_from_slice(&wire_len.to_be_bytes());
-                self.batch.queue(
-                    self.listener.as_fd(),
-                    client,
-                    i,
-                    TxBytes::Rx(0..CHANNEL_HEADER_LEN + len),
-                );
-                self.report.to_client += 1;
-            }
-            self.batch.flush();
-            if n < self.batch.layout().slots {
-                break;
-            }
-        }
-    }
-
-    /// Answers set-up request `i` from `client`; returns the reply length.
-    fn handle_stun(&mut self, i: usize, client: SocketAddr) -> Option<usize> {
-        let (_, pkt) = self.batch.datagram(i)?;
-        let Ok(msg) = Message::parse(pkt) else {
-            self.report.dropped_other += 1;
-            return None;
-        };
-        if msg.class() != Class::Request {
-            self.report.dropped_other += 1;
-            return None;
-        }
-        self.report.stun_requests += 1;
-        let method = msg.method();
-        let tid: TransactionId = *msg.transaction_id();
-        // Everything needed from the request, read before the batch is borrowed again.
-        let lifetime = msg
-            .get(attr::LIFETIME)
-            .and_then(|a| <[u8; 4]>::try_from(a.value).ok())
-            .map(u32::from_be_bytes);
-        let channel = msg
-            .get(attr::CHANNEL_NUMBER)
-            .and_then(|a| a.value.get(..2))
-            .map(|v| u16::from_be_bytes([v[0], v[1]]));
-        let peer = msg
-            .get(attr::XOR_PEER_ADDRESS)
-            .and_then(|a| attr::decode_xor_address(a.value, &tid).ok());
-        let outcome = match method {
-            Method::Binding => Outcome::Binding,
-            Method::Allocate => self.allocate(client),
-            Method::ChannelBind => self.channel_bind(client, channel, peer),
-            Method::CreatePermission => Outcome::Ok,
-            Method::Refresh => {
-                let l = lifetime.unwrap_or(LIFETIME);
-                if l == 0 {
-                    self.delete(client);
-                }
-                Outcome::Refreshed(l)
-            }
-            _ => {
-                self.report.dropped_other += 1;
-                return None;
-            }
-        };
-        let (_, _, reply) = self.batch.datagram_and_reply(i)?;
-        write_reply(reply, method, &tid, client, outcome)
-    }
-
-    fn allocate(&mut self, client: SocketAddr) -> Outcome {
-        if let Some(&idx) = self.by_client.get(&client) {
-            if let Some(Some(a)) = self.allocations.get(idx) {
-                if let Ok(addr) = a.sock.local_addr() {
-                    return Outcome::Allocated(addr);
-                }
-            }
-        }
-        if self.by_client.len() >= self.max_allocations {
-            return Outcome::Error(486, "Allocation Quota Reached");
-        }
-        // Made as uturn makes its relay sockets: non-blocking, IPv4 with DF
-        // clear (no DONT-FRAGMENT), IPv6 only for an IPv6 address.
-        let sock = match socket::udp_relay(SocketAddr::new(self.relay_ip, 0), false) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("floor: cannot create a relay socket: {e}");
-                return Outcome::Error(508, "Insufficient Capacity");
-            }
-        };
-        let Ok(addr) = sock.local_addr() else {
-            return Outcome::Error(508, "Insufficient Capacity");
-        };
-        let idx = self.free.pop().unwrap_or(self.allocations.len());
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let key = (u64::from(generation) << 32) | idx as u64;
-        if let Err(e) = self.poller.add(sock.as_fd(), key) {
-            eprintln!("floor: epoll add failed: {e}");
-            if idx < self.allocations.len() {
-                self.free.push(idx);
-            }
-            return Outcome::Error(508, "Insufficient Capacity");
-        }
-        let a = Allocation {
-            sock,
-            generation,
-            client,
-            peers: Vec::with_capacity(1),
-        };
-        if idx == self.allocations.len() {
-            self.allocations.push(Some(a));
-        } else {
-            self.allocations[idx] = Some(a);
-        }
-        self.by_client.insert(client, idx);
-        self.report.allocations_created += 1;
-        Outcome::Allocated(addr)
-    }
-
-    fn channel_bind(
-        &mut self,
-        client: SocketAddr,
-        channel: Option<u16>,
-        peer: Option<SocketAddr>,
-    ) -> Outcome {
-        let (Some(number), Some(peer)) = (channel, peer) else {
-            return Outcome::Error(400, "Bad Request");
-        };
-        if !(0x4000..=0x4FFF).contains(&number) {
-            return Outcome::Error(400, "Bad Request");
-        }
-        let Some(&alloc) = self.by_client.get(&client) else {
-            return Outcome::Error(437, "Allocation Mismatch");
-        };
-        let Some(Some(a)) = self.allocations.get_mut(alloc) else {
-            return Outcome::Error(437, "Allocation Mismatch");
-        };
-        // A re-bind replaces the old mapping in either direction.
-        let mut removed = Vec::new();
-        a.peers.retain(|&(p, n)| {
-            let keep = p != peer && n != number;
-            if !keep {
-                removed.push(n);
-            }
-            keep
-        });
-        a.peers.push((peer, number));
-        for n in removed {
-            self.channels.remove(&(client, n));
-        }
-        self.channels
-            .insert((client, number), Route { alloc, peer });
-        self.report.channels_bound += 1;
-        Outcome::Ok
-    }
-
-    fn delete(&mut self, client: SocketAddr) {
-        let Some(idx) = self.by_client.remove(&client) else {
-            return;
-        };
-        let Some(a) = self.allocations.get_mut(idx).and_then(Option::take) else {
-            return;
-        };
-        for &(_, n) in &a.peers {
-            self.channels.remove(&(client, n));
-        }
-        if let Err(e) = self.poller.delete(a.sock.as_fd()) {
-            eprintln!("floor: epoll delete failed: {e}");
-        }
-        self.closing.push(a.sock);
-        self.free.push(idx);
-    }
-}
-
-/// What a set-up request gets back.
-#[derive(Copy, Clone, Debug)]
-enum Outcome {
-    Ok,
-    Binding,
-    Allocated(SocketAddr),
-    Refreshed(u32),
-    Error(u16, &'static str),
-}
-
-/// Writes the response to a `method` request into `buf`; returns its length.
-fn write_reply(
-    buf: &mut [u8],
-    method: Method,
-    tid: &TransactionId,
-    client: SocketAddr,
-    outcome: Outcome,
-) -> Option<usize> {
-    let class = match outcome {
-        Outcome::Error(..) => Class::Error,
-        _ => Class::Success,
-    };
-    let mut w = MessageWriter::new(buf, method, class, tid).ok()?;
-    match outcome {
-        Outcome::Ok => {}
-        Outcome::Binding => w.xor_address(attr::XOR_MAPPED_ADDRESS, client).ok()?,
-        Outcome::Allocated(relayed) => {
-            w.xor_address(attr::XOR_RELAYED_ADDRESS, relayed).ok()?;
-            w.xor_address(attr::XOR_MAPPED_ADDRESS, client).ok()?;
-            w.u32(attr::LIFETIME, LIFETIME).ok()?;
-        }
-        Outcome::Refreshed(l) => w.u32(attr::LIFETIME, l).ok()?,
-        Outcome::Error(code, reason) => w.error_code(code, reason).ok()?,
-    }
-    Some(w.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uturn_stun::{Attribute, ChannelData};
+    use uturn_stun::{
+        attr, Attribute, ChannelData, Class, Message, MessageWriter, Method, TransactionId,
+    };
 
     fn request(method: Method, tid: &TransactionId, attrs: &[Attribute<'_>]) -> Vec<u8> {
         let mut buf = vec![0u8; 512];
