@@ -112,16 +112,23 @@ pub fn run(
 ) -> Result<Vec<ShardReport>, ServerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stops = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
-    // The main thread learns of a signal from a channel this feeds (set up
-    // before the flag, so that no signal sets the flag unseen).
-    let mut pending = Signals::new(stops.iter().copied().chain([signal_hook::consts::SIGHUP]))
-        .map_err(ServerError::Signals)?;
+    // The actions of one signal run in the order they were registered. The
+    // check that makes a second signal exit at once (status 1, when the flag
+    // is already set: a drain is under way) must come before anything that
+    // can wake another thread: the channel below wakes the main thread,
+    // which sets the flag too, and a handler preempted between the two
+    // would otherwise find the flag set by its own signal and exit on the
+    // first one.
     for sig in stops {
-        // Registered first, so it runs first: a second signal, arriving when
-        // the flag is already set (a drain is under way), exits at once
-        // with status 1.
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&shutdown))
             .map_err(ServerError::Signals)?;
+    }
+    // The main thread learns of a signal from a channel this feeds.
+    let mut pending = Signals::new(stops.iter().copied().chain([signal_hook::consts::SIGHUP]))
+        .map_err(ServerError::Signals)?;
+    // Last, so that no signal sets the flag without the main thread seeing
+    // it (which would make the next signal exit instead of draining).
+    for sig in stops {
         signal_hook::flag::register(sig, Arc::clone(&shutdown)).map_err(ServerError::Signals)?;
     }
     let signal_handle = pending.handle();

@@ -452,9 +452,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let mut gone = None;
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-            if wait_bounded(&mut child, STOP_TIMEOUT).is_none() {
+            // Already exited (and reaped here, or earlier by a check): its
+            // PID may belong to another process by now, so it gets no signal.
+            if let Ok(Some(st)) = child.try_wait() {
+                gone = Some(st);
+            } else {
+                signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+            }
+            if gone.is_none() && wait_bounded(&mut child, STOP_TIMEOUT).is_none() {
                 eprintln!(
                     "uturn (pid {}) ignored SIGTERM for 10 s; killing it",
                     child.id()
@@ -473,6 +480,9 @@ impl Drop for Server {
                 .into_iter()
                 .rev()
                 .collect();
+            if let Some(st) = gone {
+                eprintln!("--- uturn had exited on its own ({st})");
+            }
             eprintln!("--- uturn {:?} stderr (tail):\n{tail}", self.args);
         }
     }
