@@ -133,6 +133,13 @@ impl LogControl {
     }
 }
 
+/// True when `s` is something tracing-subscriber's directive parser can be
+/// given safely: printable ASCII only (it panics on some multi-byte
+/// characters).
+pub fn plain_directives(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
 /// Installs the global subscriber. `flag_level` is `--log-level`; it beats
 /// RUST_LOG, which beats the file's `level`.
 pub fn init(format: LogFormat, flag_level: Option<&str>, level: &str) -> LogControl {
@@ -141,6 +148,10 @@ pub fn init(format: LogFormat, flag_level: Option<&str>, level: &str) -> LogCont
         .filter(|s| !s.trim().is_empty());
     let (filter, pinned) = match (flag_level, env) {
         (Some(l), _) => (EnvFilter::new(l), Some("--log-level")),
+        (None, Some(env)) if !plain_directives(&env) => {
+            eprintln!("uturn: ignoring RUST_LOG={env:?}: only printable ASCII directives");
+            (EnvFilter::new(level), None)
+        }
         (None, Some(env)) => match EnvFilter::try_new(&env) {
             Ok(f) => (f, Some("RUST_LOG")),
             Err(e) => {

@@ -39,8 +39,13 @@ fn check_log_level(s: &str, key: String) -> Result<(), ConfigError> {
     // but not span or field filters (`[span{field=value}]`): their values are
     // regular expressions compiled to a DFA, which a few hundred bytes can
     // make take minutes and much memory (found by the config fuzz target).
+    // Only printable ASCII reaches the filter parser: targets are module
+    // paths, and tracing-subscriber's parser panics on some multi-byte
+    // characters (found by the config fuzz target), which on a reload
+    // would stop the server.
     let is_directive = s.contains('=')
         && !s.contains(['[', '{'])
+        && crate::logging::plain_directives(s)
         && tracing_subscriber::EnvFilter::try_new(s).is_ok();
     if is_level || is_directive {
         Ok(())

@@ -539,6 +539,25 @@ fn log_level_refuses_span_and_field_filters() {
     }
 }
 
+/// tracing-subscriber's directive parser panics on some multi-byte
+/// characters; such a level must be refused, never parsed (the config fuzz
+/// target's crash, reduced).
+#[test]
+fn log_level_refuses_non_ascii_directives() {
+    for level in [
+        "rr=0,_l,\t\t_l6111/ota,\t\t_l7li\u{a8AA}\u{aAeA}=\u{6e4}#=\u{aAAA}endutoli\u{a8A7}",
+        "uturn=dèbug",
+        "ünïcode=info",
+        "uturn=debug\n",
+    ] {
+        let text = format!("log_level = {}\n{}", toml::Value::from(level), minimal());
+        let e = err(with_file(&[], &text));
+        assert!(e.starts_with("log_level: "), "{level:?} gave {e}");
+        let e = err(with_file(&["--log-level", level], &minimal()));
+        assert!(e.starts_with("--log-level: "), "{level:?} gave {e}");
+    }
+}
+
 #[test]
 fn hex_round_trip() {
     let k: [u8; 16] = unhex(MD5_A).unwrap();
