@@ -35,7 +35,7 @@ use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
 use crate::policy::AllocationLedger;
 use crate::turn::{
     Gauges, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats, Transmit,
-    TurnConfig, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
@@ -354,6 +354,27 @@ fn tx_bytes(payload: Payload) -> TxBytes {
     }
 }
 
+/// The socket a tag names: a listener (`LISTENER_TAG | i`) or a relay
+/// socket (its token). None for a listener index out of range.
+fn tag_via(tag: u64) -> Option<Via> {
+    if tag & LISTENER_TAG != 0 {
+        u16::try_from(tag & !LISTENER_TAG)
+            .ok()
+            .map(|i| Via::Listener(ListenerId(i)))
+    } else {
+        Some(Via::Relay(RelayToken(tag)))
+    }
+}
+
+/// The socket `via` names, while it exists: one look-up for every backend,
+/// whatever it keeps per socket (a `UdpSocket`, a ring slot).
+fn socket_of<'a, T>(via: Via, listeners: &'a [T], relays: &'a RelayMap<T>) -> Option<&'a T> {
+    match via {
+        Via::Listener(ListenerId(i)) => listeners.get(usize::from(i)),
+        Via::Relay(token) => relays.get(&token.0),
+    }
+}
+
 /// Datagram in → state machine → at most one send out. Shared by every
 /// backend: a datagram from a listener goes to `handle_client`, one from a
 /// relay socket to `handle_peer`, which rewrites it in place.
@@ -363,11 +384,11 @@ fn dispatch(
     rx: Inbound<'_>,
     sockets: &mut impl RelaySockets,
 ) -> Option<Transmit> {
-    if rx.tag & LISTENER_TAG != 0 {
-        let id = ListenerId(u16::try_from(rx.tag & !LISTENER_TAG).ok()?);
-        relay.handle_client(now, id, rx.from, rx.buf, rx.len, rx.scratch, sockets)
-    } else {
-        relay.handle_peer(now, RelayToken(rx.tag), rx.from, rx.buf, rx.len)
+    match tag_via(rx.tag)? {
+        Via::Listener(id) => {
+            relay.handle_client(now, id, rx.from, rx.buf, rx.len, rx.scratch, sockets)
+        }
+        Via::Relay(token) => relay.handle_peer(now, token, rx.from, rx.buf, rx.len),
     }
 }
 

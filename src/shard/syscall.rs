@@ -6,19 +6,19 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, relay_map, tx_bytes, Driver, Inbound, RelayMap, ShardControl,
-    BATCH, LAYOUT, LISTENER_TAG, WAKE_TAG,
+    check_new_token, dispatch, now, relay_map, socket_of, tag_via, tx_bytes, Driver, Inbound,
+    RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
 use crate::io::wake::WakeFd;
 use crate::io::IoStats;
-use crate::turn::{ListenerId, Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via};
+use crate::turn::{Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig};
 
 /// Batches read from one ready socket before moving on to the next (fairness;
 /// epoll is level-triggered, so a socket with more data comes back).
@@ -99,7 +99,10 @@ impl SyscallIo {
     fn drain(&mut self, relay: &mut Relay, key: u64) {
         for _ in 0..MAX_BATCHES_PER_READY {
             // A relay socket closed earlier in this turn: its events are stale.
-            let Some(fd) = socket(&self.listeners, &self.sockets.relays, key) else {
+            let Some(fd) = tag_via(key)
+                .and_then(|via| socket_of(via, &self.listeners, &self.sockets.relays))
+                .map(|s| s.as_fd())
+            else {
                 return;
             };
             let n = match self.batch.recv(fd) {
@@ -137,12 +140,7 @@ impl SyscallIo {
 
     /// Queues the send caused by datagram `i`.
     fn queue(&mut self, i: usize, t: Transmit) {
-        let fd = match t.via {
-            Via::Listener(ListenerId(idx)) => {
-                self.listeners.get(usize::from(idx)).map(|s| s.as_fd())
-            }
-            Via::Relay(token) => self.sockets.relays.get(&token.0).map(|s| s.as_fd()),
-        };
+        let fd = socket_of(t.via, &self.listeners, &self.sockets.relays).map(|s| s.as_fd());
         let Some(fd) = fd else {
             self.batch.stats_mut().tx_unroutable += 1;
             tracing::debug!(shard = self.index, via = ?t.via, "send from an unknown socket dropped");
@@ -203,20 +201,6 @@ impl Driver for SyscallIo {
         self.batch.flush();
         self.sockets.closing.clear();
         self.sockets.relays.clear();
-    }
-}
-
-/// The socket tagged `tag`, while it exists.
-fn socket<'a>(
-    listeners: &'a [UdpSocket],
-    relays: &'a RelayMap<UdpSocket>,
-    tag: u64,
-) -> Option<BorrowedFd<'a>> {
-    if tag & LISTENER_TAG != 0 {
-        let idx = (tag & !LISTENER_TAG) as usize;
-        listeners.get(idx).map(|s| s.as_fd())
-    } else {
-        relays.get(&tag).map(|s| s.as_fd())
     }
 }
 

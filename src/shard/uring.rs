@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_new_token, dispatch, now, relay_map, tx_bytes, Driver, Inbound, RelayMap, ShardControl,
-    LISTENER_TAG, RECV_CAPACITY,
+    check_new_token, dispatch, now, relay_map, socket_of, tx_bytes, Driver, Inbound, RelayMap,
+    ShardControl, LISTENER_TAG, RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
 use crate::io::uring::{RingMode, SockId, SocketCtl, Uring, UringConfig};
 use crate::io::IoStats;
 use crate::turn::{
-    ListenerId, Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
-    PEER_HEADROOM, PEER_TAILROOM,
+    Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, MAX_REPLY, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
 
 /// Provided receive buffers per shard (about 2 KiB each).
@@ -127,10 +127,7 @@ impl UringIo {
 
     /// Queues the send caused by datagram `i`.
     fn send(&mut self, i: usize, t: Transmit) {
-        let sock = match t.via {
-            Via::Listener(ListenerId(idx)) => self.listeners.get(usize::from(idx)).copied(),
-            Via::Relay(token) => self.relays.get(&token.0).copied(),
-        };
+        let sock = socket_of(t.via, &self.listeners, &self.relays).copied();
         let Some(sock) = sock else {
             self.io.stats_mut().tx_unroutable += 1;
             tracing::debug!(shard = self.index, via = ?t.via, "send from an unknown socket dropped");
