@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uturn::stun::{Class, MessageWriter, Method};
+use uturn::turn::Transport;
 
 #[path = "../tests/support/fast_path.rs"]
 mod support;
@@ -72,7 +73,7 @@ fn control_path(c: &mut Criterion) {
         b.iter(|| {
             let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Error, &[7; 12])
                 .expect("fits");
-            auth.write_challenge(&mut w, black_box(sources[1]), 1_800_000_000)
+            auth.write_challenge(&mut w, black_box(sources[1]), Transport::Udp, 1_800_000_000)
                 .expect("fits");
             black_box(w.finish())
         })

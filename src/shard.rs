@@ -34,8 +34,8 @@ use crossbeam_channel::TryRecvError;
 use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
 use crate::policy::AllocationLedger;
 use crate::turn::{
-    Gauges, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats, Transmit,
-    TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Gauges, Leg, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats,
+    Transmit, TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
@@ -372,6 +372,7 @@ fn socket_of<'a, T>(via: Via, listeners: &'a [T], relays: &'a RelayMap<T>) -> Op
     match via {
         Via::Listener(ListenerId(i)) => listeners.get(usize::from(i)),
         Via::Relay(token) => relays.get(&token.0),
+        Via::Stream(_) => None,
     }
 }
 
@@ -385,10 +386,17 @@ fn dispatch(
     sockets: &mut impl RelaySockets,
 ) -> Option<Transmit> {
     match tag_via(rx.tag)? {
-        Via::Listener(id) => {
-            relay.handle_client(now, id, rx.from, rx.buf, rx.len, rx.scratch, sockets)
-        }
+        Via::Listener(id) => relay.handle_client(
+            now,
+            Leg::Udp(id),
+            rx.from,
+            rx.buf,
+            rx.len,
+            rx.scratch,
+            sockets,
+        ),
         Via::Relay(token) => relay.handle_peer(now, token, rx.from, rx.buf, rx.len),
+        Via::Stream(_) => None,
     }
 }
 

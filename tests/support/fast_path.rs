@@ -12,8 +12,8 @@ use uturn::auth::{derive_key, AuthConfig, Authenticator, PasswordAlgorithm, Stat
 use uturn::policy::{AllocationLedger, PeerPolicy, Quotas};
 use uturn::stun::{attr, Attribute, Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Transmit, TurnConfig, Via,
-    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Leg, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Transmit, TurnConfig,
+    Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 pub const CHANNEL: u16 = 0x4001;
@@ -239,7 +239,7 @@ impl FastPath {
         room.copy_from_slice(pkt);
         match self.relay.handle_client(
             self.now,
-            ListenerId(0),
+            Leg::Udp(ListenerId(0)),
             client,
             &self.rx,
             pkt.len(),
@@ -276,7 +276,7 @@ impl FastPath {
         let len = buf.len() - PEER_HEADROOM - PEER_TAILROOM;
         match self.relay.handle_client(
             self.now,
-            ListenerId(0),
+            Leg::Udp(ListenerId(0)),
             self.client,
             buf,
             len,

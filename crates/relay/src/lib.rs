@@ -12,3 +12,32 @@
 pub mod auth;
 pub mod policy;
 pub mod turn;
+
+/// The transport between a client and the relay (the client leg). It is
+/// part of the 5-tuple: nonces are bound to it as well as to the client's
+/// address, and metrics are labelled with it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Every transport, in label order.
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+    /// The metrics label (and the word in logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// A dense index (0..3) for per-transport counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -43,7 +43,7 @@ use uturn::stun::channel::{self, ChannelData};
 use uturn::stun::integrity::{check_fingerprint, check_sha1, check_sha256, Integrity};
 use uturn::stun::{Class, Message, MessageWriter, Method};
 use uturn::turn::{
-    ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings as TurnSettings, Transmit,
+    Leg, Now, Payload, Relay, RelaySockets, RelayToken, Settings as TurnSettings, Transmit,
     TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
@@ -104,7 +104,7 @@ impl RelaySockets for FakeSockets {
     }
 }
 
-type Five = (ListenerId, SocketAddr);
+type Five = (Leg, SocketAddr);
 
 /// What the relay has granted one 5-tuple, as its responses said.
 struct Granted {
@@ -446,11 +446,11 @@ impl Harness {
         match out {
             None => None,
             Some(Transmit {
-                via: Via::Listener(listener),
+                via,
                 to,
                 payload: Payload::Reply(n),
             }) => {
-                assert_eq!((listener, to), five, "a reply to another client");
+                assert_eq!((via, to), (five.0.via(), five.1), "a reply to another client");
                 assert!(n <= MAX_REPLY);
                 let reply = self.scratch[..n].to_vec();
                 self.reply(five, pkt, &reply, signer)
@@ -690,14 +690,15 @@ impl Harness {
             .get(&token)
             .expect("ToClient on a socket the harness never saw allocated");
         let Transmit {
-            via: Via::Listener(listener),
+            via,
             to: client,
             payload: Payload::Rx(range),
         } = out
         else {
             panic!("a peer datagram caused {out:?}");
         };
-        assert_eq!((listener, client), five, "ToClient to another client");
+        assert!(!matches!(via, Via::Relay(_)), "a peer datagram sent to a peer");
+        assert_eq!((via, client), (five.0.via(), five.1), "ToClient to another client");
         let g = self
             .live(&five)
             .expect("ToClient for an allocation that is not live");
@@ -709,6 +710,10 @@ impl Harness {
             self.secs
         );
         assert!(range.start <= range.end && range.end <= buf.len());
+        if five.0.is_stream() {
+            // RFC 8656 §12.5: whole frames on a stream, padded to 4 bytes.
+            assert_eq!(range.len() % 4, 0, "an unpadded frame on a stream");
+        }
         let bytes = &buf[range];
         let channel = g
             .channels

@@ -5,23 +5,27 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use uturn::stun::Method;
-use uturn::turn::ListenerId;
+use uturn::turn::{ConnId, Leg, ListenerId};
 
 use crate::reader::{Reader, Writer};
 
 /// Client addresses: two ports of one host, another host, an IPv6 host.
-/// Each comes in on listener 0 or 1, so there are eight 5-tuples.
-pub(super) fn client_addr(c: u8) -> (ListenerId, SocketAddr) {
+/// Each comes in on UDP listener 0 or 1, a TCP connection or a TLS one, so
+/// there are sixteen 5-tuples.
+pub(super) fn client_addr(c: u8) -> (Leg, SocketAddr) {
     let addrs = [
         SocketAddr::new(Ipv4Addr::new(203, 0, 113, 1).into(), 40000),
         SocketAddr::new(Ipv4Addr::new(203, 0, 113, 1).into(), 40001),
         SocketAddr::new(Ipv4Addr::new(203, 0, 113, 2).into(), 40000),
         SocketAddr::new("2001:db8:f::1".parse::<IpAddr>().unwrap(), 40000),
     ];
-    (
-        ListenerId(u16::from((c / 4) % 2)),
-        addrs[usize::from(c % 4)],
-    )
+    let leg = match (c / 4) % 4 {
+        0 => Leg::Udp(ListenerId(0)),
+        1 => Leg::Udp(ListenerId(1)),
+        2 => Leg::Tcp(ConnId(0)),
+        _ => Leg::Tls(ConnId(1)),
+    };
+    (leg, addrs[usize::from(c % 4)])
 }
 
 /// Peers: allowed ones (198.51.100.0/24 and 2001:db8:100::/48 are opened by

@@ -22,6 +22,7 @@ pub mod nonce;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::Transport;
 use uturn_stun::attr::{self, Attribute};
 use uturn_stun::integrity::{check_sha1, check_sha256, Integrity};
 use uturn_stun::{EncodeError, Message, MessageWriter};
@@ -228,13 +229,14 @@ impl Authenticator {
     pub fn realm(&self) -> &str {
         &self.cfg.realm
     }
-    /// Authenticates `msg` from `client`. With `check_expiry` an expired REST
+    /// Authenticates `msg` from `client` on `transport`. With `check_expiry` an expired REST
     /// credential is refused (SECURITY.md rule 1); the relay passes false only
     /// for a Refresh with LIFETIME 0, so that a client can still delete.
     pub fn authenticate<'a>(
         &'a self,
         msg: &Message<'a>,
         client: SocketAddr,
+        transport: Transport,
         now_unix: u64,
         check_expiry: bool,
     ) -> Result<Authenticated<'a>, AuthError> {
@@ -257,7 +259,7 @@ impl Authenticator {
 
         // RFC 8489 §9.2.4: a nonce that is not valid gets 438 and a new nonce.
         // One we did not issue to this address is refused before any key work.
-        let (stale, advertised) = match self.nonces.check(nonce, client, now_unix) {
+        let (stale, advertised) = match self.nonces.check(nonce, client, transport, now_unix) {
             NonceCheck::Valid {
                 password_algorithms,
             } => (false, password_algorithms),
@@ -333,18 +335,19 @@ impl Authenticator {
         })
     }
 
-    /// Appends REALM, a fresh NONCE for `client`, and PASSWORD-ALGORITHMS when
+    /// Appends REALM, a fresh NONCE for `client` on `transport`, and PASSWORD-ALGORITHMS when
     /// SHA-256 is offered — the attributes of a 401 or 438 response.
     pub fn write_challenge(
         &self,
         w: &mut MessageWriter<'_>,
         client: SocketAddr,
+        transport: Transport,
         now_unix: u64,
     ) -> Result<(), EncodeError> {
         // RFC 8489 §9.2.4: 401 and 438 responses carry REALM and NONCE.
         w.raw(attr::REALM, self.cfg.realm.as_bytes())?;
         let mut buf = [0u8; nonce::MAX_NONCE_LEN];
-        let n = self.nonces.issue(client, now_unix, &mut buf);
+        let n = self.nonces.issue(client, transport, now_unix, &mut buf);
         w.raw(attr::NONCE, buf.get(..n).unwrap_or_default())?;
         if self.cfg.offer_sha256 {
             // RFC 8489 §9.2.4: with the "Password algorithms" bit in the nonce,

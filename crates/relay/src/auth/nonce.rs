@@ -1,5 +1,5 @@
 //! Stateless nonces: the RFC 8489 §9.2 nonce cookie followed by an expiry and
-//! a MAC over (expiry, client address). Nothing is stored per client.
+//! a MAC over (expiry, client address and transport). Nothing is stored per client.
 //!
 //! Layout (45 bytes, all printable ASCII, so valid `qdtext`, RFC 8489 §14.10):
 //!
@@ -8,14 +8,18 @@
 //! base64(features, 3 bytes)         4 chars: the 24-bit STUN Security Feature set
 //! base64url-nopad(expiry ‖ mac)     32 chars: expiry as u64 big-endian (unix
 //!                                   seconds) and the first 16 bytes of
-//!                                   HMAC-SHA256(key, expiry ‖ features ‖ client)
+//!                                   HMAC-SHA256(key, expiry ‖ features ‖
+//!                                   transport ‖ client)
 //! ```
 //!
-//! The MAC binds the nonce to the client's IP address and port, so a nonce
-//! seen by one client is useless from another address, and the feature bits
+//! The MAC binds the nonce to the client's IP address, port and transport
+//! (UDP, TCP, TLS), so a nonce seen by one client is useless from another
+//! address or over another transport, and the feature bits
 //! cannot be altered (bid-down protection, RFC 8489 §9.2.1).
 
 use std::net::SocketAddr;
+
+use crate::Transport;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -113,13 +117,20 @@ impl Nonces {
         }
     }
 
-    /// Writes a fresh nonce for `client` into `out`; returns its length.
-    pub fn issue(&self, client: SocketAddr, now_unix: u64, out: &mut [u8; MAX_NONCE_LEN]) -> usize {
+    /// Writes a fresh nonce for `client` on `transport` into `out`; returns
+    /// its length.
+    pub fn issue(
+        &self,
+        client: SocketAddr,
+        transport: Transport,
+        now_unix: u64,
+        out: &mut [u8; MAX_NONCE_LEN],
+    ) -> usize {
         let features = features_bytes(self.features.bits());
         let expiry = now_unix.saturating_add(self.lifetime_secs);
         let mut body = [0u8; BODY_LEN];
         body[..8].copy_from_slice(&expiry.to_be_bytes());
-        body[8..].copy_from_slice(&self.mac(expiry, &features, client));
+        body[8..].copy_from_slice(&self.mac(expiry, &features, client, transport));
 
         let (cookie, rest) = out.split_at_mut(NONCE_COOKIE.len());
         cookie.copy_from_slice(NONCE_COOKIE);
@@ -135,8 +146,14 @@ impl Nonces {
         }
     }
 
-    pub fn check(&self, nonce: &[u8], client: SocketAddr, now_unix: u64) -> NonceCheck {
-        let Some((expiry, features)) = self.verify(nonce, client) else {
+    pub fn check(
+        &self,
+        nonce: &[u8],
+        client: SocketAddr,
+        transport: Transport,
+        now_unix: u64,
+    ) -> NonceCheck {
+        let Some((expiry, features)) = self.verify(nonce, client, transport) else {
             return NonceCheck::Invalid;
         };
         if now_unix > expiry {
@@ -147,8 +164,9 @@ impl Nonces {
         }
     }
 
-    /// The expiry and feature set of a nonce whose MAC verifies for `client`.
-    fn verify(&self, nonce: &[u8], client: SocketAddr) -> Option<(u64, u32)> {
+    /// The expiry and feature set of a nonce whose MAC verifies for `client`
+    /// on `transport`.
+    fn verify(&self, nonce: &[u8], client: SocketAddr, transport: Transport) -> Option<(u64, u32)> {
         if nonce.len() != NONCE_LEN {
             return None;
         }
@@ -169,17 +187,26 @@ impl Nonces {
         let mut e = [0u8; 8];
         e.copy_from_slice(expiry_bytes);
         let expiry = u64::from_be_bytes(e);
-        let expected = self.mac(expiry, &features, client);
+        let expected = self.mac(expiry, &features, client, transport);
         if !bool::from(expected[..].ct_eq(mac)) {
             return None;
         }
         Some((expiry, features_value(features)))
     }
 
-    fn mac(&self, expiry: u64, features: &[u8; 3], client: SocketAddr) -> [u8; MAC_LEN] {
+    fn mac(
+        &self,
+        expiry: u64,
+        features: &[u8; 3],
+        client: SocketAddr,
+        transport: Transport,
+    ) -> [u8; MAC_LEN] {
         let mut m = self.keyed.clone();
         m.update(&expiry.to_be_bytes());
         m.update(features);
+        // The transport is part of the 5-tuple: a nonce issued over UDP is
+        // no good over TCP or TLS from the same address, and the reverse.
+        m.update(&[transport.index() as u8]);
         match client {
             SocketAddr::V4(a) => {
                 m.update(&[4]);
@@ -234,7 +261,7 @@ mod tests {
 
     fn issue(n: &Nonces, client: SocketAddr, now: u64) -> Vec<u8> {
         let mut buf = [0u8; MAX_NONCE_LEN];
-        let len = n.issue(client, now, &mut buf);
+        let len = n.issue(client, Transport::Udp, now, &mut buf);
         buf[..len].to_vec()
     }
 
@@ -290,13 +317,13 @@ mod tests {
             let n = Nonces::new(KEY, 600, features);
             let nonce = issue(&n, c, 1000);
             assert_eq!(
-                n.check(&nonce, c, 1000),
+                n.check(&nonce, c, Transport::Udp, 1000),
                 NonceCheck::Valid {
                     password_algorithms: pa
                 }
             );
             assert_eq!(
-                n.check(&nonce, c, 1600),
+                n.check(&nonce, c, Transport::Udp, 1600),
                 NonceCheck::Valid {
                     password_algorithms: pa
                 }
@@ -310,8 +337,11 @@ mod tests {
         let c = addr("192.0.2.1:5000");
         let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
-        assert_eq!(n.check(&nonce, c, 1601), NonceCheck::Stale);
-        assert_eq!(n.check(&nonce, c, u64::MAX), NonceCheck::Stale);
+        assert_eq!(n.check(&nonce, c, Transport::Udp, 1601), NonceCheck::Stale);
+        assert_eq!(
+            n.check(&nonce, c, Transport::Udp, u64::MAX),
+            NonceCheck::Stale
+        );
     }
 
     #[test]
@@ -320,19 +350,51 @@ mod tests {
         let n = Nonces::new(KEY, 600, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         assert_eq!(
-            n.check(&nonce, addr("192.0.2.1:5001"), 1000),
+            n.check(&nonce, addr("192.0.2.1:5001"), Transport::Udp, 1000),
             NonceCheck::Invalid
         );
         assert_eq!(
-            n.check(&nonce, addr("192.0.2.2:5000"), 1000),
+            n.check(&nonce, addr("192.0.2.2:5000"), Transport::Udp, 1000),
             NonceCheck::Invalid
         );
         assert_eq!(
-            n.check(&nonce, addr("[::ffff:192.0.2.1]:5000"), 1000),
+            n.check(
+                &nonce,
+                addr("[::ffff:192.0.2.1]:5000"),
+                Transport::Udp,
+                1000
+            ),
             NonceCheck::Invalid
         );
         let other = Nonces::new([0x43; 32], 600, ALGORITHMS);
-        assert_eq!(other.check(&nonce, c, 1000), NonceCheck::Invalid);
+        assert_eq!(
+            other.check(&nonce, c, Transport::Udp, 1000),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn a_nonce_is_bound_to_its_transport() {
+        let c = addr("192.0.2.1:5000");
+        let n = Nonces::new(KEY, 600, ALGORITHMS);
+        for issued in Transport::ALL {
+            let mut buf = [0u8; MAX_NONCE_LEN];
+            let len = n.issue(c, issued, 1000, &mut buf);
+            for used in Transport::ALL {
+                let want = if used == issued {
+                    NonceCheck::Valid {
+                        password_algorithms: true,
+                    }
+                } else {
+                    NonceCheck::Invalid
+                };
+                assert_eq!(
+                    n.check(&buf[..len], c, used, 1000),
+                    want,
+                    "{issued:?} → {used:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -344,12 +406,16 @@ mod tests {
         for i in 0..nonce.len() {
             let mut t = nonce.clone();
             t[i] = if t[i] == b'A' { b'B' } else { b'A' };
-            assert_eq!(n.check(&t, c, 1000), NonceCheck::Invalid, "byte {i}");
+            assert_eq!(
+                n.check(&t, c, Transport::Udp, 1000),
+                NonceCheck::Invalid,
+                "byte {i}"
+            );
         }
         // Clearing the password-algorithms bit specifically.
         let mut t = nonce.clone();
         t[9..13].copy_from_slice(b"AAAA");
-        assert_eq!(n.check(&t, c, 1000), NonceCheck::Invalid);
+        assert_eq!(n.check(&t, c, Transport::Udp, 1000), NonceCheck::Invalid);
         // Extending the expiry.
         let mut body = [0u8; BODY_LEN];
         URL_SAFE_NO_PAD
@@ -360,7 +426,7 @@ mod tests {
         URL_SAFE_NO_PAD
             .encode_slice(body, &mut t[13..])
             .expect("fits");
-        assert_eq!(n.check(&t, c, 1000), NonceCheck::Invalid);
+        assert_eq!(n.check(&t, c, Transport::Udp, 1000), NonceCheck::Invalid);
     }
 
     #[test]
@@ -385,7 +451,11 @@ mod tests {
         lower_cookie[0] = b'O';
         cases.push(lower_cookie);
         for case in cases {
-            assert_eq!(n.check(&case, c, 1000), NonceCheck::Invalid, "{case:?}");
+            assert_eq!(
+                n.check(&case, c, Transport::Udp, 1000),
+                NonceCheck::Invalid,
+                "{case:?}"
+            );
         }
     }
 
@@ -405,7 +475,7 @@ mod tests {
         let n = Nonces::new(KEY, u64::MAX, ALGORITHMS);
         let nonce = issue(&n, c, 1000);
         assert_eq!(
-            n.check(&nonce, c, u64::MAX),
+            n.check(&nonce, c, Transport::Udp, u64::MAX),
             NonceCheck::Valid {
                 password_algorithms: true
             }

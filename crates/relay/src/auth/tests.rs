@@ -51,7 +51,7 @@ fn auth(offer_sha256: bool) -> Authenticator {
 /// A nonce `a` issues to `client` at `now`.
 fn nonce_for(a: &Authenticator, client: SocketAddr, now: u64) -> Vec<u8> {
     let mut buf = [0u8; nonce::MAX_NONCE_LEN];
-    let n = a.nonces.issue(client, now, &mut buf);
+    let n = a.nonces.issue(client, Transport::Udp, now, &mut buf);
     buf[..n].to_vec()
 }
 
@@ -151,7 +151,7 @@ fn run(
     check_expiry: bool,
 ) -> Result<(Vec<u8>, Vec<u8>, Key, MacKind), AuthError> {
     let msg = Message::parse(bytes).expect("test request parses");
-    a.authenticate(&msg, from, now, check_expiry)
+    a.authenticate(&msg, from, Transport::Udp, now, check_expiry)
         .map(|ok| (ok.username.to_vec(), ok.quota_id.to_vec(), ok.key, ok.mac))
 }
 
@@ -272,7 +272,8 @@ fn challenge_features(a: &Authenticator) -> u32 {
     use base64::Engine as _;
     let mut buf = [0u8; 512];
     let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Error, &TID).unwrap();
-    a.write_challenge(&mut w, client(), NOW).unwrap();
+    a.write_challenge(&mut w, client(), Transport::Udp, NOW)
+        .unwrap();
     let n = w.finish();
     let msg = Message::parse(&buf[..n]).unwrap();
     let nonce = msg.get(attr::NONCE).expect("a NONCE").value;
@@ -669,7 +670,8 @@ fn write_challenge_contents() {
         let mut w =
             MessageWriter::new(&mut buf, Method::Allocate, Class::Error, &TID).expect("fits");
         w.error_code(401, "Unauthorized").expect("fits");
-        a.write_challenge(&mut w, client(), NOW).expect("fits");
+        a.write_challenge(&mut w, client(), Transport::Udp, NOW)
+            .expect("fits");
         let n = w.finish();
         let msg = Message::parse(&buf[..n]).expect("challenge parses");
         assert_eq!(
@@ -679,7 +681,7 @@ fn write_challenge_contents() {
         let nonce = msg.get(attr::NONCE).expect("has NONCE").value;
         assert!(nonce.starts_with(nonce::NONCE_COOKIE));
         assert_eq!(
-            a.nonces.check(nonce, client(), NOW),
+            a.nonces.check(nonce, client(), Transport::Udp, NOW),
             NonceCheck::Valid {
                 password_algorithms: offer
             }
@@ -710,7 +712,8 @@ fn full_exchange_from_challenge() {
     let a = auth(true);
     let mut buf = vec![0u8; 512];
     let mut w = MessageWriter::new(&mut buf, Method::Allocate, Class::Error, &TID).expect("fits");
-    a.write_challenge(&mut w, client(), NOW).expect("fits");
+    a.write_challenge(&mut w, client(), Transport::Udp, NOW)
+        .expect("fits");
     let n = w.finish();
     let challenge = Message::parse(&buf[..n]).expect("parses");
     let nonce = challenge.get(attr::NONCE).expect("nonce").value.to_vec();
@@ -726,7 +729,7 @@ fn full_exchange_from_challenge() {
     let bytes = r.build();
     let msg = Message::parse(&bytes).expect("parses");
     let ok = a
-        .authenticate(&msg, client(), NOW + 10, true)
+        .authenticate(&msg, client(), Transport::Udp, NOW + 10, true)
         .expect("authenticates");
 
     // The success response it signs verifies with the same key and MAC kind.
@@ -748,7 +751,7 @@ fn full_exchange_from_challenge() {
     let bytes = Req::new(&a, b"alice", alice_md5()).build();
     let msg = Message::parse(&bytes).expect("parses");
     let ok = a
-        .authenticate(&msg, client(), NOW, true)
+        .authenticate(&msg, client(), Transport::Udp, NOW, true)
         .expect("authenticates");
     let mut out = vec![0u8; 256];
     let mut w = MessageWriter::new(&mut out, Method::Allocate, Class::Success, &TID).expect("fits");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use super::{ListenerId, RelayToken};
+use super::{Leg, RelayToken};
 use uturn_stun::{AddressFamily, TransactionId};
 
 /// RFC 8656 §9: a permission lasts 300 s unless refreshed.
@@ -26,11 +26,10 @@ pub(crate) const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// may be bound to something else for another 5 minutes.
 pub(crate) const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
-/// The server side and client side of a UDP 5-tuple (the transport is
-/// always UDP here).
+/// The server side (with the transport) and the client side of a 5-tuple.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FiveTuple {
-    pub listener: ListenerId,
+    pub leg: Leg,
     pub client: SocketAddr,
 }
 
@@ -433,7 +432,7 @@ mod tests {
     fn table_finds_by_client_and_forgets_removed() {
         let mut t = Table::with_capacity(4);
         let five = |port| FiveTuple {
-            listener: ListenerId(0),
+            leg: Leg::Udp(crate::turn::ListenerId(0)),
             client: SocketAddr::from(([192, 0, 2, 1], port)),
         };
         let alloc = |port| Allocation {

@@ -311,7 +311,13 @@ impl Relay {
         // authenticated request, so that it cannot keep an allocation alive;
         // only a Refresh that deletes the allocation still works with it.
         let check_expiry = !is_deletion(msg);
-        let who = match auth.authenticate(msg, five.client, now.unix, check_expiry) {
+        let who = match auth.authenticate(
+            msg,
+            five.client,
+            five.leg.transport(),
+            now.unix,
+            check_expiry,
+        ) {
             Ok(who) => who,
             Err(e) => return self.auth_error(now, five, msg, scratch, &auth, e),
         };
@@ -382,12 +388,12 @@ impl Relay {
             return Answer::Nothing;
         }
         let fp = msg.get(attr::FINGERPRINT).is_some();
-        let (client, unix) = (five.client, now.unix);
+        let (client, transport, unix) = (five.client, five.leg.transport(), now.unix);
         self.write(
             |b| {
                 let mut w = reply::error(b, msg, code)?;
                 if challenge {
-                    auth.write_challenge(&mut w, client, unix)?;
+                    auth.write_challenge(&mut w, client, transport, unix)?;
                 }
                 Ok(w)
             },

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use uturn_stun::{self as stun, channel, ChannelData};
 
 use super::allocation::{self, FiveTuple};
-use super::{Answer, Now, Payload, Relay, RelayToken, Transmit, Via, PEER_HEADROOM};
+use super::{Answer, Now, Payload, Relay, RelayToken, Transmit, PEER_HEADROOM};
 
 impl Relay {
     /// Fast path, client → peer: RFC 8656 §12.6.
@@ -78,7 +78,7 @@ impl Relay {
             self.stats.drop_no_permission += 1;
             return None;
         }
-        let (listener, client) = (alloc.five.listener, alloc.five.client);
+        let (leg, client) = (alloc.five.leg, alloc.five.client);
         let end = PEER_HEADROOM.checked_add(len)?;
         if end > buf.len() || len > usize::from(u16::MAX) {
             self.stats.drop_malformed += 1;
@@ -91,7 +91,20 @@ impl Relay {
                 let mut header = [0u8; 4];
                 channel::write_header(&mut header, number, len as u16);
                 buf[start..PEER_HEADROOM].copy_from_slice(&header);
-                start..end
+                if leg.is_stream() {
+                    // RFC 8656 §12.5: over a stream, padded to a multiple
+                    // of 4 (into the tailroom) so that the next frame starts
+                    // where the client's framing expects it.
+                    let padded = end + (len.wrapping_neg() & 3);
+                    let Some(pad) = buf.get_mut(end..padded) else {
+                        self.stats.drop_malformed += 1;
+                        return None;
+                    };
+                    pad.fill(0);
+                    start..padded
+                } else {
+                    start..end
+                }
             }
             None => {
                 // RFC 8656 §10.3: otherwise as a Data indication.
@@ -109,7 +122,7 @@ impl Relay {
         self.stats.to_client_packets += 1;
         self.stats.to_client_bytes += len as u64;
         Some(Transmit {
-            via: Via::Listener(listener),
+            via: leg.via(),
             to: client,
             payload: Payload::Rx(range),
         })

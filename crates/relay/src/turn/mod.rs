@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::Authenticator;
 use crate::policy::{AllocationLedger, PeerPolicy, Quotas, RateLimiter};
+pub use crate::Transport;
 use uturn_stun::{self as stun, PacketKind};
 
 use allocation::{FiveTuple, Table};
@@ -46,10 +47,50 @@ pub struct Now {
     pub unix: u64,
 }
 
-/// Which listener socket a client datagram arrived on (the server side of
-/// the 5-tuple). Chosen by the io layer.
+/// Which UDP listener socket a client datagram arrived on. Chosen by the io
+/// layer.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerId(pub u16);
+
+/// One TCP or TLS connection from a client. Chosen by the io layer, unique
+/// among the shard's open connections (it may be reused once
+/// [`Relay::connection_closed`] has been called for it).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u32);
+
+/// The server side of a client's 5-tuple: the UDP listener its datagrams
+/// arrive on, or the stream connection its frames arrive on. With the
+/// client's address it names one allocation at most (RFC 8656 §2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Udp(ListenerId),
+    Tcp(ConnId),
+    Tls(ConnId),
+}
+
+impl Leg {
+    pub fn transport(self) -> Transport {
+        match self {
+            Leg::Udp(_) => Transport::Udp,
+            Leg::Tcp(_) => Transport::Tcp,
+            Leg::Tls(_) => Transport::Tls,
+        }
+    }
+
+    /// The socket replies to the client leave from.
+    pub fn via(self) -> Via {
+        match self {
+            Leg::Udp(listener) => Via::Listener(listener),
+            Leg::Tcp(conn) | Leg::Tls(conn) => Via::Stream(conn),
+        }
+    }
+
+    /// Whether messages to the client go on a byte stream, where
+    /// ChannelData is padded to a multiple of 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Leg::Udp(_))
+    }
+}
 
 /// Names one relay socket; chosen by the state machine, echoed by the io
 /// layer with every datagram that socket receives.
@@ -232,15 +273,17 @@ impl Relay {
         g
     }
 
-    /// A datagram from `client` on `listener`; it sits at
-    /// `buf[PEER_HEADROOM..PEER_HEADROOM + len]` (the receive buffer's
-    /// layout for both directions, see [`handle_peer`](Self::handle_peer)).
-    /// Answers are written into `scratch` (at least `MAX_REPLY` bytes).
+    /// A datagram from `client` on a UDP listener, or one whole frame (STUN
+    /// or ChannelData with its padding) from a stream connection, both
+    /// named by `leg`; it sits at `buf[PEER_HEADROOM..PEER_HEADROOM + len]`
+    /// (the receive buffer's layout for both directions, see
+    /// [`handle_peer`](Self::handle_peer)). Answers are written into
+    /// `scratch` (at least `MAX_REPLY` bytes).
     #[allow(clippy::too_many_arguments)]
     pub fn handle_client(
         &mut self,
         now: Now,
-        listener: ListenerId,
+        leg: Leg,
         client: SocketAddr,
         buf: &[u8],
         len: usize,
@@ -254,7 +297,7 @@ impl Relay {
             self.stats.drop_malformed += 1;
             return None;
         };
-        let five = FiveTuple { listener, client };
+        let five = FiveTuple { leg, client };
         let answer = match stun::message::classify(pkt) {
             PacketKind::ChannelData => self.channel_data_from_client(now, five, pkt),
             PacketKind::Stun => self.control(now, five, pkt, scratch, sockets),
@@ -266,7 +309,7 @@ impl Relay {
         match answer {
             Answer::Nothing => None,
             Answer::Reply(n) => Some(Transmit {
-                via: Via::Listener(listener),
+                via: leg.via(),
                 to: client,
                 payload: Payload::Reply(n),
             }),
@@ -280,6 +323,33 @@ impl Relay {
                 payload: Payload::Rx(PEER_HEADROOM + payload.start..PEER_HEADROOM + payload.end),
             }),
         }
+    }
+
+    /// The client's connection `leg` has closed (either side, any reason):
+    /// its allocation, if it has one, is deleted and its relay ports freed
+    /// at once. Over TCP and TLS the allocation belongs to the connection
+    /// (RFC 8656 §3.1: its 5-tuple is the connection's). Returns whether an
+    /// allocation was deleted.
+    pub fn connection_closed(
+        &mut self,
+        leg: Leg,
+        client: SocketAddr,
+        sockets: &mut impl RelaySockets,
+    ) -> bool {
+        let Some(index) = self.table.index_of(&FiveTuple { leg, client }) else {
+            return false;
+        };
+        self.delete(index, sockets, "connection closed");
+        self.stats.allocations_deleted += 1;
+        true
+    }
+
+    /// Whether `client` on `leg` holds a live allocation (a stream
+    /// connection without one is closed after a while).
+    pub fn has_allocation(&self, now: Instant, leg: Leg, client: SocketAddr) -> bool {
+        self.table
+            .by_client(&FiveTuple { leg, client })
+            .is_some_and(|(_, a)| now < a.expires)
     }
 
     /// Expires allocations, permissions, channels and reservations.

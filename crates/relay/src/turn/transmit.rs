@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use super::{ListenerId, RelayToken};
+use super::{ConnId, ListenerId, RelayToken};
 
 /// A datagram to send: the one output of the state machine, for both
 /// directions, with its bytes in the caller's buffers.
@@ -19,8 +19,11 @@ pub struct Transmit {
 /// The socket a [`Transmit`] leaves from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Via {
-    /// The listener the client's datagrams arrive on (its 5-tuple).
+    /// The UDP listener the client's datagrams arrive on (its 5-tuple).
     Listener(ListenerId),
+    /// The client's TCP or TLS connection: the payload is one whole frame,
+    /// ChannelData already padded.
+    Stream(ConnId),
     /// One of an allocation's relay sockets.
     Relay(RelayToken),
 }

@@ -16,6 +16,7 @@ mod data;
 mod events;
 mod permissions;
 mod security;
+mod streams;
 
 pub(crate) const REALM: &str = "test.realm";
 pub(crate) const SECRET: &str = "rest-secret-1";
@@ -77,6 +78,8 @@ pub(crate) struct Harness {
     pub t0: Instant,
     pub elapsed: Duration,
     pub scratch: Vec<u8>,
+    /// Where client messages arrive (UDP listener 0 unless a test says).
+    pub leg: Leg,
 }
 
 pub(crate) fn user(name: &str, password: &str) -> StaticUser {
@@ -146,6 +149,7 @@ impl Harness {
             t0: Instant::now(),
             elapsed: Duration::ZERO,
             scratch: vec![0; MAX_REPLY],
+            leg: Leg::Udp(ListenerId(0)),
         }
     }
 
@@ -176,7 +180,7 @@ impl Harness {
         let now = self.now();
         let out = self.relay.handle_client(
             now,
-            ListenerId(0),
+            self.leg,
             from,
             &buf,
             pkt.len(),
@@ -207,12 +211,13 @@ impl Harness {
     }
 
     pub fn reply_bytes(&mut self, from: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
+        let via = self.leg.via();
         match self.client(from, pkt) {
             Some(Transmit {
-                via: Via::Listener(ListenerId(0)),
+                via: v,
                 to,
                 payload: Payload::Reply(n),
-            }) if to == from => Some(self.scratch[..n].to_vec()),
+            }) if to == from && v == via => Some(self.scratch[..n].to_vec()),
             _ => None,
         }
     }
@@ -231,6 +236,7 @@ impl Harness {
         let out = self
             .relay
             .handle_peer(now, token, peer, &mut buf, payload.len())?;
+        assert_eq!(out.via, self.leg.via(), "to the client's own leg");
         let Payload::Rx(range) = out.payload else {
             panic!("peer data is forwarded in place, got {out:?}");
         };
