@@ -1,8 +1,9 @@
-//! Creating the UDP sockets a shard uses: listeners (one per shard and listen
-//! address, grouped by SO_REUSEPORT) and relay sockets (one per allocation).
+//! Creating the sockets a shard uses: UDP and TCP listeners (one per shard
+//! and listen address, grouped by SO_REUSEPORT) and relay sockets (one per
+//! allocation).
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -72,6 +73,38 @@ pub fn udp_listener(addr: SocketAddr, group: Group) -> io::Result<UdpSocket> {
         // since its own first socket has no SO_REUSEPORT.
         sock.set_reuse_port(true)?;
     }
+    Ok(sock.into())
+}
+
+/// Connections a TCP listener lets wait for `accept` (the kernel caps it at
+/// `net.core.somaxconn`).
+pub const TCP_BACKLOG: i32 = 4096;
+
+/// A non-blocking TCP listener on `addr`, in an SO_REUSEPORT group as
+/// [`udp_listener`]'s are: the `Open` one claims the address for this
+/// process (binding without SO_REUSEPORT), the `Join`ed ones share it, and
+/// the kernel spreads new connections across them by 4-tuple hash.
+pub fn tcp_listener(addr: SocketAddr, group: Group) -> io::Result<TcpListener> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // A restarted relay can bind while its old connections sit in TIME_WAIT.
+    // (A listening socket still refuses a second listener without
+    // SO_REUSEPORT.)
+    sock.set_reuse_address(true)?;
+    if group == Group::Join {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&addr.into())?;
+    if group == Group::Open {
+        sock.set_reuse_port(true)?;
+    }
+    sock.listen(TCP_BACKLOG)?;
     Ok(sock.into())
 }
 
@@ -256,6 +289,43 @@ mod tests {
         let (na, nb) = (count(&a), count(&b));
         assert_eq!(na + nb, 64);
         assert!(na > 0 && nb > 0, "one socket got everything: {na} / {nb}");
+    }
+
+    #[test]
+    fn a_tcp_address_with_a_group_cannot_be_opened_again_and_the_group_shares_it() {
+        use std::io::{Read, Write};
+        let first = tcp_listener("127.0.0.1:0".parse().unwrap(), Group::Open).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = tcp_listener(addr, Group::Join).unwrap();
+        // Another process's first socket: refused, on the address or the wildcard.
+        for other in [
+            addr,
+            SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port()),
+        ] {
+            let e = tcp_listener(other, Group::Open).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{other}");
+        }
+        // Connections land on the group's sockets, each accepted once.
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"x").unwrap();
+            clients.push(c);
+        }
+        let mut accepted = [0usize; 2];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while accepted.iter().sum::<usize>() < 32 && std::time::Instant::now() < deadline {
+            for (i, l) in [&first, &second].into_iter().enumerate() {
+                if let Ok((mut s, _)) = l.accept() {
+                    s.set_nonblocking(false).unwrap();
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).unwrap();
+                    accepted[i] += 1;
+                }
+            }
+        }
+        assert_eq!(accepted.iter().sum::<usize>(), 32);
+        assert!(accepted.iter().all(|&n| n > 0), "spread: {accepted:?}");
     }
 
     #[test]
