@@ -18,6 +18,7 @@ mod logging;
 mod network;
 mod operations;
 mod policy;
+mod streams;
 mod summary;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,11 @@ pub use self::network::{port_slices, Network, DEFAULT_LISTEN, DEFAULT_RELAY_PORT
 pub use self::operations::{Drain, Operations, DEFAULT_DRAIN_TIMEOUT_SECS};
 pub use self::policy::{
     Policy, DEFAULT_MAX_LIFETIME_SECS, DEFAULT_UNAUTH_BURST, DEFAULT_UNAUTH_PER_SECOND,
+};
+pub use self::streams::{
+    Streams, Tls, DEFAULT_AUTH_TIMEOUT_SECS, DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_SEND_QUEUE_BYTES,
+    DEMO_TLS_PORT,
 };
 use crate::auth::Authenticator;
 pub use crate::logging::LogFormat;
@@ -77,6 +83,8 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Restart-only: listen and relay addresses, relay ports, workers.
     pub network: Network,
+    /// Restart-only: TCP and TLS listeners and their limits.
+    pub streams: Streams,
     /// Restart-only: the io backend and its batching.
     pub io: Io,
     /// Restart-only: log format, metrics listener, control socket.
@@ -95,6 +103,8 @@ pub struct Reloadable {
     pub policy: Policy,
     pub logging: Logging,
     pub drain: Drain,
+    /// The TLS certificate for new connections.
+    pub tls: Tls,
 }
 
 /// Which source a value came from, for naming it in errors.
@@ -173,6 +183,9 @@ impl Config {
         // the order errors are found in.
         let network = Network::build(args, &f)?;
         let auth = Auth::build(args, &f, file.is_some(), &mut warnings)?;
+        let demo = auth.demo.is_some();
+        let streams = Streams::build(args, &f, &network.listen, demo)?;
+        let tls = Tls::build(args, &f, &streams.listen_tls, demo, &mut warnings)?;
         let policy = Policy::build(args, &f)?;
         let logging = Logging::build(args, &f)?;
         let io = Io::build(args, &f)?;
@@ -180,6 +193,7 @@ impl Config {
         let drain = Drain::build(args, &f, &network.listen)?;
         Ok(Config {
             network,
+            streams,
             io,
             operations,
             reloadable: Reloadable {
@@ -187,6 +201,7 @@ impl Config {
                 policy,
                 logging,
                 drain,
+                tls,
             },
             warnings,
         })
@@ -206,12 +221,14 @@ impl Config {
         // compared here.
         let Config {
             network,
+            streams,
             io,
             operations,
             reloadable: _,
             warnings: _,
         } = self;
         let mut keys = network.changed_keys(&new.network);
+        keys.extend(streams.changed_keys(&new.streams));
         keys.extend(io.changed_keys(&new.io));
         keys.extend(operations.changed_keys(&new.operations));
         keys

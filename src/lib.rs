@@ -15,6 +15,7 @@
 
 pub use uturn_io as io;
 pub use uturn_relay::{auth, policy, turn};
+pub use uturn_stream as stream;
 pub use uturn_stun as stun;
 
 pub mod cli;

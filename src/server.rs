@@ -40,18 +40,27 @@ use control::{Control, Outcome};
 pub use control_socket::ask as ask_control_socket;
 use control_socket::ControlSocket;
 use shards::{start_shards, stop, Running};
-use startup::{announce, bind_listeners, choose_backend, log_totals, own_addresses};
+use startup::{announce, bind_listeners, choose_backend, log_totals, own_addresses, stream_specs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on udp {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {proto} {addr}: {source}")]
+    Listen {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error(
-        "cannot listen on udp {addr}: another process already holds it (another uturn?); \
+        "cannot listen on {proto} {addr}: another process already holds it (another uturn?); \
          refusing to share it, since the kernel would split that process's clients \
          between the two"
     )]
-    AddressTaken { addr: SocketAddr },
+    AddressTaken {
+        proto: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("cannot make the demo TLS certificate: {0}")]
+    DemoCertificate(String),
     #[error("{key}: io_uring unavailable ({why}); use \"auto\" or \"syscall\"")]
     IoUring { key: &'static str, why: String },
     #[error("cannot install signal handlers: {0}")]
@@ -169,6 +178,8 @@ fn run_shards(
     let network = &cfg.network;
     let workers = network.workers;
     let (listeners, bound) = bind_listeners(&network.listen, workers)?;
+    let streams = stream_specs(cfg)?;
+    let (stream_bound, demo_tls) = (streams.bound.clone(), streams.demo);
     let slices = port_slices(&network.relay_ports, workers).ok_or(ServerError::Ports(workers))?;
     // Bound before any shard starts, so that a taken path fails start-up cleanly.
     let control_socket = match &cfg.operations.control_socket {
@@ -198,7 +209,14 @@ fn run_shards(
         controls,
         done: done_rx,
     } = start_shards(
-        cfg, backend, listeners, slices, &settings, &ledger, shutdown,
+        cfg,
+        backend,
+        listeners,
+        streams.specs,
+        slices,
+        &settings,
+        &ledger,
+        shutdown,
     )?;
 
     let state = Arc::new(ControlState::default());
@@ -229,6 +247,8 @@ fn run_shards(
     announce(
         cfg,
         &bound,
+        &stream_bound,
+        demo_tls,
         backend,
         metrics.as_ref().map(|m| m.addr),
         control_socket.as_ref().map(|c| c.path()),

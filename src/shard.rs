@@ -17,10 +17,14 @@
 //! `RelayToken` (< 2^63), listener `i` by `LISTENER_TAG | i`.
 
 mod control;
+mod streams;
 mod syscall;
 mod uring;
 
 pub use control::{channel, collect_reports, ShardCommand, ShardControl, ShardHandle};
+pub use streams::{
+    transport_of, CloseReason, StreamLimits, StreamListener, StreamSpec, StreamStats,
+};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -53,6 +57,8 @@ const LISTENER_TAG: u64 = 1 << 63;
 /// The tag of the shard's wake-up descriptor (no listener index is this
 /// large: there are at most 2^16 listeners).
 const WAKE_TAG: u64 = LISTENER_TAG | 1 << 62;
+/// The tag of the shard's stream poller (TCP and TLS sockets).
+const STREAMS_TAG: u64 = LISTENER_TAG | 1 << 61;
 
 /// The receive/send geometry of the syscall backend.
 pub const LAYOUT: BatchLayout = BatchLayout {
@@ -78,6 +84,8 @@ pub struct ShardSpec {
     pub io_batch_wait: Duration,
     /// io_uring: merge same-size sends to one destination (UDP GSO).
     pub io_gso: bool,
+    /// TCP and TLS listeners and their limits.
+    pub streams: StreamSpec,
 }
 
 /// What a shard hands back when it stops.
@@ -91,14 +99,21 @@ pub struct ShardReport {
     pub draining: bool,
     /// Allocations deleted at shutdown.
     pub allocations_at_exit: usize,
+    pub streams: StreamStats,
 }
 
 impl ShardReport {
-    fn new(index: usize, relay: &Relay, io: &IoStats, allocations_at_exit: usize) -> ShardReport {
+    fn new(
+        index: usize,
+        relay: &Relay,
+        io: (&IoStats, &StreamStats),
+        allocations_at_exit: usize,
+    ) -> ShardReport {
         ShardReport {
             index,
             turn: relay.stats().clone(),
-            io: io.clone(),
+            io: io.0.clone(),
+            streams: io.1.clone(),
             gauges: relay.gauges(Instant::now()),
             draining: relay.is_draining(),
             allocations_at_exit,
@@ -131,16 +146,19 @@ impl Shard {
             ));
         }
         let relay = new_relay(&spec);
+        let streams = streams::Streams::new(spec.index, spec.streams)?;
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
                 spec.listeners,
+                streams,
                 &spec.control,
                 &spec.turn,
             )?)),
             Backend::Uring => Io::Uring(Box::new(uring::UringIo::new(
                 spec.index,
                 spec.listeners,
+                streams,
                 &spec.control,
                 &spec.turn,
                 spec.io_batch_wait,
@@ -191,9 +209,13 @@ trait Driver {
     fn timeout(&mut self, relay: &mut Relay, now: Now);
     /// The turn is over (sockets closed during it may go now).
     fn end_turn(&mut self) {}
-    fn stats(&self) -> &IoStats;
+    fn stats(&self) -> (&IoStats, &StreamStats);
     /// Deletes every allocation and lets the last sends go.
     fn close(&mut self, relay: &mut Relay);
+    /// The driver's own next timer (the stream connections' deadlines).
+    fn next_timer(&self) -> Option<Instant>;
+    /// New TLS connections use `config` from now on.
+    fn set_tls(&mut self, config: Arc<rustls::ServerConfig>);
 }
 
 /// The shard loop, the same on every backend.
@@ -205,13 +227,13 @@ fn drive<D: Driver>(
 ) -> ShardReport {
     tracing::debug!(shard = index, backend = D::NAME, "shard running");
     loop {
-        let commands = io.wait(wait_time(&relay));
+        let commands = io.wait(wait_time(&relay, io.next_timer()));
         io.receive(&mut relay);
-        if timer_due(&relay) {
+        if timer_due(&relay, io.next_timer()) {
             io.timeout(&mut relay, now());
         }
         io.end_turn();
-        if commands && read_commands(control, index, &mut relay, io.stats()) {
+        if commands && read_commands(control, index, &mut relay, &mut io) {
             break;
         }
     }
@@ -286,9 +308,17 @@ fn now() -> Now {
     }
 }
 
+/// The earlier of the relay's next timer and the driver's.
+fn next_timer(relay: &Relay, driver: Option<Instant>) -> Option<Instant> {
+    match (relay.poll_timeout(), driver) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// How long the loop may wait for io: until the next timer, at most `MAX_WAIT`.
-fn wait_time(relay: &Relay) -> Duration {
-    match relay.poll_timeout() {
+fn wait_time(relay: &Relay, driver: Option<Instant>) -> Duration {
+    match next_timer(relay, driver) {
         Some(t) => t.saturating_duration_since(Instant::now()).min(MAX_WAIT),
         None => MAX_WAIT,
     }
@@ -296,15 +326,23 @@ fn wait_time(relay: &Relay) -> Duration {
 
 /// Reads every waiting command; true when the shard must stop (told to, or
 /// the control side has gone).
-fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &IoStats) -> bool {
+fn read_commands(
+    control: &ShardControl,
+    index: usize,
+    relay: &mut Relay,
+    io: &mut impl Driver,
+) -> bool {
     loop {
         match control.rx.try_recv() {
             Ok(ShardCommand::Shutdown) | Err(TryRecvError::Disconnected) => return true,
             Ok(ShardCommand::Stats(reply)) => {
                 // The asker may have stopped waiting: nothing to do then.
-                let _ = reply.send(ShardReport::new(index, relay, io, 0));
+                let _ = reply.send(ShardReport::new(index, relay, io.stats(), 0));
             }
-            Ok(ShardCommand::Reload(settings)) => {
+            Ok(ShardCommand::Reload(settings, tls)) => {
+                if let Some(config) = tls {
+                    io.set_tls(config);
+                }
                 let revoked = relay.apply(settings, Instant::now());
                 if revoked > 0 {
                     tracing::info!(
@@ -328,9 +366,9 @@ fn read_commands(control: &ShardControl, index: usize, relay: &mut Relay, io: &I
     }
 }
 
-/// Whether the state machine's timer is due.
-fn timer_due(relay: &Relay) -> bool {
-    relay.poll_timeout().is_some_and(|t| t <= Instant::now())
+/// Whether the state machine's timer or the driver's is due.
+fn timer_due(relay: &Relay, driver: Option<Instant>) -> bool {
+    next_timer(relay, driver).is_some_and(|t| t <= Instant::now())
 }
 
 /// One received datagram as both backends present it.

@@ -13,6 +13,11 @@ use crate::auth::StaticUser;
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     pub listen: Option<Vec<String>>,
+    pub listen_tcp: Option<Vec<String>>,
+    pub listen_tls: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tcp: Option<FileTcp>,
     pub relay_ips: Option<Vec<String>>,
     pub relay_ports: Option<String>,
     pub realm: Option<String>,
@@ -107,4 +112,14 @@ pub(super) struct FileQuotas {
 pub(super) struct FileRateLimit {
     pub unauth_per_second: Option<u32>,
     pub unauth_burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTcp {
+    pub max_connections: Option<u64>,
+    pub max_connections_per_source: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub auth_timeout_secs: Option<u64>,
+    pub send_queue_bytes: Option<u64>,
 }

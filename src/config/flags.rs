@@ -21,6 +21,37 @@ pub struct RunArgs {
     )]
     pub listen: Vec<String>,
 
+    /// TCP address to serve TURN over TCP on (see `help` for the text shown).
+    #[arg(
+        long = "listen-tcp",
+        value_name = "ADDR:PORT",
+        help = "TCP address to serve TURN over TCP on (RFC 8656 §3.1; clients behind firewalls \
+                that drop UDP). Repeatable; replaces the file's list. [default: the --listen \
+                addresses]"
+    )]
+    pub listen_tcp: Vec<String>,
+
+    /// TCP address to serve TURN over TLS on (see `help` for the text shown).
+    #[arg(
+        long = "listen-tls",
+        value_name = "ADDR:PORT",
+        help = "TCP address to serve TURN over TLS on (turns:; 443 gets through most \
+                firewalls); needs --tls-cert and --tls-key. Repeatable. [default: none; the demo \
+                start without credentials listens on the first listen IP, port 5349, with a \
+                self-signed certificate]"
+    )]
+    pub listen_tls: Vec<String>,
+
+    /// PEM certificate chain for TLS listeners, leaf first. Re-read on reload: new
+    /// connections get the new certificate. [default: none]
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Keep it 0600 or 0640.
+    /// [default: none]
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Address relayed transport addresses are allocated on (and given to clients);
     /// at most one IPv4 and one IPv6. Repeatable. [default: the listen address, when
     /// it is not a wildcard]

@@ -20,6 +20,7 @@ impl Config {
         };
         let Config {
             network: n,
+            streams,
             io,
             operations: ops,
             reloadable: r,
@@ -40,8 +41,40 @@ impl Config {
             .join(", ");
         let ports = u32::from(*n.relay_ports.end()) - u32::from(*n.relay_ports.start()) + 1;
         let q = &policy.quotas;
+        let addrs = |v: &[std::net::SocketAddr]| {
+            if v.is_empty() {
+                "off".to_string()
+            } else {
+                v.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let certificate = match &r.tls {
+            super::Tls::Off => "none".to_string(),
+            super::Tls::Demo => "self-signed, made at start-up (demo)".to_string(),
+            super::Tls::Files { cert, identity, .. } => format!(
+                "{} (SHA-256 {})",
+                cert.display(),
+                crate::stream::tls::fingerprint_hex(&identity.fingerprint)
+            ),
+        };
+        let streams_text = format!(
+            "listen: tcp {}\nlisten: tls {}; certificate {certificate}\n\
+             tcp/tls: at most {} connections, {} per source; handshake within {} s, \
+             an allocation within {} s; send queue {} bytes per connection\n",
+            addrs(&streams.listen_tcp),
+            addrs(&streams.listen_tls),
+            streams.max_connections,
+            streams.max_connections_per_source,
+            streams.handshake_timeout.as_secs(),
+            streams.auth_timeout.as_secs(),
+            streams.send_queue_bytes,
+        );
         format!(
             "listen: udp {listen}\n\
+             {streams_text}\
              relay: {relays} ports {}-{} ({ports} ports over {} workers)\n\
              realm: {:?}\n\
              credentials: {} static users, {} REST secrets; SHA-256 offered: {}; nonce lifetime: {} s\n\

@@ -202,8 +202,9 @@ impl Control<'_> {
         let settings = next.relay_settings(self.nonce_key, &own);
         self.ledger.set_limits(settings.quotas);
         let mut missed = 0;
+        let tls = next.tls.reload_config();
         for c in self.controls {
-            if !c.send(ShardCommand::Reload(settings.clone())) {
+            if !c.send(ShardCommand::Reload(settings.clone(), tls.clone())) {
                 missed += 1;
             }
         }
@@ -225,6 +226,7 @@ impl Control<'_> {
             policy,
             logging,
             drain,
+            tls,
         } = &self.current.reloadable;
         let q = &policy.quotas;
         let mut summary = format!(
@@ -247,6 +249,12 @@ impl Control<'_> {
             if logging.client_details { "on" } else { "off" },
             drain.timeout.as_secs(),
         );
+        if let crate::config::Tls::Files { identity, .. } = tls {
+            summary.push_str(&format!(
+                ", TLS certificate SHA-256 {}",
+                crate::stream::tls::fingerprint_hex(&identity.fingerprint)
+            ));
+        }
         if !needs_restart.is_empty() {
             summary.push_str(&format!(
                 "; changed but kept until a restart: {}",

@@ -15,7 +15,7 @@ use super::ServerError;
 use crate::config::Config;
 use crate::io::Backend;
 use crate::policy::AllocationLedger;
-use crate::shard::{Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec};
+use crate::shard::{Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec};
 use crate::turn::Settings;
 
 /// Sends the shard's index when dropped, also when the thread unwinds.
@@ -37,10 +37,12 @@ pub(super) struct Running {
 
 /// Starts one shard per port slice and waits until every one is ready (or
 /// one failed, which stops the others).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn start_shards(
     cfg: &Config,
     backend: Backend,
     mut listeners: Vec<Vec<UdpSocket>>,
+    streams: Vec<StreamSpec>,
     slices: Vec<RangeInclusive<u16>>,
     settings: &Settings,
     ledger: &Arc<AllocationLedger>,
@@ -58,6 +60,7 @@ pub(super) fn start_shards(
     let (done_tx, done_rx) = crossbeam_channel::bounded::<usize>(workers);
     let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(workers);
     let mut controls: Vec<ShardHandle> = Vec::with_capacity(workers);
+    let mut streams = streams.into_iter();
     for (index, ports) in slices.into_iter().enumerate() {
         let (control_tx, control) = match crate::shard::channel() {
             Ok(c) => c,
@@ -75,6 +78,7 @@ pub(super) fn start_shards(
             control,
             io_batch_wait: cfg.io.batch_wait,
             io_gso: cfg.io.gso,
+            streams: streams.next().unwrap_or_else(StreamSpec::none),
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());

@@ -3,14 +3,17 @@
 //! ready, and the totals logged at exit.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::ServerError;
-use crate::config::{Config, IoBackendChoice, Network, RunArgs};
-use crate::io::socket::{udp_listener, Group};
+use crate::config::{Config, IoBackendChoice, Network, RunArgs, Tls};
+use crate::io::socket::{tcp_listener, udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::shard::ShardReport;
+use crate::shard::{StreamLimits, StreamListener, StreamSpec};
+use crate::stream::ConnLedger;
 use crate::turn::Stats;
 
 /// Probes the kernel for the io backend the configuration asks for. Done
@@ -56,32 +59,150 @@ pub(super) fn bind_listeners(
     listen: &[SocketAddr],
     workers: usize,
 ) -> Result<(Vec<Vec<UdpSocket>>, Vec<SocketAddr>), ServerError> {
-    let mut per_shard: Vec<Vec<UdpSocket>> = (0..workers)
+    bind_group("udp", listen, workers, udp_listener)
+}
+
+/// As [`bind_listeners`], for TCP listeners (`proto` names them in errors:
+/// tcp or tls).
+pub(super) fn bind_tcp_listeners(
+    proto: &'static str,
+    listen: &[SocketAddr],
+    workers: usize,
+) -> Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>), ServerError> {
+    bind_group(proto, listen, workers, tcp_listener)
+}
+
+/// One socket per shard and address, the first opening the address's
+/// SO_REUSEPORT group and the others joining it.
+fn bind_group<S: LocalAddr>(
+    proto: &'static str,
+    listen: &[SocketAddr],
+    workers: usize,
+    open: impl Fn(SocketAddr, Group) -> io::Result<S>,
+) -> Result<(Vec<Vec<S>>, Vec<SocketAddr>), ServerError> {
+    let mut per_shard: Vec<Vec<S>> = (0..workers)
         .map(|_| Vec::with_capacity(listen.len()))
         .collect();
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
         // SECURITY.md rule 15: the first socket claims the address for this
         // process, before any socket of ours could join another's group.
-        let first = udp_listener(addr, Group::Open).map_err(|source| match source.kind() {
-            io::ErrorKind::AddrInUse => ServerError::AddressTaken { addr },
-            _ => ServerError::Listen { addr, source },
+        let first = open(addr, Group::Open).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => ServerError::AddressTaken { proto, addr },
+            _ => ServerError::Listen {
+                proto,
+                addr,
+                source,
+            },
         })?;
-        let resolved = first
-            .local_addr()
-            .map_err(|source| ServerError::Listen { addr, source })?;
+        let resolved = first.local_addr().map_err(|source| ServerError::Listen {
+            proto,
+            addr,
+            source,
+        })?;
         per_shard[0].push(first);
         for shard in per_shard.iter_mut().skip(1) {
-            shard.push(udp_listener(resolved, Group::Join).map_err(|source| {
-                ServerError::Listen {
+            shard.push(
+                open(resolved, Group::Join).map_err(|source| ServerError::Listen {
+                    proto,
                     addr: resolved,
                     source,
-                }
-            })?);
+                })?,
+            );
         }
         bound.push(resolved);
     }
     Ok((per_shard, bound))
+}
+
+/// The bound address of a listener, whatever its kind.
+trait LocalAddr {
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl LocalAddr for UdpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
+
+impl LocalAddr for TcpListener {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+/// The stream side of every shard, ready to start.
+pub(super) struct StreamSetup {
+    /// One per shard.
+    pub specs: Vec<StreamSpec>,
+    pub bound: Bound,
+    /// The demo certificate's SHA-256, when one was made.
+    pub demo: Option<[u8; 32]>,
+}
+
+/// The stream side of every shard: TCP and TLS listeners bound (each
+/// shard's own, in SO_REUSEPORT groups), the shared connection ledger and
+/// the TLS configuration (the demo one made now).
+pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
+    let s = &cfg.streams;
+    let workers = cfg.network.workers;
+    let (mut tcp, tcp_bound) = bind_tcp_listeners("tcp", &s.listen_tcp, workers)?;
+    let (mut tls, tls_bound) = bind_tcp_listeners("tls", &s.listen_tls, workers)?;
+    let (config, demo) = match &cfg.reloadable.tls {
+        Tls::Off => (None, None),
+        Tls::Files { identity, .. } => (Some(Arc::clone(&identity.config)), None),
+        Tls::Demo => {
+            let mut names = vec!["localhost".to_string()];
+            names.extend(tls_bound.iter().map(|a| a.ip().to_string()));
+            let (id, _pem) = crate::stream::tls::self_signed(&names)
+                .map_err(|e| ServerError::DemoCertificate(e.to_string()))?;
+            (Some(id.config), Some(id.fingerprint))
+        }
+    };
+    let ledger = Arc::new(ConnLedger::new(
+        s.max_connections,
+        s.max_connections_per_source,
+    ));
+    let limits = StreamLimits {
+        handshake_timeout: s.handshake_timeout,
+        auth_timeout: s.auth_timeout,
+        send_queue: s.send_queue_bytes,
+    };
+    let specs = (0..workers)
+        .map(|i| {
+            let mut listeners: Vec<StreamListener> = std::mem::take(&mut tcp[i])
+                .into_iter()
+                .map(|sock| StreamListener { sock, tls: false })
+                .collect();
+            listeners.extend(
+                std::mem::take(&mut tls[i])
+                    .into_iter()
+                    .map(|sock| StreamListener { sock, tls: true }),
+            );
+            StreamSpec {
+                listeners,
+                limits: limits.clone(),
+                ledger: Arc::clone(&ledger),
+                tls: config.clone(),
+            }
+        })
+        .collect();
+    Ok(StreamSetup {
+        specs,
+        bound: Bound {
+            tcp: tcp_bound,
+            tls: tls_bound,
+        },
+        demo,
+    })
+}
+
+/// The stream addresses as bound (port 0 resolved).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bound {
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
 }
 
 /// The relay's own addresses for the peer policy: listen and relay addresses,
@@ -118,6 +239,8 @@ pub(super) fn own_addresses(network: &Network, bound: &[SocketAddr]) -> Vec<IpAd
 pub(super) fn announce(
     cfg: &Config,
     bound: &[SocketAddr],
+    streams: &Bound,
+    demo_tls: Option<[u8; 32]>,
     backend: Backend,
     metrics: Option<SocketAddr>,
     control_socket: Option<&Path>,
@@ -131,6 +254,12 @@ pub(super) fn announce(
     let mut lines = String::new();
     for a in bound {
         lines.push_str(&format!("uturn: listening on udp {a}\n"));
+    }
+    for a in &streams.tcp {
+        lines.push_str(&format!("uturn: listening on tcp {a}\n"));
+    }
+    for a in &streams.tls {
+        lines.push_str(&format!("uturn: listening on tls {a}\n"));
     }
     for ip in cfg.network.relay_ips() {
         lines.push_str(&format!(
@@ -150,6 +279,12 @@ pub(super) fn announce(
             d.user, d.password, cfg.reloadable.auth.realm
         ));
         lines.push_str(&format!("uturn: demo rest-secret \"{}\"\n", d.rest_secret));
+    }
+    if let Some(fp) = demo_tls {
+        lines.push_str(&format!(
+            "uturn: demo tls certificate (self-signed, made now) sha256 {}\n",
+            crate::stream::tls::fingerprint_hex(&fp)
+        ));
     }
     if let Some(a) = metrics {
         lines.push_str(&format!("uturn: metrics http://{a}/metrics\n"));

@@ -21,8 +21,10 @@ pub enum ShardCommand {
     /// Send a snapshot of the counters to this channel.
     Stats(Sender<ShardReport>),
     /// Put the reloadable settings in force (credentials, peer policy,
-    /// quotas, lifetimes, rate limits); every allocation stays.
-    Reload(Settings),
+    /// quotas, lifetimes, rate limits) and, when there is one, the TLS
+    /// configuration for new connections; every allocation and connection
+    /// stays.
+    Reload(Settings, Option<Arc<rustls::ServerConfig>>),
     /// Refuse new allocations from now on: 300 with this ALTERNATE-SERVER
     /// (for clients of its family), else 508.
     Drain(Option<SocketAddr>),
@@ -33,7 +35,7 @@ impl std::fmt::Debug for ShardCommand {
         match self {
             ShardCommand::Shutdown => f.write_str("Shutdown"),
             ShardCommand::Stats(_) => f.write_str("Stats"),
-            ShardCommand::Reload(_) => f.write_str("Reload"),
+            ShardCommand::Reload(..) => f.write_str("Reload"),
             ShardCommand::Drain(a) => write!(f, "Drain({a:?})"),
         }
     }

@@ -8,17 +8,18 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::streams::{PeerSockets, StreamStats, Streams};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tag_via, tx_bytes, Driver, Inbound,
-    RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, WAKE_TAG,
+    RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, STREAMS_TAG, WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
 use crate::io::wake::WakeFd;
 use crate::io::IoStats;
-use crate::turn::{Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig};
+use crate::turn::{Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via};
 
 /// Batches read from one ready socket before moving on to the next (fairness;
 /// epoll is level-triggered, so a socket with more data comes back).
@@ -55,6 +56,14 @@ impl RelaySockets for ShardSockets {
     }
 }
 
+impl PeerSockets for ShardSockets {
+    fn send_to_peer(&mut self, token: RelayToken, to: SocketAddr, bytes: &[u8]) -> bool {
+        self.relays
+            .get(&token.0)
+            .is_some_and(|s| s.send_to(bytes, to).is_ok())
+    }
+}
+
 /// The portable backend of one shard: its sockets, epoll and one batch.
 pub(super) struct SyscallIo {
     index: usize,
@@ -66,12 +75,16 @@ pub(super) struct SyscallIo {
     ready: usize,
     /// The descriptor the control thread wakes this shard by.
     wake: Arc<WakeFd>,
+    streams: Streams,
+    /// The stream poller was ready in the last wait.
+    streams_ready: bool,
 }
 
 impl SyscallIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        streams: Streams,
         control: &ShardControl,
         turn: &TurnConfig,
     ) -> io::Result<SyscallIo> {
@@ -80,6 +93,9 @@ impl SyscallIo {
             poller.add(l.as_fd(), LISTENER_TAG | i as u64)?;
         }
         poller.add(control.wake.as_fd(), WAKE_TAG)?;
+        if streams.is_active() {
+            poller.add(streams.fd(), STREAMS_TAG)?;
+        }
         Ok(SyscallIo {
             index,
             sockets: ShardSockets {
@@ -92,6 +108,8 @@ impl SyscallIo {
             events: Events::with_capacity(EVENTS),
             ready: 0,
             wake: Arc::clone(&control.wake),
+            streams,
+            streams_ready: false,
         })
     }
 
@@ -127,8 +145,21 @@ impl SyscallIo {
                     len,
                     scratch,
                 };
-                if let Some(t) = dispatch(relay, now, rx, &mut self.sockets) {
-                    self.queue(i, t);
+                match dispatch(relay, now, rx, &mut self.sockets) {
+                    Some(Transmit {
+                        via: Via::Stream(conn),
+                        payload: Payload::Rx(range),
+                        ..
+                    }) => {
+                        // To a stream client: onto its connection's queue.
+                        if let Some((_, buf, _, _)) = self.batch.datagram_slot_and_reply(i) {
+                            if let Some(bytes) = buf.get(range) {
+                                self.streams.send(conn, bytes);
+                            }
+                        }
+                    }
+                    Some(t) => self.queue(i, t),
+                    None => {}
                 }
             }
             self.batch.flush();
@@ -176,15 +207,30 @@ impl Driver for SyscallIo {
 
     fn receive(&mut self, relay: &mut Relay) {
         for e in 0..self.ready {
-            let key = self.events.key(e);
-            if key != WAKE_TAG {
-                self.drain(relay, key);
+            match self.events.key(e) {
+                WAKE_TAG => {}
+                STREAMS_TAG => self.streams_ready = true,
+                key => self.drain(relay, key),
             }
         }
+        if std::mem::take(&mut self.streams_ready) {
+            self.streams.poll(relay, &mut self.sockets, now());
+        }
+        // What this turn queued for stream clients, one write each.
+        self.streams.flush(relay, &mut self.sockets);
     }
 
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
         relay.handle_timeout(now, &mut self.sockets);
+        self.streams.sweep(relay, &mut self.sockets, now);
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.streams.next_timer()
+    }
+
+    fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.streams.set_tls(config);
     }
 
     fn end_turn(&mut self) {
@@ -192,11 +238,12 @@ impl Driver for SyscallIo {
         self.sockets.closing.clear();
     }
 
-    fn stats(&self) -> &IoStats {
-        self.batch.stats()
+    fn stats(&self) -> (&IoStats, &StreamStats) {
+        (self.batch.stats(), self.streams.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
+        self.streams.close_all(relay, &mut self.sockets);
         relay.close_all(&mut self.sockets);
         self.batch.flush();
         self.sockets.closing.clear();

@@ -6,9 +6,11 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::streams::{PeerSockets, StreamStats, Streams};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tx_bytes, Driver, Inbound, RelayMap,
     ShardControl, LISTENER_TAG, RECV_CAPACITY,
@@ -17,8 +19,8 @@ use crate::io::socket::{fd_limit, udp_relay};
 use crate::io::uring::{RingMode, SockId, SocketCtl, Uring, UringConfig};
 use crate::io::IoStats;
 use crate::turn::{
-    Now, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, MAX_REPLY, PEER_HEADROOM,
-    PEER_TAILROOM,
+    Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
+    PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Provided receive buffers per shard (about 2 KiB each).
@@ -87,6 +89,17 @@ impl RelaySockets for UringSockets<'_> {
     }
 }
 
+impl PeerSockets for UringSockets<'_> {
+    fn send_to_peer(&mut self, token: RelayToken, to: SocketAddr, bytes: &[u8]) -> bool {
+        // Outside the ring: a frame from a stream client is not in a ring
+        // buffer, and one send is one system call either way.
+        self.relays
+            .get(&token.0)
+            .and_then(|&id| self.ctl.socket(id))
+            .is_some_and(|s| s.send_to(bytes, to).is_ok())
+    }
+}
+
 /// The io_uring backend of one shard.
 pub(super) struct UringIo {
     index: usize,
@@ -96,12 +109,14 @@ pub(super) struct UringIo {
     relays: RelayMap<SockId>,
     /// Datagrams completed by the last wait.
     received: usize,
+    streams: Streams,
 }
 
 impl UringIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        streams: Streams,
         control: &ShardControl,
         turn: &TurnConfig,
         batch_wait: Duration,
@@ -116,12 +131,17 @@ impl UringIo {
             ids.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
         }
         io.watch_wake(Arc::clone(&control.wake));
+        if streams.is_active() {
+            // `streams` lives as long as the ring (both are this driver's).
+            io.watch_readable(streams.fd().as_raw_fd());
+        }
         Ok(UringIo {
             index,
             io,
             listeners: ids,
             relays: relay_map(turn),
             received: 0,
+            streams,
         })
     }
 
@@ -169,7 +189,7 @@ impl Driver for UringIo {
             let rx = Inbound {
                 tag: d.tag,
                 from: d.from,
-                buf: d.buf,
+                buf: &mut *d.buf,
                 len: d.len,
                 scratch: d.scratch,
             };
@@ -177,21 +197,62 @@ impl Driver for UringIo {
                 ctl: d.ctl,
                 relays: &mut self.relays,
             };
-            if let Some(t) = dispatch(relay, at, rx, &mut sockets) {
-                self.send(i, t);
+            match dispatch(relay, at, rx, &mut sockets) {
+                Some(Transmit {
+                    via: Via::Stream(conn),
+                    payload: Payload::Rx(range),
+                    ..
+                }) => {
+                    // To a stream client: onto its connection's queue.
+                    if let Some(bytes) = d.buf.get(range) {
+                        self.streams.send(conn, bytes);
+                    }
+                }
+                Some(t) => self.send(i, t),
+                None => {}
             }
         }
+        if self.io.take_watch() {
+            let mut sockets = UringSockets {
+                ctl: self.io.ctl(),
+                relays: &mut self.relays,
+            };
+            self.streams.poll(relay, &mut sockets, at);
+        }
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.streams.flush(relay, &mut sockets);
     }
 
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
-        relay.handle_timeout(now, &mut self.sockets());
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        relay.handle_timeout(now, &mut sockets);
+        self.streams.sweep(relay, &mut sockets, now);
     }
 
-    fn stats(&self) -> &IoStats {
-        self.io.stats()
+    fn next_timer(&self) -> Option<Instant> {
+        self.streams.next_timer()
+    }
+
+    fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        self.streams.set_tls(config);
+    }
+
+    fn stats(&self) -> (&IoStats, &StreamStats) {
+        (self.io.stats(), self.streams.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.streams.close_all(relay, &mut sockets);
         relay.close_all(&mut self.sockets());
         if !self.io.shutdown(DRAIN) {
             tracing::warn!(

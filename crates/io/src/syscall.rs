@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::addr::{read_sockaddr, write_sockaddr, zeroed_storage};
@@ -45,6 +45,25 @@ impl Events {
         let ev = self.buf[..self.len][i];
         ev.u64
     }
+
+    /// What the `i`-th ready source is ready for (`i < len()`).
+    pub fn readiness(&self, i: usize) -> Readiness {
+        let bits = self.buf[..self.len][i].events;
+        Readiness {
+            readable: bits
+                & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
+                != 0,
+            writable: bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
+        }
+    }
+}
+
+/// Readiness of one source. A hung-up or failed socket is both readable
+/// and writable, so that the next read or write reports it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
 }
 
 impl Poller {
@@ -63,20 +82,26 @@ impl Poller {
 
     /// Starts watching `fd` for readability, tagged with `key`.
     pub fn add(&self, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: key,
-        };
+        self.ctl(libc::EPOLL_CTL_ADD, fd, key, libc::EPOLLIN as u32)
+    }
+
+    /// Starts watching a stream socket: readability and hang-up, and
+    /// writability too when `write`.
+    pub fn add_stream(&self, fd: BorrowedFd<'_>, key: u64, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, key, stream_events(write))
+    }
+
+    /// Changes whether a stream socket added with `add_stream` is watched
+    /// for writability.
+    pub fn modify_stream(&self, fd: BorrowedFd<'_>, key: u64, write: bool) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, key, stream_events(write))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, key: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: key };
         // SAFETY: both descriptors are open for the duration of the call; `ev`
         // is a live, initialised epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epfd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
+        let rc = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -120,6 +145,23 @@ impl Poller {
         }
         events.len = rc as usize;
         Ok(events.len)
+    }
+}
+
+impl AsFd for Poller {
+    /// The epoll descriptor itself: readable while any source is ready, so
+    /// that one poller can be watched from another, or from an io_uring.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epfd.as_fd()
+    }
+}
+
+fn stream_events(write: bool) -> u32 {
+    let read = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+    if write {
+        read | libc::EPOLLOUT as u32
+    } else {
+        read
     }
 }
 

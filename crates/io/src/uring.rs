@@ -94,6 +94,7 @@ mod setup;
 #[cfg(test)]
 mod tests;
 mod wakeup;
+mod watch;
 
 pub use ctl::SocketCtl;
 pub use probe::{probe, Unavailable};
@@ -111,6 +112,7 @@ use mem::{RawMem, RxPool, TxPool};
 use send::QueuedSend;
 use setup::{build_ring, with_context};
 use wakeup::Wake;
+use watch::Watch;
 
 /// Bytes of `struct io_uring_recvmsg_out` at the start of every buffer.
 pub const RECVMSG_OUT_LEN: usize = 16;
@@ -127,6 +129,7 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_CANCEL: u64 = 3;
 const KIND_WAKE: u64 = 4;
+const KIND_WATCH: u64 = 5;
 
 fn user_data(kind: u64, index: u32) -> u64 {
     kind << KIND_SHIFT | u64::from(index)
@@ -180,6 +183,7 @@ pub struct Uring {
     headroom: usize,
     capacity: usize,
     wake: Wake,
+    watch: Watch,
     batch_wait: Duration,
     /// What the last `wait` asked the kernel for: completions beyond its
     /// sends, and the timeout.
@@ -258,6 +262,7 @@ impl Uring {
             heads: Vec::with_capacity(cfg.tx_slots as usize),
             gso: cfg.gso,
             wake: Wake::new(),
+            watch: Watch::new(),
         })
     }
 
@@ -359,6 +364,7 @@ impl Uring {
         self.ctl.rearm_ready(self.rx.available());
         self.ctl.finish_closing();
         self.arm_wake();
+        self.arm_watch();
     }
 
     /// Closes every socket and waits up to `limit` for every request to
@@ -402,6 +408,7 @@ impl Uring {
                 KIND_SEND => self.on_send(index, res),
                 KIND_CANCEL => self.ctl.on_cancel(index, res),
                 KIND_WAKE => self.on_wake(res, flags),
+                KIND_WATCH => self.on_watch(res),
                 _ => {
                     self.ctl.stats.ring_errors += 1;
                     tracing::debug!(user_data = ud, res, "completion of an unknown request");

@@ -6,13 +6,16 @@
 //! * [`queue`]: the bounded send queue of one connection.
 //! * [`tls`]: the TLS server configuration (rustls), from PEM files or
 //!   self-signed for a demo.
+//! * [`ledger`]: connections per node and per source, shared by shards.
 //! * [`proxy`]: PROXY protocol v2 headers from trusted load balancers.
 #![forbid(unsafe_code)]
 
 pub mod frames;
+pub mod ledger;
 pub mod proxy;
 pub mod queue;
 pub mod tls;
 
 pub use frames::{Deframer, Frame};
+pub use ledger::{ConnLedger, Refused};
 pub use queue::SendQueue;
