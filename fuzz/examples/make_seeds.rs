@@ -11,6 +11,7 @@ fn main() -> std::io::Result<()> {
         ("stream_framing", uturn_fuzz::seeds::stream_framing()),
         ("relay", uturn_fuzz::seeds::relay()),
         ("config", uturn_fuzz::seeds::config()),
+        ("proxy_header", uturn_fuzz::seeds::proxy_header()),
     ];
     for (target, seeds) in sets {
         let dir = root.join(target);

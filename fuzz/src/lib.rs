@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod config;
 pub mod framing;
+pub mod proxy;
 pub mod reader;
 pub mod relay;
 pub mod seeds;

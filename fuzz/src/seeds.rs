@@ -386,6 +386,67 @@ pub fn relay() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Seeds of `proxy_header`: headers a balancer sends (written by
+/// `encode_v2` and by hand), some followed by the stream, and a few that
+/// must be refused.
+pub fn proxy_header() -> Vec<(String, Vec<u8>)> {
+    use uturn_stream::proxy::{encode_v2, SIGNATURE};
+    let encoded = |source: &str, destination: &str, tail: &[u8]| {
+        let mut v = Vec::new();
+        encode_v2(addr(source), addr(destination), &mut v);
+        v.extend_from_slice(tail);
+        v
+    };
+    // The fixed part with its 13th and 14th bytes and block length given,
+    // then `block` bytes of `fill`.
+    let fixed = |ver_cmd: u8, family: u8, block: u16, fill: u8| {
+        let mut v = SIGNATURE.to_vec();
+        v.extend_from_slice(&[ver_cmd, family]);
+        v.extend_from_slice(&block.to_be_bytes());
+        v.resize(v.len() + usize::from(block), fill);
+        v
+    };
+    let binding = &turn_messages()[0].1;
+    // TCP over IPv4 with ALPN, AUTHORITY and NOOP TLVs, then a request.
+    let mut tlvs = encoded("203.0.113.7:51234", "192.0.2.1:443", &[]);
+    tlvs.extend_from_slice(&[0x01, 0, 2, b'h', b'2', 0x02, 0, 16]);
+    tlvs.extend_from_slice(b"turn.example.org");
+    tlvs.extend_from_slice(&[0x04, 0, 3, 0, 0, 0]);
+    let block = (tlvs.len() - 16) as u16;
+    tlvs[14..16].copy_from_slice(&block.to_be_bytes());
+    tlvs.extend_from_slice(binding);
+    let mut truncated = encoded("[2001:db8::7]:54321", "[2001:db8::1]:443", &[]);
+    truncated.truncate(40);
+    vec![
+        (
+            "tcp4".into(),
+            encoded("203.0.113.7:51234", "192.0.2.1:443", &[]),
+        ),
+        (
+            "tcp6-then-binding".into(),
+            encoded("[2001:db8::7]:54321", "[2001:db8::1]:443", binding),
+        ),
+        (
+            "mixed-families-then-tls".into(),
+            encoded("198.51.100.1:1", "[2001:db8::1]:443", &[0x16, 3, 1, 0, 5]),
+        ),
+        ("tcp4-tlvs-then-binding".into(), tlvs),
+        ("udp6".into(), fixed(0x21, 0x22, 36, 0x20)),
+        ("local".into(), fixed(0x20, 0x00, 0, 0)),
+        ("local-with-block".into(), fixed(0x20, 0x11, 12, 1)),
+        ("unix-stream".into(), fixed(0x21, 0x31, 216, b'/')),
+        ("unspec".into(), fixed(0x21, 0x00, 4, 0)),
+        ("longest".into(), fixed(0x21, 0x11, 512, 7)),
+        ("too-long".into(), fixed(0x21, 0x21, 513, 0)),
+        ("short-addresses".into(), fixed(0x21, 0x21, 12, 0)),
+        ("truncated".into(), truncated),
+        (
+            "version-1".into(),
+            b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n".to_vec(),
+        ),
+    ]
+}
+
 /// Seeds of `config`: the example file and a few variations.
 pub fn config() -> Vec<(String, Vec<u8>)> {
     let example = include_str!("../../uturn.example.toml");
@@ -424,6 +485,46 @@ mod tests {
         }
         for (_, s) in config() {
             crate::config::run(&s);
+        }
+        for (_, s) in proxy_header() {
+            crate::proxy::run(&s);
+        }
+    }
+
+    #[test]
+    fn proxy_seeds_reach_every_verdict() {
+        use uturn_stream::proxy::{parse, ProxyError, ProxyHeader};
+        let verdicts: Vec<_> = proxy_header()
+            .into_iter()
+            .map(|(name, s)| (name, parse(&s)))
+            .collect();
+        let sources = verdicts
+            .iter()
+            .filter(|(_, v)| {
+                matches!(
+                    v,
+                    ProxyHeader::Done {
+                        source: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        let local = verdicts
+            .iter()
+            .filter(|(_, v)| matches!(v, ProxyHeader::Done { source: None, .. }))
+            .count();
+        assert_eq!((sources, local), (6, 4), "{verdicts:?}");
+        for (name, want) in [
+            ("too-long", ProxyHeader::Invalid(ProxyError::TooLong)),
+            (
+                "short-addresses",
+                ProxyHeader::Invalid(ProxyError::ShortAddresses),
+            ),
+            ("version-1", ProxyHeader::Invalid(ProxyError::Version1)),
+            ("truncated", ProxyHeader::Incomplete { missing: 12 }),
+        ] {
+            assert!(verdicts.contains(&(name.to_string(), want)), "{name}");
         }
     }
 }
