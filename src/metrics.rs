@@ -27,8 +27,10 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::AuthFailure;
 use crate::io::IoStats;
-use crate::shard::{collect_reports, ShardHandle, ShardReport};
-use crate::turn::{Stats, ERROR_CODES};
+use crate::shard::{
+    collect_reports, transport_of, CloseReason, ShardHandle, ShardReport, StreamStats,
+};
+use crate::turn::{Stats, Transport, ERROR_CODES};
 
 /// How long a scrape waits for the shards.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -116,6 +118,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     let shard_packets: Family<Labels, Counter> = Family::default();
     let shard_drops: Family<Labels, Counter> = Family::default();
     let mut t = Stats::default();
+    let mut st = StreamStats::default();
     let mut io = IoStats::default();
     let (mut allocations, mut permissions, mut channels) = (0u64, 0u64, 0u64);
     for (i, r) in reports.iter().enumerate() {
@@ -125,6 +128,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         let Some(r) = r else { continue };
         t.add(&r.turn);
         io.add(&r.io);
+        add_streams(&mut st, &r.streams);
         allocations += r.gauges.allocations;
         permissions += r.gauges.permissions;
         channels += r.gauges.channels;
@@ -179,10 +183,16 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     reg.register("allocations", "Live allocations", gauge(allocations));
     reg.register("permissions", "Live permissions", gauge(permissions));
     reg.register("channels", "Live channel bindings", gauge(channels));
+    let created: Family<Labels, Counter> = Family::default();
+    for tr in Transport::ALL {
+        created
+            .get_or_create(&labels(&[("transport", tr.label())]))
+            .inc_by(t.by_transport[tr.index()].allocations_created);
+    }
     reg.register(
         "allocations_created",
-        "Allocations created",
-        counter(t.allocations_created),
+        "Allocations created, by the client's transport",
+        created,
     );
     reg.register(
         "allocations_expired",
@@ -227,27 +237,29 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     );
     let packets: Family<Labels, Counter> = Family::default();
     let bytes: Family<Labels, Counter> = Family::default();
-    for (dir, p, b) in [
-        ("client_to_peer", t.to_peer_packets, t.to_peer_bytes),
-        ("peer_to_client", t.to_client_packets, t.to_client_bytes),
-    ] {
-        packets
-            .get_or_create(&labels(&[("direction", dir)]))
-            .inc_by(p);
-        bytes
-            .get_or_create(&labels(&[("direction", dir)]))
-            .inc_by(b);
+    for tr in Transport::ALL {
+        let c = &t.by_transport[tr.index()];
+        for (dir, p, b) in [
+            ("client_to_peer", c.to_peer_packets, c.to_peer_bytes),
+            ("peer_to_client", c.to_client_packets, c.to_client_bytes),
+        ] {
+            let l = labels(&[("direction", dir), ("transport", tr.label())]);
+            packets.get_or_create(&l).inc_by(p);
+            bytes.get_or_create(&l).inc_by(b);
+        }
     }
     reg.register(
         "packets",
-        "Application packets relayed, by direction",
+        "Application packets relayed, by direction and the client's transport",
         packets,
     );
     reg.register(
         "bytes",
-        "Application payload bytes relayed (without TURN framing), by direction",
+        "Application payload bytes relayed (without TURN framing), by direction and the \
+         client's transport",
         bytes,
     );
+    register_streams(reg, &st);
     let drops: Family<Labels, Counter> = Family::default();
     for (reason, n) in drop_reasons(&t, &io) {
         drops
@@ -325,6 +337,105 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
 }
 
 /// Resident and virtual size from /proc/self/status (VmRSS, VmSize in kB).
+/// Adds one shard's stream counters to the totals.
+fn add_streams(total: &mut StreamStats, s: &StreamStats) {
+    let StreamStats {
+        accepted,
+        refused_total,
+        refused_per_source,
+        refused_untrusted,
+        closed,
+        open,
+        tls_handshakes_ok,
+        tls_handshakes_failed,
+        tx_queue_full,
+        to_peer_sent,
+        to_peer_failed,
+    } = s;
+    for t in 0..2 {
+        total.accepted[t] += accepted[t];
+        total.refused_total[t] += refused_total[t];
+        total.refused_per_source[t] += refused_per_source[t];
+        total.refused_untrusted[t] += refused_untrusted[t];
+        total.open[t] += open[t];
+        for (a, b) in total.closed[t].iter_mut().zip(closed[t]) {
+            *a += b;
+        }
+    }
+    total.tls_handshakes_ok += tls_handshakes_ok;
+    total.tls_handshakes_failed += tls_handshakes_failed;
+    total.tx_queue_full += tx_queue_full;
+    total.to_peer_sent += to_peer_sent;
+    total.to_peer_failed += to_peer_failed;
+}
+
+/// The TCP and TLS connection families.
+fn register_streams(reg: &mut Registry, st: &StreamStats) {
+    let open: Family<Labels, Gauge> = Family::default();
+    let accepted: Family<Labels, Counter> = Family::default();
+    let refused: Family<Labels, Counter> = Family::default();
+    let closed: Family<Labels, Counter> = Family::default();
+    for t in 0..2 {
+        let tr = transport_of(t).label();
+        open.get_or_create(&labels(&[("transport", tr)]))
+            .set(st.open[t] as i64);
+        accepted
+            .get_or_create(&labels(&[("transport", tr)]))
+            .inc_by(st.accepted[t]);
+        for (reason, n) in [
+            ("limit_total", st.refused_total[t]),
+            ("limit_per_source", st.refused_per_source[t]),
+            ("untrusted_proxy", st.refused_untrusted[t]),
+        ] {
+            refused
+                .get_or_create(&labels(&[("transport", tr), ("reason", reason)]))
+                .inc_by(n);
+        }
+        for (i, why) in CloseReason::ALL.iter().enumerate() {
+            closed
+                .get_or_create(&labels(&[("transport", tr), ("reason", why.label())]))
+                .inc_by(st.closed[t][i]);
+        }
+    }
+    reg.register("connections", "Open client connections (TCP, TLS)", open);
+    reg.register(
+        "connections_accepted",
+        "Client connections accepted",
+        accepted,
+    );
+    reg.register(
+        "connections_refused",
+        "Client connections closed at accept, by reason",
+        refused,
+    );
+    reg.register(
+        "connections_closed",
+        "Client connections closed, by reason (the allocation goes with them)",
+        closed,
+    );
+    let handshakes: Family<Labels, Counter> = Family::default();
+    handshakes
+        .get_or_create(&labels(&[("outcome", "ok")]))
+        .inc_by(st.tls_handshakes_ok);
+    handshakes
+        .get_or_create(&labels(&[("outcome", "failed")]))
+        .inc_by(st.tls_handshakes_failed);
+    reg.register("tls_handshakes", "TLS handshakes, by outcome", handshakes);
+    let stream_drops: Family<Labels, Counter> = Family::default();
+    stream_drops
+        .get_or_create(&labels(&[("reason", "send_queue_full")]))
+        .inc_by(st.tx_queue_full);
+    stream_drops
+        .get_or_create(&labels(&[("reason", "relay_send_failed")]))
+        .inc_by(st.to_peer_failed);
+    reg.register(
+        "stream_dropped",
+        "Frames from or to TCP and TLS clients dropped, by reason (a full send queue \
+         drops frames to the client, as a full UDP buffer would)",
+        stream_drops,
+    );
+}
+
 fn process_memory() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb = |key: &str| {
@@ -452,6 +563,14 @@ mod tests {
             drop_no_permission: 2,
             ..Stats::default()
         };
+        turn.by_transport[Transport::Tcp.index()].to_peer_packets = to_peer;
+        let mut streams = StreamStats::default();
+        streams.open[0] = 1;
+        streams.closed[1][CloseReason::ALL
+            .iter()
+            .position(|&r| r == CloseReason::AuthTimeout)
+            .unwrap()] = 3;
+        streams.tls_handshakes_failed = 1;
         turn.allocations_rejected[ERROR_CODES.iter().position(|&c| c == 508).unwrap()] = 1;
         ShardReport {
             index,
@@ -465,6 +584,7 @@ mod tests {
                 permissions: 1,
                 channels: 0,
             },
+            streams,
             ..ShardReport::default()
         }
     }
@@ -489,8 +609,26 @@ mod tests {
             &state,
         );
         assert_eq!(
-            line(&text, "uturn_packets_total{direction=\"client_to_peer\"}"),
+            line(
+                &text,
+                "uturn_packets_total{direction=\"client_to_peer\",transport=\"tcp\"}"
+            ),
             Some("15")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "uturn_connections_closed_total{transport=\"tls\",reason=\"auth_timeout\"}"
+            ),
+            Some("6")
+        );
+        assert_eq!(
+            line(&text, "uturn_connections{transport=\"tcp\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            line(&text, "uturn_tls_handshakes_total{outcome=\"failed\"}"),
+            Some("2")
         );
         assert_eq!(line(&text, "uturn_allocations"), Some("7"));
         assert_eq!(line(&text, "uturn_permissions"), Some("2"));
@@ -543,6 +681,8 @@ mod tests {
             "result",
             "backend",
             "version",
+            "transport",
+            "outcome",
         ];
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let Some(open) = l.find('{') else { continue };

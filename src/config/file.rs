@@ -18,6 +18,8 @@ pub(super) struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tcp: Option<FileTcp>,
+    pub proxy_protocol: Option<Vec<String>>,
+    pub proxy_protocol_from: Option<Vec<String>>,
     pub relay_ips: Option<Vec<String>>,
     pub relay_ports: Option<String>,
     pub realm: Option<String>,

@@ -52,6 +52,18 @@ pub struct RunArgs {
     #[arg(long = "tls-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// A --listen-tcp or --listen-tls address whose connections start with a PROXY
+    /// protocol v2 header (a load balancer in front); the client address used for
+    /// nonces, quotas, rate limits and logs is then the header's. Repeatable.
+    /// [default: none]
+    #[arg(long = "proxy-protocol", value_name = "ADDR:PORT")]
+    pub proxy_protocol: Vec<String>,
+
+    /// Networks (CIDR) of the load balancers allowed to connect to --proxy-protocol
+    /// listeners; any other source is refused. Repeatable. [default: none]
+    #[arg(long = "proxy-protocol-from", value_name = "CIDR")]
+    pub proxy_protocol_from: Vec<String>,
+
     /// Address relayed transport addresses are allocated on (and given to clients);
     /// at most one IPv4 and one IPv6. Repeatable. [default: the listen address, when
     /// it is not a wildcard]

@@ -111,7 +111,7 @@ fn quotas(f: &FileConfig) -> Result<Quotas, ConfigError> {
     })
 }
 
-fn parse_nets(list: Option<(Vec<String>, Src)>) -> Result<Vec<IpNet>, ConfigError> {
+pub(super) fn parse_nets(list: Option<(Vec<String>, Src)>) -> Result<Vec<IpNet>, ConfigError> {
     let Some((list, src)) = list else {
         return Ok(Vec::new());
     };

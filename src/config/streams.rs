@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::file::FileConfig;
 use super::{invalid, pick, pick_list, socket_addr, ConfigError, RunArgs, Src};
 use crate::stream::tls::{self, Identity};
@@ -29,6 +31,11 @@ pub struct Streams {
     pub handshake_timeout: Duration,
     pub auth_timeout: Duration,
     pub send_queue_bytes: usize,
+    /// Listen addresses (of `listen_tcp` or `listen_tls`) whose connections
+    /// start with a PROXY v2 header.
+    pub proxy_protocol: Vec<SocketAddr>,
+    /// The load balancers allowed to connect to those listeners.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// Where the TLS certificate comes from.
@@ -134,6 +141,39 @@ impl Streams {
                 ),
             ));
         }
+        let proxy_protocol = match pick_list(
+            &args.proxy_protocol,
+            "--proxy-protocol",
+            f.proxy_protocol.clone(),
+            "proxy_protocol",
+        ) {
+            Some((strs, src)) => {
+                let addrs = addresses(&strs, src)?;
+                for (i, a) in addrs.iter().enumerate() {
+                    if !listen_tcp.contains(a) && !listen_tls.contains(a) {
+                        return Err(invalid(
+                            src.item(i),
+                            format!("{a} is not in listen_tcp or listen_tls"),
+                        ));
+                    }
+                }
+                addrs
+            }
+            None => Vec::new(),
+        };
+        let from = pick_list(
+            &args.proxy_protocol_from,
+            "--proxy-protocol-from",
+            f.proxy_protocol_from.clone(),
+            "proxy_protocol_from",
+        );
+        let proxy_protocol_from = super::policy::parse_nets(from)?;
+        if !proxy_protocol.is_empty() && proxy_protocol_from.is_empty() {
+            return Err(invalid(
+                "proxy_protocol_from",
+                "proxy_protocol is set: name the load balancers' networks it is accepted from",
+            ));
+        }
         Ok(Streams {
             listen_tcp,
             listen_tls,
@@ -142,6 +182,8 @@ impl Streams {
             handshake_timeout,
             auth_timeout,
             send_queue_bytes: send_queue_bytes as usize,
+            proxy_protocol,
+            proxy_protocol_from,
         })
     }
 
@@ -155,6 +197,8 @@ impl Streams {
             handshake_timeout,
             auth_timeout,
             send_queue_bytes,
+            proxy_protocol,
+            proxy_protocol_from,
         } = self;
         let mut keys = Vec::new();
         if *listen_tcp != new.listen_tcp {
@@ -177,6 +221,12 @@ impl Streams {
         }
         if *send_queue_bytes != new.send_queue_bytes {
             keys.push("tcp.send_queue_bytes");
+        }
+        if *proxy_protocol != new.proxy_protocol {
+            keys.push("proxy_protocol");
+        }
+        if *proxy_protocol_from != new.proxy_protocol_from {
+            keys.push("proxy_protocol_from");
         }
         keys
     }

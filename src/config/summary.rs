@@ -63,7 +63,8 @@ impl Config {
         let streams_text = format!(
             "listen: tcp {}\nlisten: tls {}; certificate {certificate}\n\
              tcp/tls: at most {} connections, {} per source; handshake within {} s, \
-             an allocation within {} s; send queue {} bytes per connection\n",
+             an allocation within {} s; send queue {} bytes per connection\n\
+             proxy protocol v2: {}\n",
             addrs(&streams.listen_tcp),
             addrs(&streams.listen_tls),
             streams.max_connections,
@@ -71,6 +72,15 @@ impl Config {
             streams.handshake_timeout.as_secs(),
             streams.auth_timeout.as_secs(),
             streams.send_queue_bytes,
+            if streams.proxy_protocol.is_empty() {
+                "off".to_string()
+            } else {
+                format!(
+                    "on {} from {}",
+                    addrs(&streams.proxy_protocol),
+                    list(&streams.proxy_protocol_from)
+                )
+            },
         );
         format!(
             "listen: udp {listen}\n\

@@ -169,16 +169,34 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
         auth_timeout: s.auth_timeout,
         send_queue: s.send_queue_bytes,
     };
+    let trusted = Arc::new(s.proxy_protocol_from.clone());
+    // Listeners are bound in the order of their lists, so the i-th socket
+    // is the i-th configured address.
+    let proxy = |addr: &SocketAddr| {
+        s.proxy_protocol
+            .contains(addr)
+            .then(|| Arc::clone(&trusted))
+    };
     let specs = (0..workers)
         .map(|i| {
             let mut listeners: Vec<StreamListener> = std::mem::take(&mut tcp[i])
                 .into_iter()
-                .map(|sock| StreamListener { sock, tls: false })
+                .zip(&s.listen_tcp)
+                .map(|(sock, addr)| StreamListener {
+                    sock,
+                    tls: false,
+                    proxy: proxy(addr),
+                })
                 .collect();
             listeners.extend(
                 std::mem::take(&mut tls[i])
                     .into_iter()
-                    .map(|sock| StreamListener { sock, tls: true }),
+                    .zip(&s.listen_tls)
+                    .map(|(sock, addr)| StreamListener {
+                        sock,
+                        tls: true,
+                        proxy: proxy(addr),
+                    }),
             );
             StreamSpec {
                 listeners,

@@ -26,10 +26,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::io::syscall::{Events, Poller};
-use crate::stream::{ConnLedger, Deframer, Frame, SendQueue};
+use crate::stream::proxy::{self, ProxyHeader};
+use crate::stream::{ConnLedger, Deframer, Frame, Refused, SendQueue};
 use crate::turn::{
     ConnId, Leg, Now, Payload, Relay, RelaySockets, RelayToken, Transport, Via, MAX_REPLY,
     PEER_HEADROOM, PEER_TAILROOM,
@@ -55,6 +57,9 @@ const SWEEP: Duration = Duration::from_secs(1);
 pub struct StreamListener {
     pub sock: TcpListener,
     pub tls: bool,
+    /// Some: every connection starts with a PROXY v2 header, and only
+    /// these source networks (the load balancers) may connect.
+    pub proxy: Option<Arc<Vec<IpNet>>>,
 }
 
 /// Limits on one connection (restart-only).
@@ -106,6 +111,10 @@ pub enum CloseReason {
     InvalidFrame,
     /// A TLS alert, a bad record, a failed handshake.
     Tls,
+    /// No valid PROXY v2 header where one was expected.
+    Proxy,
+    /// Over the per-source limit once the PROXY header named the source.
+    SourceLimit,
     /// The TLS handshake took too long.
     HandshakeTimeout,
     /// No allocation in time.
@@ -115,11 +124,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::ClientClosed,
         CloseReason::Error,
         CloseReason::InvalidFrame,
         CloseReason::Tls,
+        CloseReason::Proxy,
+        CloseReason::SourceLimit,
         CloseReason::HandshakeTimeout,
         CloseReason::AuthTimeout,
         CloseReason::Shutdown,
@@ -131,6 +142,8 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::InvalidFrame => "invalid_frame",
             CloseReason::Tls => "tls_error",
+            CloseReason::Proxy => "proxy_header",
+            CloseReason::SourceLimit => "limit_per_source",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::AuthTimeout => "auth_timeout",
             CloseReason::Shutdown => "shutdown",
@@ -145,8 +158,10 @@ pub struct StreamStats {
     /// Refused at accept: over the node's limit, over the source's limit.
     pub refused_total: [u64; 2],
     pub refused_per_source: [u64; 2],
+    /// Refused at accept on a PROXY listener: not from a trusted network.
+    pub refused_untrusted: [u64; 2],
     /// Closed, by transport and `CloseReason` (in `CloseReason::ALL` order).
-    pub closed: [[u64; 7]; 2],
+    pub closed: [[u64; 9]; 2],
     /// Open now.
     pub open: [u64; 2],
     pub tls_handshakes_ok: u64,
@@ -170,6 +185,8 @@ pub(super) trait PeerSockets: RelaySockets {
 /// Where a connection is in its life.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Waiting for the PROXY v2 header.
+    Proxy,
     /// TLS handshake under way.
     Handshake,
     Open,
@@ -181,9 +198,16 @@ struct Conn {
     /// Bumped each time the slot is reused, so a stale event is ignored.
     generation: u32,
     leg: Leg,
+    /// The client's address: the TCP peer's, or the one its PROXY header
+    /// carried.
     client: SocketAddr,
+    /// The address counted against the per-source limit (None while the
+    /// PROXY header is awaited).
+    counted: Option<std::net::IpAddr>,
     tls: Option<Box<ServerConnection>>,
     phase: Phase,
+    /// The PROXY header's bytes so far, while `phase` is `Proxy`.
+    header: Vec<u8>,
     deframer: Deframer,
     out: SendQueue,
     /// When it closes unless it holds an allocation by then (None: it does).
@@ -374,7 +398,7 @@ impl Streams {
             }
             if conn.deadline.is_some_and(|d| now.at >= d) {
                 let why = match conn.phase {
-                    Phase::Handshake => CloseReason::HandshakeTimeout,
+                    Phase::Proxy | Phase::Handshake => CloseReason::HandshakeTimeout,
                     Phase::Open => CloseReason::AuthTimeout,
                 };
                 expired.push((id as u32, why));
@@ -414,6 +438,7 @@ impl Streams {
                 return;
             };
             let tls = l.tls;
+            let proxied = l.proxy.clone();
             let t = usize::from(tls);
             let (sock, from) = match l.sock.accept() {
                 Ok(a) => a,
@@ -425,36 +450,63 @@ impl Streams {
                     return;
                 }
             };
-            if let Err(why) = self.ledger.admit(from.ip()) {
-                match why {
-                    crate::stream::Refused::Total => self.stats.refused_total[t] += 1,
-                    crate::stream::Refused::PerSource => self.stats.refused_per_source[t] += 1,
+            let admitted = match &proxied {
+                Some(trusted) => {
+                    // SECURITY.md: a PROXY header is believed only from a
+                    // configured load balancer; anyone else could name any
+                    // source address.
+                    if !trusted.iter().any(|n| n.contains(&from.ip())) {
+                        self.stats.refused_untrusted[t] += 1;
+                        tracing::debug!(
+                            shard = self.index,
+                            "PROXY listener: untrusted source refused"
+                        );
+                        continue;
+                    }
+                    // The per-source count waits for the header.
+                    self.ledger.admit_total().map(|()| None)
                 }
-                tracing::debug!(
-                    shard = self.index,
-                    reason = why.label(),
-                    "connection refused"
-                );
-                continue;
-            }
+                None => self.ledger.admit(from.ip()).map(|()| Some(from.ip())),
+            };
+            let counted = match admitted {
+                Ok(c) => c,
+                Err(why) => {
+                    match why {
+                        Refused::Total => self.stats.refused_total[t] += 1,
+                        Refused::PerSource => self.stats.refused_per_source[t] += 1,
+                    }
+                    tracing::debug!(
+                        shard = self.index,
+                        reason = why.label(),
+                        "connection refused"
+                    );
+                    continue;
+                }
+            };
+            let release = |ledger: &ConnLedger| {
+                ledger.release_total();
+                if let Some(ip) = counted {
+                    ledger.release_source(ip);
+                }
+            };
             let session = match (tls, &self.tls) {
                 (false, _) => None,
                 (true, Some(cfg)) => match ServerConnection::new(Arc::clone(cfg)) {
                     Ok(s) => Some(Box::new(s)),
                     Err(e) => {
                         tracing::debug!(shard = self.index, error = %e, "TLS session refused");
-                        self.ledger.release(from.ip());
+                        release(&self.ledger);
                         continue;
                     }
                 },
                 (true, None) => {
-                    self.ledger.release(from.ip());
+                    release(&self.ledger);
                     continue;
                 }
             };
-            if let Err(e) = self.admit(sock, from, session, now) {
+            if let Err(e) = self.admit(sock, from, counted, session, now) {
                 tracing::debug!(shard = self.index, error = %e, "connection setup failed");
-                self.ledger.release(from.ip());
+                release(&self.ledger);
             }
         }
     }
@@ -463,6 +515,7 @@ impl Streams {
         &mut self,
         sock: TcpStream,
         from: SocketAddr,
+        counted: Option<std::net::IpAddr>,
         tls: Option<Box<ServerConnection>>,
         now: Instant,
     ) -> io::Result<()> {
@@ -492,21 +545,33 @@ impl Streams {
             return Err(e);
         }
         let t = usize::from(tls.is_some());
-        let (leg, phase, wait) = match tls {
-            Some(_) => (
+        let (leg, phase, wait) = match (&tls, counted) {
+            // A proxied connection's header comes first (counted is None).
+            (_, None) => (
+                if tls.is_some() {
+                    Leg::Tls(ConnId(id))
+                } else {
+                    Leg::Tcp(ConnId(id))
+                },
+                Phase::Proxy,
+                self.limits.handshake_timeout,
+            ),
+            (Some(_), Some(_)) => (
                 Leg::Tls(ConnId(id)),
                 Phase::Handshake,
                 self.limits.handshake_timeout,
             ),
-            None => (Leg::Tcp(ConnId(id)), Phase::Open, self.limits.auth_timeout),
+            (None, Some(_)) => (Leg::Tcp(ConnId(id)), Phase::Open, self.limits.auth_timeout),
         };
         self.slots[id as usize].conn = Some(Box::new(Conn {
             sock,
             generation,
             leg,
             client: from,
+            counted,
             tls,
             phase,
+            header: Vec::new(),
             deframer: Deframer::new(),
             out: SendQueue::new(self.limits.send_queue),
             deadline: Some(now + wait),
@@ -530,6 +595,15 @@ impl Streams {
         now: Now,
     ) -> Result<(), CloseReason> {
         for _ in 0..READS_PER_EVENT {
+            let Some(conn) = self.slots[id as usize].conn.as_deref_mut() else {
+                return Ok(());
+            };
+            if conn.phase == Phase::Proxy {
+                match self.read_proxy_header(id, relay, sockets, now)? {
+                    true => continue,
+                    false => return Ok(()),
+                }
+            }
             let Some(conn) = self.slots[id as usize].conn.as_deref_mut() else {
                 return Ok(());
             };
@@ -576,6 +650,70 @@ impl Streams {
             }
         }
         Ok(())
+    }
+
+    /// Reads the PROXY v2 header of connection `id` (at most
+    /// `proxy::MAX_HEADER_LEN` bytes are taken from the socket, so nothing
+    /// after the header is read early). Once it is whole, the client's
+    /// address is the one it carries, the per-source limit applies to it,
+    /// and the connection goes on to its TLS handshake or its frames.
+    /// Returns whether to read on.
+    fn read_proxy_header(
+        &mut self,
+        id: u32,
+        relay: &mut Relay,
+        sockets: &mut impl PeerSockets,
+        now: Now,
+    ) -> Result<bool, CloseReason> {
+        let Some(conn) = self.slots[id as usize].conn.as_deref_mut() else {
+            return Ok(false);
+        };
+        let want = match proxy::parse(&conn.header) {
+            ProxyHeader::Incomplete { missing } => missing,
+            _ => 1,
+        };
+        let start = conn.header.len();
+        conn.header
+            .resize(start + want.min(proxy::MAX_HEADER_LEN), 0);
+        match conn.sock.read(&mut conn.header[start..]) {
+            Ok(0) => return Err(CloseReason::ClientClosed),
+            Ok(n) => conn.header.truncate(start + n),
+            Err(e) => {
+                conn.header.truncate(start);
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(false),
+                    io::ErrorKind::Interrupted => Ok(true),
+                    _ => Err(CloseReason::Error),
+                };
+            }
+        }
+        let (len, source) = match proxy::parse(&conn.header) {
+            ProxyHeader::Incomplete { .. } => return Ok(true),
+            ProxyHeader::Invalid(why) => {
+                tracing::debug!(shard = self.index, reason = why.label(), "bad PROXY header");
+                return Err(CloseReason::Proxy);
+            }
+            ProxyHeader::Done { len, source } => (len, source),
+        };
+        // Only what the header says was read: nothing of the stream yet.
+        debug_assert_eq!(len, conn.header.len());
+        conn.header = Vec::new();
+        if let Some(source) = source {
+            conn.client = SocketAddr::new(source.ip().to_canonical(), source.port());
+        }
+        let ip = conn.client.ip();
+        if self.ledger.admit_source(ip).is_err() {
+            return Err(CloseReason::SourceLimit);
+        }
+        conn.counted = Some(ip);
+        if conn.tls.is_some() {
+            conn.phase = Phase::Handshake;
+        } else {
+            conn.phase = Phase::Open;
+            conn.deadline = Some(now.at + self.limits.auth_timeout);
+        }
+        let _ = (relay, sockets);
+        Ok(true)
     }
 
     /// Reads TLS records from connection `id`'s socket into its session and
@@ -722,7 +860,7 @@ impl Streams {
             tracing::debug!(shard = self.index, error = %e, "epoll delete failed");
         }
         if let Some(tls) = conn.tls.as_deref_mut() {
-            if conn.phase == Phase::Handshake {
+            if conn.phase != Phase::Open {
                 // Whatever ended it: an alert, a timeout, a cut.
                 self.stats.tls_handshakes_failed += 1;
             }
@@ -733,7 +871,10 @@ impl Streams {
             }
         }
         relay.connection_closed(conn.leg, conn.client, sockets);
-        self.ledger.release(conn.client.ip());
+        self.ledger.release_total();
+        if let Some(ip) = conn.counted {
+            self.ledger.release_source(ip);
+        }
         let t = conn.transport();
         self.stats.open[t] = self.stats.open[t].saturating_sub(1);
         let r = CloseReason::ALL.iter().position(|&r| r == why).unwrap_or(0);

@@ -65,24 +65,49 @@ impl ConnLedger {
 
     /// Counts a new connection from `ip`, or says why it may not be.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refused> {
+        self.admit_total()?;
+        self.admit_source(ip).inspect_err(|_| self.release_total())
+    }
+
+    /// A connection admitted with `admit` has closed.
+    pub fn release(&self, ip: IpAddr) {
+        self.release_source(ip);
+        self.release_total();
+    }
+
+    /// Counts a new connection towards the node's total only (its source
+    /// is not known yet: it comes in a PROXY header).
+    pub fn admit_total(&self) -> Result<(), Refused> {
         let total = self.total.fetch_add(1, Ordering::Relaxed);
         if total >= self.max_total {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused::Total);
         }
+        Ok(())
+    }
+
+    /// Counts a connection admitted with `admit_total` towards `ip`'s limit.
+    pub fn admit_source(&self, ip: IpAddr) -> Result<(), Refused> {
         let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(source_key(ip)).or_insert(0);
         if *n >= self.max_per_source {
-            drop(map);
-            self.total.fetch_sub(1, Ordering::Relaxed);
+            if *n == 0 {
+                map.remove(&source_key(ip));
+            }
             return Err(Refused::PerSource);
         }
         *n += 1;
         Ok(())
     }
 
-    /// A connection admitted for `ip` has closed.
-    pub fn release(&self, ip: IpAddr) {
+    pub fn release_total(&self) {
+        // Never below zero, whatever a caller does.
+        let _ = self
+            .total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    pub fn release_source(&self, ip: IpAddr) {
         let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         let key = source_key(ip);
         if let Some(n) = map.get_mut(&key) {
@@ -90,7 +115,6 @@ impl ConnLedger {
             if *n == 0 {
                 map.remove(&key);
             }
-            self.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -47,6 +47,9 @@ impl Relay {
         let len = cd.payload.len();
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += len as u64;
+        let t = &mut self.stats.by_transport[five.leg.transport().index()];
+        t.to_peer_packets += 1;
+        t.to_peer_bytes += len as u64;
         Answer::ToPeer {
             relay,
             peer,
@@ -121,6 +124,9 @@ impl Relay {
         };
         self.stats.to_client_packets += 1;
         self.stats.to_client_bytes += len as u64;
+        let t = &mut self.stats.by_transport[leg.transport().index()];
+        t.to_client_packets += 1;
+        t.to_client_bytes += len as u64;
         Some(Transmit {
             via: leg.via(),
             to: client,

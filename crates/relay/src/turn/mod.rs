@@ -15,7 +15,7 @@ use ports::PortPool;
 use rng::Rng;
 
 pub use event::{Event, Ignore, Observer};
-pub use stats::{Gauges, Stats, ERROR_CODES};
+pub use stats::{Gauges, Stats, TransportCounts, ERROR_CODES};
 pub(crate) use transmit::Answer;
 pub use transmit::{Payload, Transmit, Via};
 

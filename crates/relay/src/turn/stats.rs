@@ -30,6 +30,18 @@ pub struct Stats {
     pub errors_by_code: [u64; ERROR_CODES.len()],
     /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
     pub allocations_rejected: [u64; ERROR_CODES.len()],
+    /// Some of the above by the client's transport (`Transport::index`).
+    pub by_transport: [TransportCounts; 3],
+}
+
+/// The counters kept per client transport (their totals are in `Stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounts {
+    pub allocations_created: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
 }
 
 /// The error codes counted in `Stats::errors_by_code`, in order.
@@ -74,7 +86,15 @@ impl Stats {
             auth_failures_by_reason,
             errors_by_code,
             allocations_rejected,
+            by_transport,
         } = other;
+        for (a, b) in self.by_transport.iter_mut().zip(by_transport) {
+            a.allocations_created += b.allocations_created;
+            a.to_peer_packets += b.to_peer_packets;
+            a.to_peer_bytes += b.to_peer_bytes;
+            a.to_client_packets += b.to_client_packets;
+            a.to_client_bytes += b.to_client_bytes;
+        }
         self.allocations_created += allocations_created;
         self.allocations_expired += allocations_expired;
         self.allocations_deleted += allocations_deleted;
