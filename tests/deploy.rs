@@ -417,7 +417,25 @@ fn example_config_passes_check_config() {
     let dir = scratch_dir("check-config");
     let secret = dir.join("rest-secret");
     std::fs::write(&secret, "a-test-secret\n").expect("write the secret");
-    let local = cfg_text.replace(credential, &secret.display().to_string());
+    // So do the certificate and its key: a test pair in their place.
+    let (cert, key) = ("/etc/uturn/tls/fullchain.pem", "/etc/uturn/tls/privkey.pem");
+    assert!(
+        cfg_text.contains(cert) && cfg_text.contains(key),
+        "{CONFIG} should name {cert} and {key}"
+    );
+    let pair = rcgen::generate_simple_self_signed(vec!["turn.example.com".into()]).unwrap();
+    let (cert_copy, key_copy) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+    std::fs::write(&cert_copy, pair.cert.pem()).expect("write the certificate");
+    std::fs::write(&key_copy, pair.key_pair.serialize_pem()).expect("write the key");
+    std::fs::set_permissions(
+        &key_copy,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod the key");
+    let local = cfg_text
+        .replace(credential, &secret.display().to_string())
+        .replace(cert, &cert_copy.display().to_string())
+        .replace(key, &key_copy.display().to_string());
     let path = dir.join("uturn.toml");
     std::fs::write(&path, local).expect("write the config copy");
 
@@ -437,7 +455,13 @@ fn example_config_passes_check_config() {
         "check-config refused {CONFIG}:\n{all}"
     );
     let stdout = String::from_utf8_lossy(&res.stdout);
-    for expect in ["config OK", "1 REST secrets", "ports 49152-65535"] {
+    for expect in [
+        "config OK",
+        "1 REST secrets",
+        "ports 49152-65535",
+        "listen: tcp 203.0.113.10:3478",
+        "listen: tls 203.0.113.10:5349, 203.0.113.10:443",
+    ] {
         assert!(
             stdout.contains(expect),
             "check-config output lacks {expect:?}:\n{all}"

@@ -29,6 +29,22 @@ fn err(r: Result<Config, ConfigError>) -> String {
 const MD5_A: &str = "0123456789abcdef0123456789abcdef";
 const SHA_A: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+/// A certificate and key in PEM files (key mode 0600), made once per run.
+fn tls_files() -> &'static (String, String) {
+    static FILES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("uturn-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    })
+}
+
 fn minimal() -> String {
     format!("[[users]]\nname = \"alice\"\nkey_md5 = \"{MD5_A}\"\n")
 }
@@ -597,6 +613,9 @@ fn example_file_documents_every_key() {
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
     assert!(f.io_batch_wait_usecs.is_some() && f.io_gso.is_some());
+    assert!(f.listen_tcp.is_some() && f.listen_tls.is_some() && f.tcp.is_some());
+    assert!(f.tls_cert.is_some() && f.tls_key.is_some());
+    assert!(f.proxy_protocol.is_some() && f.proxy_protocol_from.is_some());
     assert!(
         f.control_socket.is_some()
             && f.drain_timeout_secs.is_some()
@@ -690,7 +709,8 @@ fn restart_only_keys_keep_their_running_values_and_are_named() {
         "new.realm",
     ]);
     let changed = running.reload(new.clone());
-    assert_eq!(changed, vec!["listen", "relay_ips"]);
+    // TCP follows the UDP addresses unless told otherwise.
+    assert_eq!(changed, vec!["listen", "relay_ips", "listen_tcp"]);
     assert_eq!(running.network.listen, old.network.listen);
     assert_eq!(running.network.relay_v4, old.network.relay_v4);
     assert_eq!(
@@ -699,7 +719,7 @@ fn restart_only_keys_keep_their_running_values_and_are_named() {
     );
     assert_eq!(
         running.restart_only_changes(&new),
-        vec!["listen", "relay_ips"]
+        vec!["listen", "relay_ips", "listen_tcp"]
     );
     assert!(running.reload(running.clone()).is_empty());
 }
@@ -716,6 +736,14 @@ fn every_restart_only_key_is_named_in_file_order() {
         "50000-50999",
         "--workers",
         "2",
+        "--listen-tcp",
+        "127.0.0.1:3480",
+        "--listen-tls",
+        "127.0.0.1:5350",
+        "--tls-cert",
+        &tls_files().0,
+        "--tls-key",
+        &tls_files().1,
         "--io-backend",
         "syscall",
         "--io-batch-wait",
@@ -737,6 +765,8 @@ fn every_restart_only_key_is_named_in_file_order() {
             "relay_ips",
             "relay_ports",
             "workers",
+            "listen_tcp",
+            "listen_tls",
             "io_backend",
             "io_batch_wait_usecs",
             "io_gso",
@@ -748,4 +778,187 @@ fn every_restart_only_key_is_named_in_file_order() {
     assert_eq!(running.network, old.network);
     assert_eq!(running.io, old.io);
     assert_eq!(running.operations, old.operations);
+}
+
+#[test]
+fn tcp_follows_the_udp_addresses_and_tls_needs_a_certificate() {
+    let c = with_file(&["--listen", "127.0.0.1:4000"], &minimal()).unwrap();
+    assert_eq!(
+        c.streams.listen_tcp,
+        vec!["127.0.0.1:4000".parse().unwrap()]
+    );
+    assert!(c.streams.listen_tls.is_empty());
+    assert!(matches!(c.reloadable.tls, Tls::Off));
+    let off = with_file(&[], &format!("listen_tcp = []\n{}", minimal())).unwrap();
+    assert!(off.streams.listen_tcp.is_empty());
+
+    let e = err(with_file(&["--listen-tls", "127.0.0.1:5349"], &minimal()));
+    assert!(
+        e.starts_with("tls_cert: listen_tls needs a certificate"),
+        "{e}"
+    );
+    let (cert, key) = tls_files();
+    let e = err(with_file(
+        &["--listen-tls", "127.0.0.1:5349", "--tls-cert", cert],
+        &minimal(),
+    ));
+    assert!(e.starts_with("tls_key: "), "{e}");
+    let e = err(with_file(
+        &["--tls-cert", key, "--tls-key", key],
+        &minimal(),
+    ));
+    assert!(
+        e.starts_with("--tls-cert: ") && e.contains("no CERTIFICATE"),
+        "{e}"
+    );
+    let c = with_file(
+        &[
+            "--listen-tls",
+            "127.0.0.1:5349",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+        &minimal(),
+    )
+    .unwrap();
+    let Tls::Files { identity, .. } = &c.reloadable.tls else {
+        panic!("{:?}", c.reloadable.tls);
+    };
+    assert!(c.reloadable.tls.reload_config().is_some());
+    assert!(c
+        .summary()
+        .contains(&crate::stream::tls::fingerprint_hex(&identity.fingerprint)));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // TCP and TLS on one port cannot be told apart.
+    let e = err(with_file(
+        &[
+            "--listen-tcp",
+            "127.0.0.1:5349",
+            "--listen-tls",
+            "127.0.0.1:5349",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+        &minimal(),
+    ));
+    assert!(
+        e.starts_with("listen_tls: 127.0.0.1:5349 is also in listen_tcp"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_key_file_every_user_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = tls_files();
+    let open = format!("{key}.open");
+    std::fs::copy(key, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = with_file(
+        &[
+            "--listen-tls",
+            "127.0.0.1:5349",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            &open,
+        ],
+        &minimal(),
+    )
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("--tls-key: ")
+            && c.warnings[0].contains("readable by every user")
+    );
+}
+
+#[test]
+fn the_bare_start_also_serves_tls_with_a_demo_certificate() {
+    let c = Config::from_parts(&args(&[]), None).unwrap();
+    assert!(c.reloadable.auth.demo.is_some());
+    assert_eq!(
+        c.streams.listen_tls,
+        vec!["127.0.0.1:5349".parse().unwrap()]
+    );
+    assert!(matches!(c.reloadable.tls, Tls::Demo));
+    assert!(c.reloadable.tls.reload_config().is_none());
+    // Port 0 for UDP means port 0 for the demo TLS listener too.
+    let c = Config::from_parts(&args(&["--listen", "127.0.0.1:0"]), None).unwrap();
+    assert_eq!(c.streams.listen_tls, vec!["127.0.0.1:0".parse().unwrap()]);
+    // With credentials it is not a demo: no TLS unless asked for.
+    let c = Config::from_parts(&args(&["--rest-secret", "s"]), None).unwrap();
+    assert!(c.streams.listen_tls.is_empty());
+}
+
+#[test]
+fn proxy_protocol_names_a_stream_listener_and_trusted_networks() {
+    let e = err(with_file(&["--proxy-protocol", "127.0.0.1:9"], &minimal()));
+    assert!(
+        e.starts_with("--proxy-protocol: 127.0.0.1:9 is not in listen_tcp"),
+        "{e}"
+    );
+    let e = err(with_file(
+        &[
+            "--listen",
+            "127.0.0.1:4000",
+            "--proxy-protocol",
+            "127.0.0.1:4000",
+        ],
+        &minimal(),
+    ));
+    assert!(e.starts_with("proxy_protocol_from: "), "{e}");
+    let c = with_file(
+        &[],
+        &format!(
+            "listen = [\"127.0.0.1:4000\"]\nproxy_protocol = [\"127.0.0.1:4000\"]\n\
+             proxy_protocol_from = [\"10.0.0.0/8\"]\n{}",
+            minimal()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        c.streams.proxy_protocol,
+        vec!["127.0.0.1:4000".parse().unwrap()]
+    );
+    assert!(c
+        .summary()
+        .contains("proxy protocol v2: on 127.0.0.1:4000 from 10.0.0.0/8"));
+}
+
+#[test]
+fn tcp_limits_are_checked() {
+    for (text, key) in [
+        ("[tcp]\nmax_connections = 0\n", "tcp.max_connections: "),
+        (
+            "[tcp]\nmax_connections_per_source = 0\n",
+            "tcp.max_connections_per_source: ",
+        ),
+        (
+            "[tcp]\nhandshake_timeout_secs = 601\n",
+            "tcp.handshake_timeout_secs: ",
+        ),
+        ("[tcp]\nauth_timeout_secs = 0\n", "tcp.auth_timeout_secs: "),
+        ("[tcp]\nsend_queue_bytes = 1000\n", "tcp.send_queue_bytes: "),
+        ("[tcp]\nnope = 1\n", "\"test.toml\""),
+    ] {
+        let e = err(with_file(&[], &format!("{}{text}", minimal())));
+        assert!(e.starts_with(key), "{text:?}: {e}");
+    }
+    let c = with_file(
+        &[],
+        &format!(
+            "{}[tcp]\nmax_connections = 7\nsend_queue_bytes = 70000\n",
+            minimal()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.streams.max_connections, c.streams.send_queue_bytes),
+        (7, 70000)
+    );
 }
