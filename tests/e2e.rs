@@ -150,6 +150,8 @@ mod limits;
 mod operations;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/proxy.rs"]
+mod proxy;
 #[path = "e2e/relay.rs"]
 mod relay;
 #[path = "e2e/robustness.rs"]
