@@ -484,7 +484,7 @@ fn example_config_passes_check_config() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn open_file_limit_covers_the_relay_ports() {
+fn open_file_limit_covers_the_relay_ports_and_connections() {
     let unit = read(UNIT);
     let cfg = config();
     let ports = relay_port_count(&cfg);
@@ -492,11 +492,17 @@ fn open_file_limit_covers_the_relay_ports() {
     let value = service_value(&unit, "LimitNOFILE");
     let limit = parse_nofile(&value)
         .unwrap_or_else(|| panic!("{UNIT}: LimitNOFILE={value} is not a number"));
-    let need = ports + CLOSING_SLOTS_PER_WORKER * workers + OTHER_FDS;
+    // One descriptor per TCP or TLS connection, up to [tcp] max_connections.
+    let connections = cfg
+        .get("tcp")
+        .and_then(toml::Value::as_table)
+        .and_then(|t| config_int(t, "max_connections"))
+        .unwrap_or_else(|| panic!("{CONFIG} must set [tcp] max_connections (the unit is sized from it)"));
+    let need = ports + CLOSING_SLOTS_PER_WORKER * workers + connections + OTHER_FDS;
     assert!(
         limit >= need,
         "{UNIT}: LimitNOFILE={limit} is below {need} = {ports} relay ports + \
-         {CLOSING_SLOTS_PER_WORKER} x {workers} workers + {OTHER_FDS}"
+         {CLOSING_SLOTS_PER_WORKER} x {workers} workers + {connections} connections + {OTHER_FDS}"
     );
 }
 
