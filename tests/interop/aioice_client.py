@@ -15,9 +15,16 @@ What it does, all on loopback and bounded in time:
   4. waits for every echo, which comes back through the relay;
   5. deletes the allocation (Refresh with LIFETIME 0) and checks it succeeded.
 
+With --transport tcp or tls the client leg is a TCP connection (TLS checked
+against --ca, offering ALPN "stun.turn"). aioice's stream splitter assumes
+every frame is padded to 4 bytes (RFC 8656 §12.5), so a server that did not
+pad ChannelData of odd lengths would desynchronise it and echoes would be
+lost: the payload sizes vary for that reason.
+
 It prints one line that tests/interop.rs parses:
   RESULT sent=N received=M relayed=IP:PORT mapped=IP:PORT peer_saw=IP:PORT
-         channel_data_out=A channel_data_in=B data_indications_in=C deleted=yes|no
+         channel_data_out=A channel_data_in=B data_indications_in=C
+         alpn=P deleted=yes|no
 and exits 0 only when every datagram came back through a channel and the
 allocation was deleted.
 """
@@ -25,6 +32,7 @@ allocation was deleted.
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 
 try:
@@ -75,7 +83,8 @@ class Receiver(asyncio.DatagramProtocol):
 
 
 class WireCounter:
-    """Counts what aioice's UDP TURN protocol puts on and takes off the wire."""
+    """Counts what aioice's TURN protocols (UDP, and TCP for TCP and TLS) put
+    on and take off the wire."""
 
     channel_data_out = 0
     channel_data_in = 0
@@ -83,7 +92,11 @@ class WireCounter:
 
     @classmethod
     def install(cls):
-        proto = turn.TurnClientUdpProtocol
+        for proto in (turn.TurnClientUdpProtocol, turn.TurnClientTcpProtocol):
+            cls._wrap(proto)
+
+    @classmethod
+    def _wrap(cls, proto):
         orig_send = proto._send
         orig_recv = proto.datagram_received
 
@@ -117,13 +130,21 @@ async def run(args):
     )
     peer_addr = peer_transport.get_extra_info("sockname")[:2]
 
-    payloads = [f"uturn-interop {i:05d} ".encode() + b"x" * args.size for i in range(args.count)]
+    # Sizes vary by one byte from datagram to datagram, so that ChannelData
+    # of every length modulo 4 crosses the relay (padding over streams).
+    payloads = [
+        f"uturn-interop {i:05d} ".encode() + b"x" * (args.size + i % 4) for i in range(args.count)
+    ]
     expected = set(payloads)
 
     host, port = args.server.rsplit(":", 1)
     host = host.strip("[]")
-    result = {"relayed": None, "mapped": None, "deleted": "no"}
+    result = {"relayed": None, "mapped": None, "deleted": "no", "alpn": "none"}
     receiver = None
+    tls = None
+    if args.transport == "tls":
+        tls = ssl.create_default_context(cafile=args.ca)
+        tls.set_alpn_protocols(["stun.turn"])
     try:
         transport, receiver = await asyncio.wait_for(
             turn.create_turn_endpoint(
@@ -132,9 +153,15 @@ async def run(args):
                 username=args.user,
                 password=args.password,
                 lifetime=args.lifetime,
+                transport="udp" if args.transport == "udp" else "tcp",
+                ssl=tls,
             ),
             timeout=args.timeout,
         )
+        if tls is not None:
+            inner = transport._TurnTransport__inner_protocol.transport
+            obj = inner.get_extra_info("ssl_object")
+            result["alpn"] = (obj.selected_alpn_protocol() if obj else None) or "none"
         result["relayed"] = transport.get_extra_info("sockname")
         result["mapped"] = transport.get_extra_info("related_address")
 
@@ -166,6 +193,7 @@ async def run(args):
         f" channel_data_out={WireCounter.channel_data_out}"
         f" channel_data_in={WireCounter.channel_data_in}"
         f" data_indications_in={WireCounter.data_indications_in}"
+        f" alpn={result['alpn']}"
         f" deleted={result['deleted']}",
         flush=True,
     )
@@ -201,7 +229,9 @@ deleted_ok = DeletedFlag()
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--server", required=True, help="TURN server HOST:PORT (UDP)")
+    p.add_argument("--server", required=True, help="TURN server HOST:PORT")
+    p.add_argument("--transport", choices=["udp", "tcp", "tls"], default="udp")
+    p.add_argument("--ca", help="PEM certificate the TLS server is checked against")
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--count", type=int, default=100)
