@@ -497,7 +497,9 @@ fn open_file_limit_covers_the_relay_ports_and_connections() {
         .get("tcp")
         .and_then(toml::Value::as_table)
         .and_then(|t| config_int(t, "max_connections"))
-        .unwrap_or_else(|| panic!("{CONFIG} must set [tcp] max_connections (the unit is sized from it)"));
+        .unwrap_or_else(|| {
+            panic!("{CONFIG} must set [tcp] max_connections (the unit is sized from it)")
+        });
     let need = ports + CLOSING_SLOTS_PER_WORKER * workers + connections + OTHER_FDS;
     assert!(
         limit >= need,

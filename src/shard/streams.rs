@@ -859,16 +859,25 @@ impl Streams {
         if let Err(e) = self.poller.delete(conn.sock.as_fd()) {
             tracing::debug!(shard = self.index, error = %e, "epoll delete failed");
         }
-        if let Some(tls) = conn.tls.as_deref_mut() {
-            if conn.phase != Phase::Open {
-                // Whatever ended it: an alert, a timeout, a cut.
-                self.stats.tls_handshakes_failed += 1;
-            }
-            if matches!(why, CloseReason::Shutdown | CloseReason::AuthTimeout) {
-                // A polite end, as far as the socket takes it at once.
-                tls.send_close_notify();
-                let _ = tls.write_tls(&mut conn.sock);
-            }
+        if matches!(
+            why,
+            CloseReason::ClientClosed | CloseReason::Shutdown | CloseReason::AuthTimeout
+        ) {
+            // A client that half-closed after its last request (a Refresh
+            // to 0, say) still gets the answer, as far as the socket takes
+            // it at once; then, over TLS, a close_notify.
+            let Conn { sock, tls, out, .. } = &mut *conn;
+            let _ = match tls.as_deref_mut() {
+                None => write_plain(sock, out),
+                Some(tls) => write_tls(tls, sock, out).map(|()| {
+                    tls.send_close_notify();
+                    let _ = tls.write_tls(sock);
+                }),
+            };
+        }
+        if conn.tls.is_some() && conn.phase != Phase::Open {
+            // Whatever ended it: an alert, a timeout, a cut.
+            self.stats.tls_handshakes_failed += 1;
         }
         relay.connection_closed(conn.leg, conn.client, sockets);
         self.ledger.release_total();
@@ -883,6 +892,7 @@ impl Streams {
             shard = self.index,
             transport = conn.leg.transport().label(),
             reason = why.label(),
+            unsent = conn.out.len(),
             "connection closed"
         );
         self.free.push(id);

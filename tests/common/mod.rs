@@ -12,9 +12,11 @@
 
 mod client;
 mod flow;
+mod metrics;
 
 pub use client::*;
 pub use flow::*;
+pub use metrics::*;
 
 use std::cell::Cell;
 use std::collections::VecDeque;

@@ -1,8 +1,6 @@
 //! Running a node: reload without dropping allocations, drain on
 //! SIGTERM/SIGINT, the metrics endpoint, and what the logs may say.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Instant;
 
@@ -39,38 +37,6 @@ fn echo(c: &mut TurnClient, peer: &Peer, ch: u16, when: &str) {
         }
         other => panic!("{when}: expected ChannelData back, got {other:?}"),
     }
-}
-
-/// `GET path` on the metrics listener: (status line, body).
-fn http_get(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let line = server
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("uturn: metrics http://"))
-        .expect("a `uturn: metrics` start-up line");
-    line.trim_end_matches("/metrics")
-        .parse()
-        .expect("metrics address")
-}
-
-/// The value of one series (`name{labels}` exactly as exposed).
-fn series(body: &str, name: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a numeric sample"))
 }
 
 /// A configuration with these REST secrets, loopback peers allowed and a
