@@ -57,6 +57,8 @@ pub fn uring_config(
         tailroom: PEER_TAILROOM,
         tx_slots: TX_SLOTS,
         reply_len: MAX_REPLY,
+        stream_buffers: 0,
+        stream_capacity: 0,
         files: files as u32,
         flags: RingMode::DeferTaskrun,
         batch_wait,

@@ -154,6 +154,16 @@ pub struct IoStats {
     /// (uring) io_uring_enter or io_uring_register failed, or a completion
     /// named an unknown request.
     pub ring_errors: u64,
+    /// (uring, TCP) A connection's multishot receive ended with ENOBUFS:
+    /// the stream buffer ring was empty. Its bytes wait in the socket; it
+    /// is re-armed once buffers are back.
+    pub stream_rx_no_buffers: u64,
+    /// (uring, TCP) Sends that took part of their bytes: the rest was sent
+    /// again once the socket had room.
+    pub stream_tx_partial: u64,
+    /// (uring, TCP) Accepts, receives or sends that failed (the connection
+    /// is closed; an accept is armed again).
+    pub stream_errors: u64,
 }
 
 impl IoStats {
@@ -185,6 +195,9 @@ impl IoStats {
             cancel_errors,
             cq_overflow,
             ring_errors,
+            stream_rx_no_buffers,
+            stream_tx_partial,
+            stream_errors,
         } = other;
         self.wakeups += wakeups;
         self.recv_calls += recv_calls;
@@ -211,6 +224,9 @@ impl IoStats {
         self.cancel_errors += cancel_errors;
         self.cq_overflow += cq_overflow;
         self.ring_errors += ring_errors;
+        self.stream_rx_no_buffers += stream_rx_no_buffers;
+        self.stream_tx_partial += stream_tx_partial;
+        self.stream_errors += stream_errors;
     }
 
     /// Datagrams that were queued for sending but not sent.

@@ -81,8 +81,12 @@
 //! `recv`: receive completions and lending datagrams out. `send`: queueing
 //! answers and submitting them; `gso`: which sends merge (pure, tested
 //! without a kernel). `ctl`: sockets (registration, re-arming, closing).
-//! `mem`: the buffer and send-slot memory. `wakeup`: the eventfd poll.
-//! `probe`: whether this host offers io_uring at all.
+//! `stream`: TCP listeners and connections (multishot accept, multishot
+//! `recv` into a buffer group of their own, one ordered send in flight per
+//! connection, and their part of the close protocol). `mem`: the buffer and
+//! send-slot memory. `wakeup`: the eventfd poll. `watch`: one more
+//! descriptor polled for readability. `probe`: whether this host offers
+//! io_uring at all, and TCP on it.
 
 mod ctl;
 mod gso;
@@ -91,14 +95,16 @@ mod probe;
 mod recv;
 mod send;
 mod setup;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod wakeup;
 mod watch;
 
 pub use ctl::SocketCtl;
-pub use probe::{probe, Unavailable};
+pub use probe::{probe, probe_streams, Unavailable};
 pub use setup::{RingMode, UringConfig, MAX_BATCH_WAIT};
+pub use stream::{PeerOut, StreamChunk, StreamEvent};
 
 use std::io;
 use std::net::SocketAddr;
@@ -120,8 +126,10 @@ pub const RECVMSG_OUT_LEN: usize = 16;
 const MIN_NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// Largest name area the kernel honours: a `sockaddr_storage`.
 const MAX_NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
-/// The one buffer group of a ring.
+/// The buffer group of datagram receives.
 const BGID: u16 = 0;
+/// The buffer group of stream (TCP) receives.
+const BGID_STREAM: u16 = 1;
 
 // user_data: the request kind in the top byte, an index below.
 const KIND_SHIFT: u32 = 56;
@@ -130,6 +138,9 @@ const KIND_SEND: u64 = 2;
 const KIND_CANCEL: u64 = 3;
 const KIND_WAKE: u64 = 4;
 const KIND_WATCH: u64 = 5;
+const KIND_ACCEPT: u64 = 6;
+const KIND_STREAM_RECV: u64 = 7;
+const KIND_STREAM_SEND: u64 = 8;
 
 fn user_data(kind: u64, index: u32) -> u64 {
     kind << KIND_SHIFT | u64::from(index)
@@ -177,9 +188,13 @@ pub struct Uring {
     // Declared first: the ring is closed before the memory below is freed.
     ctl: SocketCtl,
     rx: RxPool,
+    /// The stream buffer group (None: this ring serves no TCP socket).
+    rx_stream: Option<RxPool>,
     tx: TxPool,
     cqes: Vec<(u64, i32, u32)>,
     batch: Vec<Pending>,
+    /// Stream completions of the last `wait`, in order.
+    events: Vec<stream::StreamCqe>,
     headroom: usize,
     capacity: usize,
     wake: Wake,
@@ -214,7 +229,7 @@ impl Uring {
             .register_files_sparse(cfg.files)
             .map_err(with_context("registering a sparse fixed-file table"))?;
         let kernel_len = (cfg.headroom + cfg.capacity) as u32;
-        let mut rx = RxPool::new(cfg.buffers, cfg.stride(), kernel_len)?;
+        let mut rx = RxPool::new(cfg.buffers, cfg.stride(), 0, kernel_len)?;
         // SAFETY: the ring memory is page-aligned and holds `count` entries;
         // it stays allocated until the registration ends (unregistered in
         // `Drop`, and leaked if requests may still be in flight), and the
@@ -225,6 +240,30 @@ impl Uring {
         }
         .map_err(with_context("registering a provided-buffer ring"))?;
         rx.fill();
+        let rx_stream = if cfg.stream_buffers == 0 {
+            None
+        } else {
+            let mut pool = RxPool::new(
+                cfg.stream_buffers,
+                cfg.stream_stride(),
+                cfg.headroom,
+                cfg.stream_capacity as u32,
+            )?;
+            // SAFETY: as for the datagram group above: page-aligned, `count`
+            // entries, registered until `Drop` (or leaked), and the ring is
+            // closed before the pool is freed.
+            unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    pool.ring_addr(),
+                    pool.count(),
+                    BGID_STREAM,
+                    0,
+                )
+            }
+            .map_err(with_context("registering the stream buffer ring"))?;
+            pool.fill();
+            Some(pool)
+        };
         let tx = TxPool::new(cfg.tx_slots, cfg.reply_len)?;
         let recv_hdr = RawMem::zeroed(
             std::mem::size_of::<libc::msghdr>(),
@@ -246,14 +285,18 @@ impl Uring {
                 closing: Vec::with_capacity(64),
                 rearm: Vec::with_capacity(64),
                 recv_hdr,
+                streams: rx_stream.is_some(),
+                resend: Vec::new(),
                 stats: IoStats::default(),
                 queued_sends: 0,
                 overflow_seen: 0,
             },
             rx,
+            rx_stream,
             tx,
             cqes: Vec::with_capacity(cq),
             batch: Vec::with_capacity(usize::from(cfg.buffers)),
+            events: Vec::new(),
             headroom: cfg.headroom,
             capacity: cfg.capacity,
             batch_wait: cfg.batch_wait,
@@ -360,8 +403,14 @@ impl Uring {
             }
             self.rx.release(p.bid);
         }
+        self.release_stream_events();
         self.rx.publish();
-        self.ctl.rearm_ready(self.rx.available());
+        if let Some(pool) = &self.rx_stream {
+            pool.publish();
+        }
+        let streams = self.stream_buffers_available();
+        self.ctl.rearm_ready(self.rx.available(), streams);
+        self.ctl.resend_ready();
         self.ctl.finish_closing();
         self.arm_wake();
         self.arm_watch();
@@ -409,6 +458,9 @@ impl Uring {
                 KIND_CANCEL => self.ctl.on_cancel(index, res),
                 KIND_WAKE => self.on_wake(res, flags),
                 KIND_WATCH => self.on_watch(res),
+                KIND_ACCEPT => self.on_accept(index, res, flags),
+                KIND_STREAM_RECV => self.on_stream_recv(index, res, flags),
+                KIND_STREAM_SEND => self.on_stream_send(index, res),
                 _ => {
                     self.ctl.stats.ring_errors += 1;
                     tracing::debug!(user_data = ud, res, "completion of an unknown request");
@@ -422,9 +474,15 @@ impl Drop for Uring {
     fn drop(&mut self) {
         let settled = self.shutdown(Duration::from_secs(1));
         if settled {
-            if let Err(e) = self.ctl.ring.submitter().unregister_buf_ring(BGID) {
-                tracing::debug!(error = %e, "unregistering the buffer ring failed");
-                self.leak();
+            let mut groups = vec![BGID];
+            if self.rx_stream.is_some() {
+                groups.push(BGID_STREAM);
+            }
+            for bgid in groups {
+                if let Err(e) = self.ctl.ring.submitter().unregister_buf_ring(bgid) {
+                    tracing::debug!(error = %e, "unregistering a buffer ring failed");
+                    self.leak();
+                }
             }
         } else {
             tracing::warn!(
@@ -438,6 +496,10 @@ impl Drop for Uring {
 impl Uring {
     fn leak(&mut self) {
         self.rx.leak();
+        if let Some(pool) = &mut self.rx_stream {
+            pool.leak();
+        }
+        self.ctl.leak_stream_buffers();
         self.tx.leak();
         self.ctl.recv_hdr.leak = true;
     }

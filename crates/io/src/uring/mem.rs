@@ -84,7 +84,11 @@ pub(super) struct RxPool {
     ring: RawMem,
     /// Distance between buffers (each buffer's whole length, tailroom included).
     stride: usize,
-    /// The length announced to the kernel: header, name area and payload.
+    /// Where in each buffer the kernel starts writing: 0 for datagrams
+    /// (their `recvmsg` header comes first), the headroom for streams.
+    kernel_offset: usize,
+    /// The length announced to the kernel: header, name area and payload
+    /// (datagrams), or the payload (streams).
     kernel_len: u32,
     count: u16,
     /// Next ring position to fill; published to the kernel by `publish`.
@@ -98,15 +102,20 @@ pub(super) struct RxPool {
 
 impl RxPool {
     /// `count` buffers (a power of two, at most 32768) of `stride` bytes,
-    /// of which the kernel may fill the first `kernel_len`.
-    pub(super) fn new(count: u16, stride: usize, kernel_len: u32) -> io::Result<RxPool> {
+    /// of which the kernel may fill `kernel_len` from `kernel_offset` on.
+    pub(super) fn new(
+        count: u16,
+        stride: usize,
+        kernel_offset: usize,
+        kernel_len: u32,
+    ) -> io::Result<RxPool> {
         if count == 0 || !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the buffer count must be a power of two up to 32768",
             ));
         }
-        if (kernel_len as usize) > stride {
+        if kernel_offset.saturating_add(kernel_len as usize) > stride {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the kernel's buffer length exceeds the buffer",
@@ -121,6 +130,7 @@ impl RxPool {
             mem,
             ring,
             stride,
+            kernel_offset,
             kernel_len,
             count,
             tail: 0,
@@ -204,7 +214,8 @@ impl RxPool {
 
     fn put(&mut self, bid: u16) {
         let idx = usize::from(self.tail & (self.count - 1));
-        let addr = self.mem.ptr() as u64 + (usize::from(bid) * self.stride) as u64;
+        let addr =
+            self.mem.ptr() as u64 + (usize::from(bid) * self.stride + self.kernel_offset) as u64;
         // SAFETY: `idx < count`, so the entry lies inside the ring allocation.
         // Positions from the published tail on are not read by the kernel
         // until the next `publish`, and only the addr/len/bid fields are

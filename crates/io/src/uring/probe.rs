@@ -54,6 +54,8 @@ fn probe_here() -> Result<RingMode, Unavailable> {
         tailroom: 0,
         tx_slots: 1,
         reply_len: 64,
+        stream_buffers: 0,
+        stream_capacity: 0,
         files: 1,
         flags: RingMode::DeferTaskrun,
         batch_wait: Duration::ZERO,
@@ -88,6 +90,113 @@ fn probe_here() -> Result<RingMode, Unavailable> {
         )));
     }
     Ok(ring.mode())
+}
+
+/// Checks that this kernel serves TCP natively on the ring: a multishot
+/// accept (Linux 5.19), a multishot `recv` into a buffer group (6.0), a
+/// send, and cancelling by fixed file (5.19). Call once `probe` has
+/// succeeded. Uses a Unix socket pair and an autobound abstract Unix
+/// listener: no network address is bound.
+pub fn probe_streams() -> Result<(), Unavailable> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("uturn-io-uring-probe".into())
+            .spawn_scoped(s, probe_streams_here)
+            .map_err(|e| Unavailable(format!("cannot start the probe thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(Unavailable("the probe panicked".into())))
+    })
+}
+
+fn probe_streams_here() -> Result<(), Unavailable> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::ctl::{Owned, SlotKind};
+    use super::StreamEvent;
+
+    let cfg = UringConfig {
+        sq_entries: 8,
+        cq_entries: 16,
+        buffers: 2,
+        headroom: 48,
+        capacity: 64,
+        tailroom: 0,
+        tx_slots: 1,
+        reply_len: 64,
+        stream_buffers: 2,
+        stream_capacity: 64,
+        files: 4,
+        flags: RingMode::DeferTaskrun,
+        batch_wait: Duration::ZERO,
+        gso: false,
+    };
+    let local = |what: &str, e: io::Error| Unavailable(format!("{what} for the probe: {e}"));
+    let mut ring = Uring::new(&cfg).map_err(explain)?;
+    let (mut a, b) = UnixStream::pair().map_err(|e| local("a socket pair", e))?;
+    b.set_nonblocking(true)
+        .map_err(|e| local("a socket pair", e))?;
+    let listener = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)
+        .and_then(|l| {
+            // An empty address: the kernel picks an abstract name.
+            l.bind(&socket2::SockAddr::unix("")?)?;
+            l.listen(1)?;
+            Ok(l)
+        })
+        .map_err(|e| local("a Unix listener", e))?;
+    let to = listener
+        .local_addr()
+        .map_err(|e| local("a Unix listener", e))?;
+    let sid = ring
+        .ctl
+        .register(Owned::Fd(b.into()), SlotKind::Stream, 1)
+        .map_err(explain)?;
+    ring.ctl
+        .register(Owned::Fd(listener.into()), SlotKind::Listener, 2)
+        .map_err(explain)?;
+    let client = Socket::new(Domain::UNIX, Type::STREAM, None)
+        .and_then(|c| c.connect(&to).map(|()| c))
+        .map_err(|e| local("a Unix client", e))?;
+    a.write_all(b"probe")
+        .map_err(|e| local("a socket pair", e))?;
+    let (mut accepted, mut received, mut sent) = (false, false, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !(accepted && received && sent) && std::time::Instant::now() < deadline {
+        ring.wait(Duration::from_millis(20)).map_err(explain)?;
+        for i in 0..ring.stream_events() {
+            match ring.stream_event(i) {
+                Some(StreamEvent::Accepted { .. }) => accepted = true,
+                Some(StreamEvent::Data(c)) => received |= &c.buf[48..48 + c.len] == b"probe",
+                Some(StreamEvent::Sent { .. }) => sent = true,
+                _ => {}
+            }
+        }
+        if received && !sent {
+            ring.stream_send(sid, |b| b.extend_from_slice(b"back"));
+        }
+    }
+    drop(client);
+    let mut back = [0u8; 4];
+    let echoed = sent && a.read_exact(&mut back).is_ok() && &back == b"back";
+    let st = ring.stats().clone();
+    if !(accepted && received && echoed) || st.stream_errors > 0 {
+        return Err(Unavailable(format!(
+            "multishot accept or recv refused (accepted {accepted}, received {received}, \
+             sent {echoed}; Linux 6.0 or newer needed)"
+        )));
+    }
+    if !ring.shutdown(Duration::from_secs(2)) {
+        return Err(Unavailable(
+            "cancelling a multishot accept or recv did not complete".into(),
+        ));
+    }
+    let st = ring.stats();
+    if st.cancel_errors != 0 || st.ring_errors != 0 {
+        return Err(Unavailable(format!(
+            "cancelling stream requests gave unexpected completions ({st:?})"
+        )));
+    }
+    Ok(())
 }
 
 /// The error, plus the likely cause of a refusal.

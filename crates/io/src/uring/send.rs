@@ -23,6 +23,26 @@ pub(super) struct QueuedSend {
     len: usize,
 }
 
+impl QueuedSend {
+    /// The send prepared in `slot`: `len` bytes at `data` from fixed file
+    /// `file` to `dest`.
+    pub(super) fn new(
+        slot: u32,
+        file: u32,
+        dest: SocketAddr,
+        data: *const u8,
+        len: usize,
+    ) -> QueuedSend {
+        QueuedSend {
+            slot,
+            file,
+            dest,
+            data,
+            len,
+        }
+    }
+}
+
 impl Uring {
     /// Queues the answer to datagram `i`: `bytes` sent from socket `sock`
     /// to `dest`, at the next `wait`. False (and counted) when it cannot be.

@@ -28,6 +28,13 @@ pub struct UringConfig {
     pub tx_slots: u32,
     /// Bytes of each reply area.
     pub reply_len: usize,
+    /// Provided buffers for stream (TCP) receives, a buffer group of their
+    /// own: zero for none (no stream socket may then be registered), else a
+    /// power of two up to 32768.
+    pub stream_buffers: u16,
+    /// Stream bytes each of those buffers takes, after `headroom` free
+    /// bytes and before `tailroom` more.
+    pub stream_capacity: usize,
     /// Slots of the fixed-file table.
     pub files: u32,
     /// The setup flags tried first; fewer are tried when the kernel
@@ -51,9 +58,17 @@ impl UringConfig {
         (self.headroom + self.capacity + self.tailroom).next_multiple_of(64)
     }
 
+    /// Bytes from one stream buffer to the next.
+    pub fn stream_stride(&self) -> usize {
+        (self.headroom + self.stream_capacity + self.tailroom).next_multiple_of(64)
+    }
+
     pub(super) fn check(&self) -> io::Result<()> {
         let name = self.headroom.checked_sub(RECVMSG_OUT_LEN);
+        let streams_ok = self.stream_buffers == 0
+            || (self.stream_capacity > 0 && self.stream_capacity <= u32::MAX as usize);
         let ok = name.is_some_and(|n| (MIN_NAME_LEN..=MAX_NAME_LEN).contains(&n))
+            && streams_ok
             && self.capacity > 0
             && self.headroom + self.capacity <= u32::MAX as usize
             && self.files > 0

@@ -24,6 +24,8 @@ fn config_in(buffers: u16, flags: RingMode) -> UringConfig {
         tailroom: 4,
         tx_slots: 32,
         reply_len: 1280,
+        stream_buffers: 0,
+        stream_capacity: 0,
         files: 8,
         flags,
         batch_wait: Duration::ZERO,
@@ -566,3 +568,5 @@ in_every_mode!(
     a_closed_socket_waits_for_its_sends,
     ipv6_sources_fit_the_name_area,
 );
+
+mod streams;
