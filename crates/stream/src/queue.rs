@@ -5,6 +5,11 @@
 //! or not at all, so the client's framing never breaks, and once the queue
 //! holds `limit` bytes further frames are dropped (and counted by the
 //! caller), as a full UDP socket buffer would drop datagrams.
+//!
+//! Bytes moved out of the queue into a send still in flight (io_uring sends
+//! from a buffer of the connection's own) stay counted against the limit,
+//! [`SendQueue::hold`] to [`SendQueue::release`], so that a client that
+//! reads nothing holds `limit` bytes at most, in flight or queued.
 
 use std::collections::VecDeque;
 
@@ -13,6 +18,8 @@ use std::collections::VecDeque;
 pub struct SendQueue {
     bytes: VecDeque<u8>,
     limit: usize,
+    /// Bytes taken out for a send that has not completed.
+    held: usize,
 }
 
 impl SendQueue {
@@ -22,11 +29,18 @@ impl SendQueue {
         SendQueue {
             bytes: VecDeque::new(),
             limit,
+            held: 0,
         }
     }
 
+    /// Bytes queued (not those held by a send in flight).
     pub fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Bytes taken out for a send that has not completed.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     pub fn is_empty(&self) -> bool {
@@ -36,7 +50,8 @@ impl SendQueue {
     /// Queues `frame` whole if it fits under the limit; false (nothing
     /// queued) if not.
     pub fn push(&mut self, frame: &[u8]) -> bool {
-        if self.bytes.len().saturating_add(frame.len()) > self.limit {
+        let used = self.bytes.len().saturating_add(self.held);
+        if used.saturating_add(frame.len()) > self.limit {
             return false;
         }
         self.bytes.extend(frame);
@@ -53,6 +68,17 @@ impl SendQueue {
     /// The bytes at the front, in at most two pieces (for a vectored write).
     pub fn front(&self) -> (&[u8], &[u8]) {
         self.bytes.as_slices()
+    }
+
+    /// `n` bytes taken from the front (or made of them, such as TLS
+    /// records) are now in a send in flight: counted until `release`.
+    pub fn hold(&mut self, n: usize) {
+        self.held = self.held.saturating_add(n);
+    }
+
+    /// `n` held bytes have been sent.
+    pub fn release(&mut self, n: usize) {
+        self.held = self.held.saturating_sub(n);
     }
 
     /// Drops `n` written bytes from the front; frees the memory once empty.
@@ -87,6 +113,20 @@ mod tests {
         q.push_rest(b"0123456789");
         assert_eq!(q.len(), 10);
         assert!(!q.push(b"x"));
+    }
+
+    #[test]
+    fn bytes_in_flight_count_against_the_limit_until_released() {
+        let mut q = SendQueue::new(10);
+        assert!(q.push(b"abcdefgh"));
+        q.consume(8);
+        q.hold(8);
+        assert_eq!((q.len(), q.held()), (0, 8));
+        assert!(!q.push(b"xyz"), "8 in flight + 3 would pass the limit");
+        assert!(q.push(b"xy"));
+        q.release(8);
+        assert!(q.push(b"12345678"));
+        assert_eq!((q.len(), q.held()), (10, 0));
     }
 
     #[test]
