@@ -30,7 +30,8 @@ pub use self::auth::{
     hex, Auth, DemoCredentials, DEFAULT_NONCE_LIFETIME_SECS, DEFAULT_REALM, DEMO_USER,
 };
 pub use self::io::{
-    Io, IoBackendChoice, DEFAULT_IO_BACKEND, DEFAULT_IO_BATCH_WAIT_USECS, DEFAULT_IO_GSO,
+    Io, IoBackendChoice, StreamIoChoice, DEFAULT_IO_BACKEND, DEFAULT_IO_BATCH_WAIT_USECS,
+    DEFAULT_IO_GSO, DEFAULT_IO_STREAMS,
 };
 pub use self::logging::{Logging, DEFAULT_LOG_LEVEL};
 pub use self::network::{port_slices, Network, DEFAULT_LISTEN, DEFAULT_RELAY_PORTS};

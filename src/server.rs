@@ -40,7 +40,10 @@ use control::{Control, Outcome};
 pub use control_socket::ask as ask_control_socket;
 use control_socket::ControlSocket;
 use shards::{start_shards, stop, Running};
-use startup::{announce, bind_listeners, choose_backend, log_totals, own_addresses, stream_specs};
+use startup::{
+    announce, bind_listeners, choose_backend, choose_stream_io, log_totals, own_addresses,
+    stream_specs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -63,6 +66,8 @@ pub enum ServerError {
     DemoCertificate(String),
     #[error("{key}: io_uring unavailable ({why}); use \"auto\" or \"syscall\"")]
     IoUring { key: &'static str, why: String },
+    #[error("{key}: TCP and TLS cannot be served on io_uring ({why}); use \"auto\" or \"epoll\"")]
+    StreamsOnRing { key: &'static str, why: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("cannot read random bytes for the nonce key: {0}")]
@@ -90,6 +95,7 @@ impl ServerError {
             ServerError::Listen { .. }
                 | ServerError::AddressTaken { .. }
                 | ServerError::IoUring { .. }
+                | ServerError::StreamsOnRing { .. }
                 | ServerError::Ports(_)
                 | ServerError::Metrics { .. }
                 | ServerError::ControlSocket { .. }
@@ -179,6 +185,8 @@ fn run_shards(
     let workers = network.workers;
     let (listeners, bound) = bind_listeners(&network.listen, workers)?;
     let streams = stream_specs(cfg)?;
+    let has_streams = !cfg.streams.listen_tcp.is_empty() || !cfg.streams.listen_tls.is_empty();
+    let native_streams = choose_stream_io(cfg.io.streams, backend, has_streams, args)?;
     let (stream_bound, demo_tls) = (streams.bound.clone(), streams.demo);
     let slices = port_slices(&network.relay_ports, workers).ok_or(ServerError::Ports(workers))?;
     // Bound before any shard starts, so that a taken path fails start-up cleanly.
@@ -211,6 +219,7 @@ fn run_shards(
     } = start_shards(
         cfg,
         backend,
+        native_streams,
         listeners,
         streams.specs,
         slices,

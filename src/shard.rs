@@ -86,6 +86,9 @@ pub struct ShardSpec {
     pub io_gso: bool,
     /// TCP and TLS listeners and their limits.
     pub streams: StreamSpec,
+    /// io_uring: serve TCP and TLS on the ring (multishot accept and
+    /// receive); else through an epoll instance of their own.
+    pub native_streams: bool,
 }
 
 /// What a shard hands back when it stops.
@@ -146,19 +149,19 @@ impl Shard {
             ));
         }
         let relay = new_relay(&spec);
-        let streams = streams::Streams::new(spec.index, spec.streams)?;
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
                 spec.listeners,
-                streams,
+                streams::EpollStreams::new(spec.index, spec.streams)?,
                 &spec.control,
                 &spec.turn,
             )?)),
             Backend::Uring => Io::Uring(Box::new(uring::UringIo::new(
                 spec.index,
                 spec.listeners,
-                streams,
+                spec.streams,
+                spec.native_streams,
                 &spec.control,
                 &spec.turn,
                 spec.io_batch_wait,

@@ -38,6 +38,7 @@ pub(super) struct FileConfig {
     pub io_backend: Option<String>,
     pub io_batch_wait_usecs: Option<u64>,
     pub io_gso: Option<bool>,
+    pub io_streams: Option<String>,
     pub log_format: Option<String>,
     pub log_client_details: Option<bool>,
     pub metrics: Option<String>,

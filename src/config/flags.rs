@@ -135,6 +135,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "true|false")]
     pub io_gso: Option<bool>,
 
+    /// io_uring only: serve TCP and TLS on the ring (native: multishot accept and
+    /// receive, ring sends; start-up fails if the kernel refuses them), through an
+    /// epoll instance the ring polls (epoll), or auto (native when a start-up probe
+    /// finds it works, else epoll, said in one log line). [default: auto]
+    #[arg(long, value_name = "native|epoll|auto")]
+    pub io_streams: Option<String>,
+
     /// Log level: trace, debug, info, warn, error or off (or a filter such as
     /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
     /// standard error. [default: info]

@@ -1,6 +1,6 @@
 //! The data plane's io backend and its batching (`io_backend`,
-//! `io_batch_wait_usecs`, `io_gso`). Restart-only: each shard sets up its
-//! driver once.
+//! `io_batch_wait_usecs`, `io_gso`, `io_streams`). Restart-only: each shard
+//! sets up its driver once.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use super::{invalid, pick, ConfigError, RunArgs, Src};
 pub const DEFAULT_IO_BACKEND: &str = "auto";
 pub const DEFAULT_IO_BATCH_WAIT_USECS: u64 = 0;
 pub const DEFAULT_IO_GSO: bool = true;
+pub const DEFAULT_IO_STREAMS: &str = "auto";
 const MAX_IO_BATCH_WAIT_USECS: u64 = 10_000;
 
 /// The `io_backend` setting.
@@ -42,6 +43,37 @@ impl IoBackendChoice {
     }
 }
 
+/// The `io_streams` setting: how TCP and TLS are served on io_uring.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StreamIoChoice {
+    /// On the ring when a start-up probe finds multishot accept and
+    /// receive, else through epoll.
+    Auto,
+    /// On the ring; start-up fails when the kernel cannot.
+    Native,
+    /// Through an epoll instance polled from the ring.
+    Epoll,
+}
+
+impl StreamIoChoice {
+    fn parse(s: &str) -> Option<StreamIoChoice> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(StreamIoChoice::Auto),
+            "native" => Some(StreamIoChoice::Native),
+            "epoll" => Some(StreamIoChoice::Epoll),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamIoChoice::Auto => "auto",
+            StreamIoChoice::Native => "native",
+            StreamIoChoice::Epoll => "epoll",
+        }
+    }
+}
+
 /// The io backend: kept as it is by a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Io {
@@ -52,6 +84,8 @@ pub struct Io {
     /// io_uring: send runs of same-size datagrams to one destination as
     /// one UDP GSO send.
     pub gso: bool,
+    /// io_uring: TCP and TLS on the ring or through epoll.
+    pub streams: StreamIoChoice,
 }
 
 impl Io {
@@ -85,10 +119,24 @@ impl Io {
                 format!("{batch_us} is more than {MAX_IO_BATCH_WAIT_USECS} microseconds"),
             ));
         }
+        let (streams_str, src) = pick(
+            args.io_streams.clone(),
+            "--io-streams",
+            f.io_streams.clone(),
+            "io_streams",
+        )
+        .unwrap_or_else(|| (DEFAULT_IO_STREAMS.to_string(), Src::File("io_streams")));
+        let streams = StreamIoChoice::parse(&streams_str).ok_or_else(|| {
+            invalid(
+                src.key(),
+                format!("{streams_str:?} is not one of native, epoll, auto"),
+            )
+        })?;
         Ok(Io {
             backend,
             batch_wait: Duration::from_micros(batch_us),
             gso: args.io_gso.or(f.io_gso).unwrap_or(DEFAULT_IO_GSO),
+            streams,
         })
     }
 
@@ -99,6 +147,7 @@ impl Io {
             backend,
             batch_wait,
             gso,
+            streams,
         } = self;
         let mut keys = Vec::new();
         if *backend != new.backend {
@@ -109,6 +158,9 @@ impl Io {
         }
         if *gso != new.gso {
             keys.push("io_gso");
+        }
+        if *streams != new.streams {
+            keys.push("io_streams");
         }
         keys
     }

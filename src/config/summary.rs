@@ -94,7 +94,7 @@ impl Config {
              unauthenticated replies: {} per second per source, burst {}\n\
              software: {}\n\
              log level: {}, format {}, client details in logs: {}\n\
-             io backend: {}, batched waits: {}, UDP GSO: {}\n\
+             io backend: {}, batched waits: {}, UDP GSO: {}, TCP/TLS on io_uring: {}\n\
              metrics: {}\n\
              control socket: {}\n\
              drain: at most {} s, new allocations get {}",
@@ -126,6 +126,7 @@ impl Config {
                 format!("up to {} µs", io.batch_wait.as_micros())
             },
             if io.gso { "on" } else { "off" },
+            io.streams.name(),
             ops.metrics
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
             ops.control_socket

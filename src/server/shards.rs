@@ -41,6 +41,7 @@ pub(super) struct Running {
 pub(super) fn start_shards(
     cfg: &Config,
     backend: Backend,
+    native_streams: bool,
     mut listeners: Vec<Vec<UdpSocket>>,
     streams: Vec<StreamSpec>,
     slices: Vec<RangeInclusive<u16>>,
@@ -79,6 +80,7 @@ pub(super) fn start_shards(
             io_batch_wait: cfg.io.batch_wait,
             io_gso: cfg.io.gso,
             streams: streams.next().unwrap_or_else(StreamSpec::none),
+            native_streams,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());

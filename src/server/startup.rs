@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::ServerError;
-use crate::config::{Config, IoBackendChoice, Network, RunArgs, Tls};
+use crate::config::{Config, IoBackendChoice, Network, RunArgs, StreamIoChoice, Tls};
 use crate::io::socket::{tcp_listener, udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::shard::ShardReport;
@@ -49,6 +49,45 @@ pub(super) fn choose_backend(
                 Backend::Syscall
             }
         }),
+    }
+}
+
+/// Decides how io_uring shards serve TCP and TLS: on the ring when the
+/// kernel has multishot accept and receive (probed once, here), else
+/// through epoll; said in one log line when there is a stream listener.
+/// Always false on the syscall backend.
+pub(super) fn choose_stream_io(
+    choice: StreamIoChoice,
+    backend: Backend,
+    listeners: bool,
+    args: &RunArgs,
+) -> Result<bool, ServerError> {
+    if backend != Backend::Uring || !listeners || choice == StreamIoChoice::Epoll {
+        if backend == Backend::Uring && listeners {
+            tracing::info!("TCP and TLS on io_uring through epoll (io_streams = epoll)");
+        }
+        return Ok(false);
+    }
+    match uring::probe_streams() {
+        Ok(()) => {
+            tracing::info!("TCP and TLS on io_uring: multishot accept and receive, ring sends");
+            Ok(true)
+        }
+        Err(why) if choice == StreamIoChoice::Native => Err(ServerError::StreamsOnRing {
+            key: if args.io_streams.is_some() {
+                "--io-streams"
+            } else {
+                "io_streams"
+            },
+            why: why.to_string(),
+        }),
+        Err(why) => {
+            tracing::warn!(
+                "TCP and TLS on io_uring through epoll: this kernel cannot serve them on the \
+                 ring ({why})"
+            );
+            Ok(false)
+        }
     }
 }
 
@@ -168,6 +207,7 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
         handshake_timeout: s.handshake_timeout,
         auth_timeout: s.auth_timeout,
         send_queue: s.send_queue_bytes,
+        max_connections: s.max_connections,
     };
     let trusted = Arc::new(s.proxy_protocol_from.clone());
     // Listeners are bound in the order of their lists, so the i-th socket

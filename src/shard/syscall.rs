@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::streams::{PeerSockets, StreamStats, Streams};
+use super::streams::{EpollStreams, PeerSockets, StreamStats};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tag_via, tx_bytes, Driver, Inbound,
     RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, STREAMS_TAG, WAKE_TAG,
@@ -75,7 +75,7 @@ pub(super) struct SyscallIo {
     ready: usize,
     /// The descriptor the control thread wakes this shard by.
     wake: Arc<WakeFd>,
-    streams: Streams,
+    streams: EpollStreams,
     /// The stream poller was ready in the last wait.
     streams_ready: bool,
 }
@@ -84,7 +84,7 @@ impl SyscallIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
-        streams: Streams,
+        streams: EpollStreams,
         control: &ShardControl,
         turn: &TurnConfig,
     ) -> io::Result<SyscallIo> {

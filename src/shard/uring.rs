@@ -3,6 +3,10 @@
 //! for completions; each datagram received goes through `dispatch`, and its
 //! send (if any) is queued as a `sendmsg` pointing into the receive buffer or
 //! the reply area.
+//!
+//! TCP and TLS run on the ring too (`RingStreams`: multishot accept and
+//! receive, ring sends), or, on a kernel that cannot, through the stream
+//! engine's own epoll instance, polled from the ring (`EpollStreams`).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -10,13 +14,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::streams::{PeerSockets, StreamStats, Streams};
+use super::streams::{EpollStreams, PeerSockets, RingStreams, StreamSpec, StreamStats};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tx_bytes, Driver, Inbound, RelayMap,
     ShardControl, LISTENER_TAG, RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
-use crate::io::uring::{RingMode, SockId, SocketCtl, Uring, UringConfig};
+use crate::io::uring::{PeerOut, RingMode, SockId, SocketCtl, Uring, UringConfig};
 use crate::io::IoStats;
 use crate::turn::{
     Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
@@ -34,18 +38,33 @@ const TX_SLOTS: u32 = 1024;
 const CLOSING_SLOTS: usize = 1024;
 /// How long shutdown waits for the ring's requests to finish.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Stream receive buffers per shard, and the bytes each takes: small
+/// buffers, so that many connections with a few frames each share the
+/// group (a longer frame is put together from several).
+const STREAM_BUFFERS: u16 = 1024;
+const STREAM_CAPACITY: usize = 4096;
+
+/// TCP on the ring: its listeners, and the connections it must have room
+/// for.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct RingStreamSize {
+    pub listeners: usize,
+    pub connections: usize,
+}
 
 /// The ring geometry of a shard with `listeners` listen sockets and `ports`
-/// relay ports.
+/// relay ports, and TCP on the ring if `streams` says so.
 pub fn uring_config(
     listeners: usize,
     ports: usize,
     batch_wait: Duration,
     gso: bool,
+    streams: Option<RingStreamSize>,
 ) -> UringConfig {
+    let tcp = streams.map_or(0, |s| s.listeners + s.connections);
     // The kernel refuses a fixed-file table larger than RLIMIT_NOFILE; a
     // socket beyond it could not be opened anyway.
-    let files = (listeners + ports + CLOSING_SLOTS)
+    let files = (listeners + ports + tcp + CLOSING_SLOTS)
         .min(fd_limit())
         .clamp(listeners.max(1) + 1, 1 << 20);
     UringConfig {
@@ -57,8 +76,8 @@ pub fn uring_config(
         tailroom: PEER_TAILROOM,
         tx_slots: TX_SLOTS,
         reply_len: MAX_REPLY,
-        stream_buffers: 0,
-        stream_capacity: 0,
+        stream_buffers: if streams.is_some() { STREAM_BUFFERS } else { 0 },
+        stream_capacity: STREAM_CAPACITY,
         files: files as u32,
         flags: RingMode::DeferTaskrun,
         batch_wait,
@@ -91,6 +110,52 @@ impl RelaySockets for UringSockets<'_> {
     }
 }
 
+/// The relay sockets while a stream event is handled or a connection
+/// closes: frames to peers leave with the turn's other sends.
+pub(super) struct RingSockets<'a> {
+    out: PeerOut<'a>,
+    relays: &'a mut RelayMap<SockId>,
+}
+
+impl<'a> RingSockets<'a> {
+    pub(super) fn new(out: PeerOut<'a>, relays: &'a mut RelayMap<SockId>) -> RingSockets<'a> {
+        RingSockets { out, relays }
+    }
+
+    fn relay_sockets(&mut self) -> UringSockets<'_> {
+        UringSockets {
+            ctl: self.out.ctl(),
+            relays: self.relays,
+        }
+    }
+}
+
+impl RelaySockets for RingSockets<'_> {
+    fn bind(&mut self, addr: SocketAddr, token: RelayToken, dont_fragment: bool) -> io::Result<()> {
+        self.relay_sockets().bind(addr, token, dont_fragment)
+    }
+
+    fn close(&mut self, token: RelayToken) {
+        self.relay_sockets().close(token);
+    }
+}
+
+impl PeerSockets for RingSockets<'_> {
+    fn send_to_peer(&mut self, token: RelayToken, to: SocketAddr, bytes: &[u8]) -> bool {
+        let Some(&id) = self.relays.get(&token.0) else {
+            return false;
+        };
+        // Copied into a send slot; when none is free, or the frame is
+        // longer than a slot takes, one system call.
+        self.out.send_to(id, to, bytes)
+            || self
+                .out
+                .ctl()
+                .socket(id)
+                .is_some_and(|s| s.send_to(bytes, to).is_ok())
+    }
+}
+
 impl PeerSockets for UringSockets<'_> {
     fn send_to_peer(&mut self, token: RelayToken, to: SocketAddr, bytes: &[u8]) -> bool {
         // Outside the ring: a frame from a stream client is not in a ring
@@ -114,11 +179,23 @@ pub(super) struct UringIo {
     streams: Streams,
 }
 
+/// How a uring shard serves TCP and TLS.
+enum Streams {
+    /// On the ring.
+    Native(RingStreams),
+    /// Through the stream engine's epoll instance, polled from the ring.
+    Watched(EpollStreams),
+}
+
 impl UringIo {
+    /// `native`: TCP and TLS on the ring (the kernel has multishot accept
+    /// and receive), else through an epoll instance.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
-        streams: Streams,
+        streams: StreamSpec,
+        native: bool,
         control: &ShardControl,
         turn: &TurnConfig,
         batch_wait: Duration,
@@ -126,17 +203,33 @@ impl UringIo {
     ) -> io::Result<UringIo> {
         let ports =
             (usize::from(*turn.ports.end()) + 1).saturating_sub(usize::from(*turn.ports.start()));
-        let mut io = Uring::new(&uring_config(listeners.len(), ports, batch_wait, gso))?;
-        tracing::debug!(shard = index, flags = io.mode().name(), "io_uring ready");
+        let native = native && !streams.listeners.is_empty();
+        let size = native.then_some(RingStreamSize {
+            listeners: streams.listeners.len(),
+            connections: streams.limits.max_connections,
+        });
+        let mut io = Uring::new(&uring_config(listeners.len(), ports, batch_wait, gso, size))?;
+        tracing::debug!(
+            shard = index,
+            flags = io.mode().name(),
+            native_streams = native,
+            "io_uring ready"
+        );
         let mut ids = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             ids.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
         }
         io.watch_wake(Arc::clone(&control.wake));
-        if streams.is_active() {
-            // `streams` lives as long as the ring (both are this driver's).
-            io.watch_readable(streams.fd().as_raw_fd());
-        }
+        let streams = if native {
+            Streams::Native(RingStreams::new(index, streams, &mut io)?)
+        } else {
+            let streams = EpollStreams::new(index, streams)?;
+            if streams.is_active() {
+                // `streams` lives as long as the ring (both are this driver's).
+                io.watch_readable(streams.fd().as_raw_fd());
+            }
+            Streams::Watched(streams)
+        };
         Ok(UringIo {
             index,
             io,
@@ -207,54 +300,82 @@ impl Driver for UringIo {
                 }) => {
                     // To a stream client: onto its connection's queue.
                     if let Some(bytes) = d.buf.get(range) {
-                        self.streams.send(conn, bytes);
+                        match &mut self.streams {
+                            Streams::Native(s) => s.send(conn, bytes),
+                            Streams::Watched(s) => s.send(conn, bytes),
+                        }
                     }
                 }
                 Some(t) => self.send(i, t),
                 None => {}
             }
         }
-        if self.io.take_watch() {
-            let mut sockets = UringSockets {
-                ctl: self.io.ctl(),
-                relays: &mut self.relays,
-            };
-            self.streams.poll(relay, &mut sockets, at);
+        match &mut self.streams {
+            Streams::Native(s) => {
+                s.handle(&mut self.io, &mut self.relays, relay, at);
+                s.flush(&mut self.io, &mut self.relays, relay);
+            }
+            Streams::Watched(s) => {
+                let ready = self.io.take_watch();
+                let mut sockets = UringSockets {
+                    ctl: self.io.ctl(),
+                    relays: &mut self.relays,
+                };
+                if ready {
+                    s.poll(relay, &mut sockets, at);
+                }
+                s.flush(relay, &mut sockets);
+            }
         }
-        let mut sockets = UringSockets {
-            ctl: self.io.ctl(),
-            relays: &mut self.relays,
-        };
-        self.streams.flush(relay, &mut sockets);
     }
 
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
-        let mut sockets = UringSockets {
-            ctl: self.io.ctl(),
-            relays: &mut self.relays,
-        };
-        relay.handle_timeout(now, &mut sockets);
-        self.streams.sweep(relay, &mut sockets, now);
+        relay.handle_timeout(now, &mut self.sockets());
+        match &mut self.streams {
+            Streams::Native(s) => s.sweep(&mut self.io, &mut self.relays, relay, now),
+            Streams::Watched(s) => {
+                let mut sockets = UringSockets {
+                    ctl: self.io.ctl(),
+                    relays: &mut self.relays,
+                };
+                s.sweep(relay, &mut sockets, now);
+            }
+        }
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.streams.next_timer()
+        match &self.streams {
+            Streams::Native(s) => s.next_timer(),
+            Streams::Watched(s) => s.next_timer(),
+        }
     }
 
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
-        self.streams.set_tls(config);
+        match &mut self.streams {
+            Streams::Native(s) => s.set_tls(config),
+            Streams::Watched(s) => s.set_tls(config),
+        }
     }
 
     fn stats(&self) -> (&IoStats, &StreamStats) {
-        (self.io.stats(), self.streams.stats())
+        let streams = match &self.streams {
+            Streams::Native(s) => s.stats(),
+            Streams::Watched(s) => s.stats(),
+        };
+        (self.io.stats(), streams)
     }
 
     fn close(&mut self, relay: &mut Relay) {
-        let mut sockets = UringSockets {
-            ctl: self.io.ctl(),
-            relays: &mut self.relays,
-        };
-        self.streams.close_all(relay, &mut sockets);
+        match &mut self.streams {
+            Streams::Native(s) => s.close_all(&mut self.io, &mut self.relays, relay),
+            Streams::Watched(s) => {
+                let mut sockets = UringSockets {
+                    ctl: self.io.ctl(),
+                    relays: &mut self.relays,
+                };
+                s.close_all(relay, &mut sockets);
+            }
+        }
         relay.close_all(&mut self.sockets());
         if !self.io.shutdown(DRAIN) {
             tracing::warn!(
@@ -281,7 +402,7 @@ mod tests {
             }
             panic!("io_uring unavailable ({why}); set UTURN_SKIP_URING=1 to skip");
         }
-        Some(Uring::new(&uring_config(1, 16, Duration::ZERO, true)).expect("ring"))
+        Some(Uring::new(&uring_config(1, 16, Duration::ZERO, true, None)).expect("ring"))
     }
 
     #[test]
@@ -347,10 +468,21 @@ mod tests {
 
     #[test]
     fn the_payload_lands_after_the_peer_headroom() {
-        let cfg = uring_config(2, 8192, Duration::ZERO, true);
+        let cfg = uring_config(2, 8192, Duration::ZERO, true, None);
         assert_eq!(cfg.headroom, PEER_HEADROOM);
         assert!(cfg.stride() >= PEER_HEADROOM + RECV_CAPACITY + PEER_TAILROOM);
         assert!(cfg.files as usize >= 3);
         assert!(cfg.files as usize <= 2 + 8192 + CLOSING_SLOTS);
+        assert_eq!(cfg.stream_buffers, 0);
+        // With TCP on the ring: stream bytes after the same headroom, and
+        // room for every connection (as far as RLIMIT_NOFILE allows).
+        let size = RingStreamSize {
+            listeners: 2,
+            connections: 100,
+        };
+        let cfg = uring_config(2, 8192, Duration::ZERO, true, Some(size));
+        assert!(cfg.stream_buffers > 0);
+        assert!(cfg.stream_stride() >= PEER_HEADROOM + STREAM_CAPACITY + PEER_TAILROOM);
+        assert!(cfg.files as usize <= 2 + 8192 + 102 + CLOSING_SLOTS);
     }
 }
