@@ -915,7 +915,7 @@ fn aioice_over_tcp_and_tls_through_uturn() {
     server_alive_check(&server);
 }
 
-on_both_backends!(
+on_every_stream_io!(
     turnutils_uclient_over_tcp_and_tls_through_uturn,
     aioice_over_tcp_and_tls_through_uturn,
     turnutils_uclient_send_indications_through_uturn,

@@ -78,6 +78,8 @@ pub fn hex(bytes: &[u8]) -> String {
 thread_local! {
     /// The io backend the servers this thread starts run on (None: uturn's default).
     static BACKEND: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// How they serve TCP and TLS on io_uring (`--io-streams`; None: uturn's default).
+    static STREAM_IO: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
 /// The io backend set by `with_backend` for this test thread.
@@ -111,9 +113,18 @@ pub fn with_backend(backend: &'static str, test: fn()) {
     test();
 }
 
+/// As `with_backend("uring", test)`, with TCP and TLS served through the
+/// stream engine's epoll instance (`--io-streams epoll`), the path a kernel
+/// without multishot accept and receive gets.
+pub fn with_uring_epoll_streams(test: fn()) {
+    STREAM_IO.with(|s| s.set(Some("epoll")));
+    with_backend("uring", test);
+}
+
 /// For each named test function, a module of that name with two tests,
 /// `uring` and `syscall`, that run it on each io backend. A test function
 /// left out of the list is dead code, which clippy refuses.
+#[allow(unused_macros)] // each test crate uses one or both of the two
 macro_rules! on_both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -130,7 +141,35 @@ macro_rules! on_both_backends {
         )+
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_both_backends;
+
+/// As [`on_both_backends!`], plus `uring_epoll`: io_uring with TCP and TLS
+/// through epoll (`--io-streams epoll`). For the tests of streams, whose
+/// io differs on each.
+#[allow(unused_macros)]
+macro_rules! on_every_stream_io {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn uring() {
+                    $crate::common::with_backend("uring", super::$name);
+                }
+                #[test]
+                fn uring_epoll() {
+                    $crate::common::with_uring_epoll_streams(super::$name);
+                }
+                #[test]
+                fn syscall() {
+                    $crate::common::with_backend("syscall", super::$name);
+                }
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_every_stream_io;
 
 // ---------------------------------------------------------------------------
 // Processes
@@ -278,6 +317,12 @@ impl Server {
         }
         if let Some(b) = current_backend().filter(|_| !has_flag(args, "--io-backend")) {
             full.extend(["--io-backend".into(), b.into()]);
+        }
+        if let Some(s) = STREAM_IO
+            .with(Cell::get)
+            .filter(|_| !has_flag(args, "--io-streams"))
+        {
+            full.extend(["--io-streams".into(), s.into()]);
         }
         let server = Server::spawn_exact(full)?;
         if let Some(want) = current_backend() {

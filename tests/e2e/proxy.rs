@@ -129,7 +129,7 @@ fn an_untrusted_source_is_refused() {
     c.allocate();
 }
 
-on_both_backends!(
+on_every_stream_io!(
     the_header_names_the_client,
     a_connection_without_a_valid_header_is_closed,
     an_untrusted_source_is_refused,
