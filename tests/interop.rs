@@ -4,6 +4,9 @@
 //!   `turnutils_peer` as the echo peer;
 //! * Python's `aioice` TURN client (tests/interop/aioice_client.py), which
 //!   binds a channel and moves data as ChannelData;
+//! * Chromium's WebRTC stack (tests/interop/chromium.rs): two relay-only
+//!   peer connections and a DataChannel through the server, over UDP, TCP
+//!   and TLS;
 //! * and the other way round: uturn's own STUN codec (the `common` client)
 //!   against coturn's `turnserver`.
 //!
@@ -13,12 +16,18 @@
 
 mod common;
 
+#[path = "interop/chromium.rs"]
+mod chromium;
+#[path = "interop/coturn.rs"]
+mod coturn;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use coturn::{start_coturn, start_coturn_with, test_cert};
 use nix::sys::signal::Signal;
 use uturn::stun::{attr, Method};
 
@@ -40,9 +49,18 @@ fn skip_allowed() -> bool {
 
 /// Fails (or, with UTURN_SKIP_INTEROP=1, returns None after printing SKIPPED).
 fn missing(test: &str, what: &str) -> Option<PathBuf> {
+    missing_with(
+        test,
+        what,
+        "`apt-get install coturn` and \
+         `python3 -m venv target/interop-venv && target/interop-venv/bin/pip install aioice==0.13.0`",
+    )
+}
+
+/// `missing`, naming `install` as the way to install the tool by hand.
+fn missing_with(test: &str, what: &str, install: &str) -> Option<PathBuf> {
     let msg = format!(
-        "{test}: {what}. Install the prerequisites with `.ci/run` (or `apt-get install coturn` and \
-         `python3 -m venv target/interop-venv && target/interop-venv/bin/pip install aioice==0.13.0`), \
+        "{test}: {what}. Install the prerequisites with `.ci/run` (or {install}), \
          or set UTURN_SKIP_INTEROP=1 to skip the interop tests"
     );
     if skip_allowed() {
@@ -152,98 +170,6 @@ fn start_turnutils_peer(bin: &Path) -> (Guard, u16) {
         }
     }
     panic!("turnutils_peer did not come up on a free loopback port pair (10 tries)");
-}
-
-/// coturn's own server on loopback, for the reference runs.
-struct Coturn {
-    _guard: Guard,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- turnserver log (tail):\n{}", tail(&log, 40));
-        }
-    }
-}
-
-fn start_coturn(bin: &Path) -> Coturn {
-    for _ in 0..5 {
-        let port = free_udp_port(LOCALHOST);
-        let log = scratch_path("coturn.log");
-        let db = scratch_path("coturn.sqlite");
-        let pid = scratch_path("coturn.pid");
-        let min_port = 20000 + port % 40000;
-        let child = Command::new(bin)
-            .args([
-                "-n",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--no-tcp",
-                "--lt-cred-mech",
-                "--allow-loopback-peers",
-            ])
-            .args([
-                "--listening-ip",
-                "127.0.0.1",
-                "--listening-port",
-                &port.to_string(),
-            ])
-            .args([
-                "--relay-ip",
-                "127.0.0.1",
-                "--min-port",
-                &min_port.to_string(),
-            ])
-            .args(["--max-port", &(min_port + 200).to_string()])
-            .args(["--user", &format!("{USER}:{PASS}"), "--realm", REALM])
-            .arg("--db")
-            .arg(&db)
-            .arg("--pidfile")
-            .arg(&pid)
-            .arg("--log-file")
-            .arg(&log)
-            .arg("--simple-log")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn turnserver");
-        let mut guard = Guard {
-            child: Some(child),
-            name: "turnserver",
-        };
-        let addr = SocketAddr::from((LOCALHOST, port));
-        // Ready when it answers a Binding request.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut probe = TurnClient::new(addr, "", "", AuthMode::Legacy);
-        while Instant::now() < deadline && guard.alive() {
-            let req = probe.build(
-                Method::Binding,
-                uturn::stun::Class::Request,
-                &TurnClient::new_tid(),
-                false,
-                |_| Ok(()),
-            );
-            probe.send_raw(&req);
-            if probe.recv_raw(Duration::from_millis(200)).is_some() {
-                return Coturn {
-                    _guard: guard,
-                    addr,
-                    log,
-                };
-            }
-        }
-        eprintln!(
-            "turnserver on port {port} did not answer; retrying. Log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    panic!("coturn's turnserver did not start on loopback (5 tries)");
 }
 
 // ---------------------------------------------------------------------------
@@ -409,16 +335,24 @@ fn run_uclient_expect_all(cmd: Command, expect_sent: u64, against: &str) -> Ucli
 
 /// A uturn with the uclient user and a REST secret, loopback peers allowed.
 fn uturn_for_interop() -> Server {
-    Server::start(&[
+    uturn_for_interop_with(&[])
+}
+
+/// `uturn_for_interop` with `extra` arguments.
+fn uturn_for_interop_with(extra: &[&str]) -> Server {
+    let user = format!("{USER}:{PASS}");
+    let mut args = vec![
         "--realm",
         REALM,
         "--user",
-        &format!("{USER}:{PASS}"),
+        &user,
         "--rest-secret",
         REST_SECRET,
         "--allow-peer",
         "127.0.0.0/8",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 fn turnutils_uclient_send_indications_through_uturn() {
