@@ -711,54 +711,37 @@ fn baseline_tools_against_coturn() {
 // TURN over TCP and TLS
 // ---------------------------------------------------------------------------
 
-/// A certificate for localhost and 127.0.0.1 and its key, as PEM files in a
-/// scratch directory (key mode 0600).
-fn test_certificate(name: &str) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = scratch_path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pair =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, pair.cert.pem()).unwrap();
-    std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (cert, key)
-}
-
-/// `uturn_for_interop` with a TLS listener too; returns the server, its
-/// TCP and TLS addresses and the certificate clients should trust.
-fn uturn_for_interop_streams(name: &str) -> (Server, SocketAddr, SocketAddr, PathBuf) {
-    let (cert, key) = test_certificate(name);
-    let server = Server::start(&[
-        "--realm",
-        REALM,
-        "--user",
-        &format!("{USER}:{PASS}"),
-        "--rest-secret",
-        REST_SECRET,
-        "--allow-peer",
-        "127.0.0.0/8",
+/// `uturn_for_interop` with a TLS listener and metrics too; returns the
+/// server, its TCP and TLS addresses and the certificate clients should
+/// trust (None when openssl is missing and the test may be skipped).
+fn uturn_for_interop_streams(test: &str) -> Option<(Server, SocketAddr, SocketAddr, PathBuf)> {
+    let cert = test_cert(test)?;
+    let server = uturn_for_interop_with(&[
         "--listen-tls",
         "127.0.0.1:0",
         "--tls-cert",
-        cert.to_str().unwrap(),
+        &cert.cert.to_string_lossy(),
         "--tls-key",
-        key.to_str().unwrap(),
+        &cert.key.to_string_lossy(),
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let find = |proto: &str| -> SocketAddr {
-        let prefix = format!("uturn: listening on {proto} ");
-        server
-            .banner
-            .iter()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {proto} listener in {:?}", server.banner))
-    };
-    let (tcp, tls) = (find("tcp"), find("tls"));
-    (server, tcp, tls, cert)
+    let (tcp, tls) = (
+        stream_listener(&server, "tcp"),
+        stream_listener(&server, "tls"),
+    );
+    Some((server, tcp, tls, cert.cert))
+}
+
+/// The address of uturn's `uturn: listening on <kind> ADDR` line.
+fn stream_listener(server: &Server, kind: &str) -> SocketAddr {
+    let prefix = format!("uturn: listening on {kind} ");
+    server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}ADDR` line before ready: {:?}", server.banner))
 }
 
 fn turnutils_uclient_over_tcp_and_tls_through_uturn() {
@@ -771,7 +754,9 @@ fn turnutils_uclient_over_tcp_and_tls_through_uturn() {
     else {
         return;
     };
-    let (server, tcp, tls, _cert) = uturn_for_interop_streams(t);
+    let Some((server, tcp, tls, _cert)) = uturn_for_interop_streams(t) else {
+        return;
+    };
     let (_peer, peer_port) = start_turnutils_peer(&peer_bin);
     let cmd = uclient_cmd_over(
         &uclient,
@@ -831,7 +816,9 @@ fn turnutils_uclient_over_tcp_and_tls_through_uturn() {
 
 fn aioice_over_tcp_and_tls_through_uturn() {
     let t = "aioice_over_tcp_and_tls_through_uturn";
-    let (server, tcp, tls, cert) = uturn_for_interop_streams(t);
+    let Some((server, tcp, tls, cert)) = uturn_for_interop_streams(t) else {
+        return;
+    };
     for (addr, transport) in [(tcp, "tcp"), (tls, "tls")] {
         let Some(out) = run_aioice_over(t, addr, USER, PASS, 200, transport, Some(&cert)) else {
             return;

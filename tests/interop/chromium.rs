@@ -219,17 +219,6 @@ fn relay_or_panic(b: &Browser, addr: SocketAddr, transport: Transport, against: 
     }
 }
 
-/// The address of uturn's `uturn: listening on <kind> ADDR` line.
-fn stream_listener(server: &Server, kind: &str) -> SocketAddr {
-    let prefix = format!("uturn: listening on {kind} ");
-    server
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{prefix}ADDR` line before ready: {:?}", server.banner))
-}
-
 #[test]
 fn baseline_chromium_relay_against_coturn() {
     // The same runs against coturn's own server, over all three transports:
@@ -296,31 +285,8 @@ fn chromium_relay_tls_through_uturn() {
     relay_or_panic(&b, addr, Transport::Tls, "uturn");
 }
 
-on_both_backends!(chromium_relay_udp_through_uturn);
-
-/// `on_both_backends!` with both tests ignored for `$why`; to enable a test,
-/// move its name to the list above.
-macro_rules! on_both_backends_ignored {
-    ($why:literal: $($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                #[ignore = $why]
-                fn uring() {
-                    $crate::common::with_backend("uring", super::$name);
-                }
-                #[test]
-                #[ignore = $why]
-                fn syscall() {
-                    $crate::common::with_backend("syscall", super::$name);
-                }
-            }
-        )+
-    };
-}
-
-on_both_backends_ignored!(
-    "uturn TCP/TLS listeners not merged yet":
+on_both_backends!(
+    chromium_relay_udp_through_uturn,
     chromium_relay_tcp_through_uturn,
     chromium_relay_tls_through_uturn,
 );
