@@ -4,6 +4,9 @@
 //!   `turnutils_peer` as the echo peer;
 //! * Python's `aioice` TURN client (tests/interop/aioice_client.py), which
 //!   binds a channel and moves data as ChannelData;
+//! * Chromium's WebRTC stack (tests/interop/chromium.rs): two relay-only
+//!   peer connections and a DataChannel through the server, over UDP, TCP
+//!   and TLS;
 //! * and the other way round: uturn's own STUN codec (the `common` client)
 //!   against coturn's `turnserver`.
 //!
@@ -13,12 +16,20 @@
 
 mod common;
 
+#[path = "interop/chromium.rs"]
+mod chromium;
+#[path = "interop/coturn.rs"]
+mod coturn;
+#[path = "interop/streams.rs"]
+mod streams;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use coturn::{start_coturn, start_coturn_with, test_cert};
 use nix::sys::signal::Signal;
 use uturn::stun::{attr, Method};
 
@@ -40,9 +51,18 @@ fn skip_allowed() -> bool {
 
 /// Fails (or, with UTURN_SKIP_INTEROP=1, returns None after printing SKIPPED).
 fn missing(test: &str, what: &str) -> Option<PathBuf> {
+    missing_with(
+        test,
+        what,
+        "`apt-get install coturn` and \
+         `python3 -m venv target/interop-venv && target/interop-venv/bin/pip install aioice==0.13.0`",
+    )
+}
+
+/// `missing`, naming `install` as the way to install the tool by hand.
+fn missing_with(test: &str, what: &str, install: &str) -> Option<PathBuf> {
     let msg = format!(
-        "{test}: {what}. Install the prerequisites with `.ci/run` (or `apt-get install coturn` and \
-         `python3 -m venv target/interop-venv && target/interop-venv/bin/pip install aioice==0.13.0`), \
+        "{test}: {what}. Install the prerequisites with `.ci/run` (or {install}), \
          or set UTURN_SKIP_INTEROP=1 to skip the interop tests"
     );
     if skip_allowed() {
@@ -152,98 +172,6 @@ fn start_turnutils_peer(bin: &Path) -> (Guard, u16) {
         }
     }
     panic!("turnutils_peer did not come up on a free loopback port pair (10 tries)");
-}
-
-/// coturn's own server on loopback, for the reference runs.
-struct Coturn {
-    _guard: Guard,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- turnserver log (tail):\n{}", tail(&log, 40));
-        }
-    }
-}
-
-fn start_coturn(bin: &Path) -> Coturn {
-    for _ in 0..5 {
-        let port = free_udp_port(LOCALHOST);
-        let log = scratch_path("coturn.log");
-        let db = scratch_path("coturn.sqlite");
-        let pid = scratch_path("coturn.pid");
-        let min_port = 20000 + port % 40000;
-        let child = Command::new(bin)
-            .args([
-                "-n",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--no-tcp",
-                "--lt-cred-mech",
-                "--allow-loopback-peers",
-            ])
-            .args([
-                "--listening-ip",
-                "127.0.0.1",
-                "--listening-port",
-                &port.to_string(),
-            ])
-            .args([
-                "--relay-ip",
-                "127.0.0.1",
-                "--min-port",
-                &min_port.to_string(),
-            ])
-            .args(["--max-port", &(min_port + 200).to_string()])
-            .args(["--user", &format!("{USER}:{PASS}"), "--realm", REALM])
-            .arg("--db")
-            .arg(&db)
-            .arg("--pidfile")
-            .arg(&pid)
-            .arg("--log-file")
-            .arg(&log)
-            .arg("--simple-log")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn turnserver");
-        let mut guard = Guard {
-            child: Some(child),
-            name: "turnserver",
-        };
-        let addr = SocketAddr::from((LOCALHOST, port));
-        // Ready when it answers a Binding request.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut probe = TurnClient::new(addr, "", "", AuthMode::Legacy);
-        while Instant::now() < deadline && guard.alive() {
-            let req = probe.build(
-                Method::Binding,
-                uturn::stun::Class::Request,
-                &TurnClient::new_tid(),
-                false,
-                |_| Ok(()),
-            );
-            probe.send_raw(&req);
-            if probe.recv_raw(Duration::from_millis(200)).is_some() {
-                return Coturn {
-                    _guard: guard,
-                    addr,
-                    log,
-                };
-            }
-        }
-        eprintln!(
-            "turnserver on port {port} did not answer; retrying. Log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    panic!("coturn's turnserver did not start on loopback (5 tries)");
 }
 
 // ---------------------------------------------------------------------------
@@ -409,16 +337,35 @@ fn run_uclient_expect_all(cmd: Command, expect_sent: u64, against: &str) -> Ucli
 
 /// A uturn with the uclient user and a REST secret, loopback peers allowed.
 fn uturn_for_interop() -> Server {
-    Server::start(&[
+    uturn_for_interop_with(&[])
+}
+
+/// `uturn_for_interop` with `extra` arguments.
+fn uturn_for_interop_with(extra: &[&str]) -> Server {
+    let user = format!("{USER}:{PASS}");
+    let mut args = vec![
         "--realm",
         REALM,
         "--user",
-        &format!("{USER}:{PASS}"),
+        &user,
         "--rest-secret",
         REST_SECRET,
         "--allow-peer",
         "127.0.0.0/8",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// The address of uturn's `uturn: listening on <kind> ADDR` line.
+fn stream_listener(server: &Server, kind: &str) -> SocketAddr {
+    let prefix = format!("uturn: listening on {kind} ");
+    server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}ADDR` line before ready: {:?}", server.banner))
 }
 
 fn turnutils_uclient_send_indications_through_uturn() {
@@ -773,151 +720,7 @@ fn baseline_tools_against_coturn() {
     }
 }
 
-// ---------------------------------------------------------------------------
-// TURN over TCP and TLS
-// ---------------------------------------------------------------------------
-
-/// A certificate for localhost and 127.0.0.1 and its key, as PEM files in a
-/// scratch directory (key mode 0600).
-fn test_certificate(name: &str) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = scratch_path(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pair =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, pair.cert.pem()).unwrap();
-    std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (cert, key)
-}
-
-/// `uturn_for_interop` with a TLS listener too; returns the server, its
-/// TCP and TLS addresses and the certificate clients should trust.
-fn uturn_for_interop_streams(name: &str) -> (Server, SocketAddr, SocketAddr, PathBuf) {
-    let (cert, key) = test_certificate(name);
-    let server = Server::start(&[
-        "--realm",
-        REALM,
-        "--user",
-        &format!("{USER}:{PASS}"),
-        "--rest-secret",
-        REST_SECRET,
-        "--allow-peer",
-        "127.0.0.0/8",
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let find = |proto: &str| -> SocketAddr {
-        let prefix = format!("uturn: listening on {proto} ");
-        server
-            .banner
-            .iter()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {proto} listener in {:?}", server.banner))
-    };
-    let (tcp, tls) = (find("tcp"), find("tls"));
-    (server, tcp, tls, cert)
-}
-
-fn turnutils_uclient_over_tcp_and_tls_through_uturn() {
-    // -t: TURN over TCP; -S with it: over TLS. Send indications (-s), since
-    // uclient's channel numbers are mostly outside RFC 8656's range (see
-    // turnutils_uclient_channels_through_uturn). uclient does not check the
-    // server's certificate.
-    let t = "turnutils_uclient_over_tcp_and_tls_through_uturn";
-    let (Some(uclient), Some(peer_bin)) = (tool(t, "turnutils_uclient"), tool(t, "turnutils_peer"))
-    else {
-        return;
-    };
-    let (server, tcp, tls, _cert) = uturn_for_interop_streams(t);
-    let (_peer, peer_port) = start_turnutils_peer(&peer_bin);
-    let cmd = uclient_cmd_over(
-        &uclient,
-        &["-t"],
-        tcp,
-        peer_port,
-        3,
-        100,
-        true,
-        STATIC_CREDS,
-    );
-    run_uclient_expect_all(cmd, 300, "uturn over TCP");
-    // Over TLS uclient sometimes stops counting before the last echoes are
-    // read: in about one run in three it reports a few dozen of 300 lost,
-    // against coturn's turnserver too (one lost in three runs there), while
-    // uturn's own counters show every echo handed to the connection and the
-    // connections closed with nothing left unsent. So uclient's total must
-    // be most of it, and uturn's count must be all of it.
-    let cmd = uclient_cmd_over(
-        &uclient,
-        &["-t", "-S"],
-        tls,
-        peer_port,
-        3,
-        100,
-        true,
-        STATIC_CREDS,
-    );
-    let line = show_cmd(&cmd);
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    let all = format!("{}{}", out.stdout, out.stderr);
-    let totals = parse_uclient(&all);
-    println!("$ {line}\n{}\n→ {totals:?}", tail(&all, 8));
-    assert!(
-        out.status.is_some_and(|s| s.success()),
-        "uclient over TLS: `{line}` failed:\n{}",
-        tail(&all, 40)
-    );
-    assert_eq!(totals.sent, 300, "uclient over TLS: messages sent");
-    assert!(
-        totals.received * 10 >= totals.sent * 9,
-        "uclient over TLS received {} of {}:\n{}",
-        totals.received,
-        totals.sent,
-        tail(&all, 40)
-    );
-    let to_client = "uturn_packets_total{direction=\"peer_to_client\",transport=\"tls\"}";
-    assert_eq!(
-        metric(&server, to_client),
-        Some(300),
-        "every echo sent to a TLS client"
-    );
-    let dropped = "uturn_stream_dropped_total{reason=\"send_queue_full\"}";
-    assert_eq!(metric(&server, dropped), Some(0));
-    server_alive_check(&server);
-}
-
-fn aioice_over_tcp_and_tls_through_uturn() {
-    let t = "aioice_over_tcp_and_tls_through_uturn";
-    let (server, tcp, tls, cert) = uturn_for_interop_streams(t);
-    for (addr, transport) in [(tcp, "tcp"), (tls, "tls")] {
-        let Some(out) = run_aioice_over(t, addr, USER, PASS, 200, transport, Some(&cert)) else {
-            return;
-        };
-        assert_aioice_ok(&out, 200, &format!("uturn over {transport}"));
-        if transport == "tls" {
-            let r = parse_result(&out.stdout).unwrap();
-            assert_eq!(
-                r.get("alpn").map(String::as_str),
-                Some("stun.turn"),
-                "ALPN stun.turn offered by aioice must be selected: {r:?}"
-            );
-        }
-    }
-    server_alive_check(&server);
-}
-
-on_every_stream_io!(
-    turnutils_uclient_over_tcp_and_tls_through_uturn,
-    aioice_over_tcp_and_tls_through_uturn,
+on_both_backends!(
     turnutils_uclient_send_indications_through_uturn,
     turnutils_uclient_rest_api_credentials_through_uturn,
     turnutils_uclient_channels_through_uturn,
