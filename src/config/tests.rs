@@ -76,6 +76,7 @@ log_level = "debug"
 io_backend = "syscall"
 io_batch_wait_usecs = 250
 io_gso = false
+io_streams = "epoll"
 log_format = "json"
 log_client_details = true
 metrics = "127.0.0.1:9641"
@@ -132,6 +133,7 @@ unauth_burst = 9
     assert_eq!(c.io.backend, IoBackendChoice::Syscall);
     assert_eq!(c.io.batch_wait, Duration::from_micros(250));
     assert!(!c.io.gso);
+    assert_eq!(c.io.streams, StreamIoChoice::Epoll);
     assert_eq!(c.operations.log_format, LogFormat::Json);
     assert!(c.reloadable.logging.client_details);
     assert_eq!(
@@ -612,7 +614,7 @@ fn example_file_documents_every_key() {
     assert!(f.nonce_lifetime_secs.is_some() && f.log_level.is_some() && f.io_backend.is_some());
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
-    assert!(f.io_batch_wait_usecs.is_some() && f.io_gso.is_some());
+    assert!(f.io_batch_wait_usecs.is_some() && f.io_gso.is_some() && f.io_streams.is_some());
     assert!(f.listen_tcp.is_some() && f.listen_tls.is_some() && f.tcp.is_some());
     assert!(f.tls_cert.is_some() && f.tls_key.is_some());
     assert!(f.proxy_protocol.is_some() && f.proxy_protocol_from.is_some());
@@ -677,6 +679,7 @@ fn operations_keys_are_checked() {
     let bad = |line: &str| err(with_file(&[], &format!("{line}\n{}", minimal())));
     assert!(bad("log_format = \"xml\"").starts_with("log_format: "));
     assert!(bad("io_batch_wait_usecs = 10001").starts_with("io_batch_wait_usecs: "));
+    assert!(bad("io_streams = \"kqueue\"").starts_with("io_streams: "));
     assert!(bad("metrics = \"localhost\"").starts_with("metrics: "));
     assert!(bad("drain_timeout_secs = 90000").starts_with("drain_timeout_secs: "));
     assert!(bad("alternate_server = \"0.0.0.0:3478\"").starts_with("alternate_server: "));
@@ -750,6 +753,8 @@ fn every_restart_only_key_is_named_in_file_order() {
         "100",
         "--io-gso",
         "false",
+        "--io-streams",
+        "native",
         "--metrics",
         "127.0.0.1:9641",
         "--control-socket",
@@ -770,6 +775,7 @@ fn every_restart_only_key_is_named_in_file_order() {
             "io_backend",
             "io_batch_wait_usecs",
             "io_gso",
+            "io_streams",
             "metrics",
             "control_socket",
             "log_format",
