@@ -17,10 +17,14 @@ use std::time::Instant;
 use ipnet::IpNet;
 use rustls::{ServerConfig, ServerConnection};
 
+mod frames;
+
+use frames::FrameOut;
+
 use super::{CloseReason, PeerSockets, StreamLimits, StreamStats, SWEEP};
 use crate::stream::proxy::{self, ProxyHeader};
-use crate::stream::{ConnLedger, Deframer, Frame, Refused, SendQueue};
-use crate::turn::{ConnId, Leg, Now, Payload, Relay, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM};
+use crate::stream::{ConnLedger, Deframer, Refused, SendQueue};
+use crate::turn::{ConnId, Leg, Now, Relay, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM};
 use uturn_stun::framing::MAX_FRAME_LEN;
 
 /// Plaintext taken out of a TLS session at a time.
@@ -678,78 +682,6 @@ fn proxy_header<S>(
         conn.deadline = Some(now + limits.auth_timeout);
     }
     Ok(used)
-}
-
-/// Where frames from a client go: the relay, then a peer or the client's
-/// own queue.
-struct FrameOut<'a> {
-    id: u32,
-    jbuf: &'a mut [u8],
-    scratch: &'a mut [u8],
-    stats: &'a mut StreamStats,
-    dirty: &'a mut Vec<u32>,
-}
-
-impl FrameOut<'_> {
-    fn mark<S>(&mut self, conn: &mut Conn<S>) {
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(self.id);
-        }
-    }
-
-    /// Handles the frames in `data[pos..]`, bytes just received; `data`
-    /// has `PEER_HEADROOM` bytes before `pos` at least.
-    fn frames<S>(
-        &mut self,
-        conn: &mut Conn<S>,
-        data: &[u8],
-        mut pos: usize,
-        relay: &mut Relay,
-        sockets: &mut impl PeerSockets,
-        now: Now,
-    ) -> Result<(), CloseReason> {
-        loop {
-            // The frame in a buffer laid out for the relay: the slice starts
-            // `PEER_HEADROOM` bytes before it.
-            let (buf, len): (&[u8], usize) = match conn.deframer.next(data, &mut pos) {
-                Frame::InPlace(range, _) => (&data[range.start - PEER_HEADROOM..], range.len()),
-                Frame::Joined(bytes, _) => {
-                    let len = bytes.len();
-                    self.jbuf[PEER_HEADROOM..PEER_HEADROOM + len].copy_from_slice(bytes);
-                    (&self.jbuf[..], len)
-                }
-                Frame::Done => return Ok(()),
-                Frame::Invalid(_) => return Err(CloseReason::InvalidFrame),
-            };
-            let Some(t) =
-                relay.handle_client(now, conn.leg, conn.client, buf, len, self.scratch, sockets)
-            else {
-                continue;
-            };
-            match (t.via, t.payload) {
-                (Via::Relay(token), Payload::Rx(range)) => {
-                    let ok = buf
-                        .get(range)
-                        .is_some_and(|b| sockets.send_to_peer(token, t.to, b));
-                    if ok {
-                        self.stats.to_peer_sent += 1;
-                    } else {
-                        self.stats.to_peer_failed += 1;
-                    }
-                }
-                (Via::Stream(_), Payload::Reply(r)) => {
-                    // An answer goes back on this connection, whole.
-                    if !conn.out.push(&self.scratch[..r]) {
-                        self.stats.tx_queue_full += 1;
-                    } else {
-                        self.mark(conn);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Writes a plain connection's queue, in at most two pieces per call.
