@@ -156,3 +156,5 @@ mod proxy;
 mod relay;
 #[path = "e2e/robustness.rs"]
 mod robustness;
+#[path = "e2e/stream_io.rs"]
+mod stream_io;
