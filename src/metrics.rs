@@ -293,8 +293,9 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     );
     reg.register(
         "io_rx_buffer_exhausted",
-        "Times io_uring ran out of receive buffers (datagrams wait in the socket meanwhile)",
-        counter(io.rx_no_buffers),
+        "Times io_uring ran out of receive buffers, for datagrams or for TCP (the bytes wait in \
+         the socket meanwhile)",
+        counter(io.rx_no_buffers + io.stream_rx_no_buffers),
     );
     reg.register(
         "io_ring_errors",
