@@ -450,7 +450,11 @@ impl Harness {
                 to,
                 payload: Payload::Reply(n),
             }) => {
-                assert_eq!((via, to), (five.0.via(), five.1), "a reply to another client");
+                assert_eq!(
+                    (via, to),
+                    (five.0.via(), five.1),
+                    "a reply to another client"
+                );
                 assert!(n <= MAX_REPLY);
                 let reply = self.scratch[..n].to_vec();
                 self.reply(five, pkt, &reply, signer)
@@ -697,8 +701,15 @@ impl Harness {
         else {
             panic!("a peer datagram caused {out:?}");
         };
-        assert!(!matches!(via, Via::Relay(_)), "a peer datagram sent to a peer");
-        assert_eq!((via, client), (five.0.via(), five.1), "ToClient to another client");
+        assert!(
+            !matches!(via, Via::Relay(_)),
+            "a peer datagram sent to a peer"
+        );
+        assert_eq!(
+            (via, client),
+            (five.0.via(), five.1),
+            "ToClient to another client"
+        );
         let g = self
             .live(&five)
             .expect("ToClient for an allocation that is not live");
