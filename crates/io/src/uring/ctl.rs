@@ -219,9 +219,12 @@ impl SocketCtl {
         for attempt in 0..2 {
             // SAFETY: every entry queued here points only into memory that
             // outlives its request: the receive `msghdr` and the provided
-            // buffers (owned by the `Uring`, freed only after every request
-            // finished, else leaked), or a send slot and the buffer it reads,
-            // both held until the send's completion.
+            // buffers of both groups (owned by the `Uring`, freed only after
+            // every request finished, else leaked), a send slot and the
+            // buffer it reads, both held until the send's completion, or a
+            // stream's send buffer, which is neither written, moved nor
+            // freed while its send is in flight (`StreamOut`; leaked with
+            // the rest if the ring is dropped unsettled).
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return true;
             }
