@@ -20,6 +20,8 @@ mod conn;
 mod engine;
 mod flow;
 mod stream;
+#[cfg(test)]
+mod stream_tests;
 mod tls;
 
 use std::io;
