@@ -131,6 +131,13 @@ impl Stream {
         self.sock.as_fd()
     }
 
+    /// Caps the kernel's send buffer of the connection at about `bytes`
+    /// (the kernel doubles the value and keeps a minimum), turning off its
+    /// autotuning.
+    pub fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(&self.sock).set_send_buffer_size(bytes)
+    }
+
     /// The negotiated TLS version, cipher suite and ALPN, once the
     /// handshake is done.
     pub fn tls_info(&self) -> Option<TlsInfo> {

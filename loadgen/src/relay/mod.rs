@@ -254,6 +254,12 @@ const TICK_SECS: f64 = 250e-6;
 const SETUP_CONCURRENCY: usize = 256;
 /// Total receive-buffer budget over all sockets.
 const SOCKET_BUFFER_BUDGET: usize = 256 << 20;
+/// Send buffer of each TCP/TLS client connection (the kernel doubles it):
+/// with autotuning (up to 4 MiB per connection) a server slower than the
+/// offered rate would let the generator queue seconds of frames on its own
+/// side; capped, the connection refuses bursts instead, which is the
+/// server's backpressure made visible (refused on send).
+const STREAM_SEND_BUFFER: usize = 32 << 10;
 
 /// Index of a direction in per-direction arrays.
 const C2P: usize = 0;
@@ -349,6 +355,10 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         let conn = connector
             .open(i as u64, bufsize)
             .context("opening client connections")?;
+        if let Some(s) = conn.stream() {
+            s.set_send_buffer(STREAM_SEND_BUFFER)
+                .context("sizing a connection's send buffer")?;
+        }
         let flow = TurnFlow::new(
             i as u64,
             conn,
