@@ -1,7 +1,8 @@
 //! The clients' TLS configuration (rustls with the ring provider): TLS 1.3
-//! and 1.2 offered, ALPN "stun.turn" (RFC 7443), no session resumption (so
-//! that every connection pays a full handshake, as a new client would), and
-//! the server's certificate checked only when a CA file is given.
+//! and 1.2 offered, key exchange groups in a browser's order (X25519 first),
+//! ALPN "stun.turn" (RFC 7443), no session resumption (so that every
+//! connection pays a full handshake, as a new client would), and the
+//! server's certificate checked only when a CA file is given.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -33,6 +34,8 @@ pub struct TlsInfo {
     /// "TLSv1_3" or "TLSv1_2".
     pub version: String,
     pub cipher_suite: String,
+    /// The key exchange group, e.g. "X25519" or "secp384r1".
+    pub kx_group: Option<String>,
     /// The ALPN protocol the server chose, if any.
     pub alpn: Option<String>,
 }
@@ -46,19 +49,24 @@ impl TlsInfo {
         Some(TlsInfo {
             version: format!("{:?}", c.protocol_version()?),
             cipher_suite: format!("{:?}", c.negotiated_cipher_suite()?.suite()),
+            kx_group: c
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name())),
             alpn: c
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         })
     }
 
-    /// "TLSv1_3 TLS13_AES_256_GCM_SHA384, ALPN stun.turn, certificate not
-    /// verified"; `verified`: whether the certificate was checked (--tls-ca).
+    /// "TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519, ALPN stun.turn,
+    /// certificate not verified"; `verified`: whether the certificate was
+    /// checked (--tls-ca).
     pub fn describe(&self, verified: bool) -> String {
         format!(
-            "{} {}, ALPN {}, certificate {}",
+            "{} {} {}, ALPN {}, certificate {}",
             self.version,
             self.cipher_suite,
+            self.kx_group.as_deref().unwrap_or("-"),
             self.alpn.as_deref().unwrap_or("none"),
             if verified { "verified" } else { "not verified" }
         )
@@ -73,7 +81,18 @@ impl TlsClient {
         // Deprecated in 0.23.48 only for having no post-quantum key
         // exchange; ring is the workspace's provider (the server's too).
         #[allow(deprecated)]
-        let provider = Arc::new(ring::default_provider());
+        let provider = Arc::new(CryptoProvider {
+            // ring's default order puts secp384r1 first, so every TLS 1.3
+            // ClientHello would carry a P-384 key share (generated at about
+            // ten times X25519's cost, and wasted on a TLS 1.2 server):
+            // X25519 first, as browsers send it.
+            kx_groups: vec![
+                ring::kx_group::X25519,
+                ring::kx_group::SECP256R1,
+                ring::kx_group::SECP384R1,
+            ],
+            ..ring::default_provider()
+        });
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .context("TLS protocol versions")?;
@@ -113,9 +132,13 @@ impl TlsClient {
         })
     }
 
-    /// A new session, its ClientHello ready to send.
+    /// A new session, its ClientHello ready to send. Its buffers have no
+    /// limit: what waits in them is bounded by the callers (one request,
+    /// or one relay burst, per connection).
     pub fn session(&self) -> Result<ClientConnection, rustls::Error> {
-        ClientConnection::new(self.config.clone(), self.name.clone())
+        let mut c = ClientConnection::new(self.config.clone(), self.name.clone())?;
+        c.set_buffer_limit(None);
+        Ok(c)
     }
 }
 
