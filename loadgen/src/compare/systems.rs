@@ -49,9 +49,18 @@ pub(super) fn locate(bin: &Path) -> Option<PathBuf> {
     })
 }
 
+/// A loopback port free for UDP and for TCP: coturn listens on both at
+/// its --listening-port (a port free for UDP only may be the local port of
+/// one of the generator's TCP connections, and coturn then fails to start).
 fn free_udp_port() -> anyhow::Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(s.local_addr()?.port())
+    for _ in 0..20 {
+        let s = UdpSocket::bind("127.0.0.1:0").context("finding a free port")?;
+        let port = s.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free for both UDP and TCP in 20 tries")
 }
 
 fn free_tcp_port() -> anyhow::Result<u16> {
