@@ -1,11 +1,13 @@
 //! `allocate`: complete authenticated flows per second.
 //!
 //! A flow is what a call costs the server before any media flows: a fresh
-//! client socket, Allocate without credentials → 401 (REALM, NONCE) →
+//! client socket (over TCP a new connection, over TLS a new connection and
+//! a full handshake), Allocate without credentials → 401 (REALM, NONCE) →
 //! Allocate with credentials → CreatePermission → ChannelBind, and then a
 //! Refresh with LIFETIME 0 that deletes the allocation again so the quota
-//! is free for the next flow. `--concurrency` flows are kept in flight for
-//! `--duration` seconds; a new one starts as soon as one ends.
+//! is free for the next flow (and the connection is closed).
+//! `--concurrency` flows are kept in flight for `--duration` seconds; a new
+//! one starts as soon as one ends.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow};
+use crate::client::{self, Connector, Engine, Event, FailureCounts, Step, TlsInfo, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
-use crate::flags::{mask_secret, mask_user, ClientIps, Target};
+use crate::flags::{mask_secret, mask_user, ClientIps, Dial, Transport};
 use crate::output::{fmt_code_counts, fmt_count, Output, Table};
 use crate::stats::{self, Percentiles};
 
@@ -25,12 +27,15 @@ use crate::stats::{self, Percentiles};
 /// Each flow: 401 round, Allocate, CreatePermission, ChannelBind (its
 /// latency is measured from the first request to the ChannelBind answer),
 /// then Refresh LIFETIME 0 to free the quota; counted as complete when the
-/// delete is answered. Errors are counted by STUN error code.
+/// delete is answered. Over TCP and TLS each flow opens its own connection
+/// (TLS: a full handshake, no resumption) and closes it at the end, so the
+/// figure is connections + allocations per second. Errors are counted by
+/// STUN error code.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct AllocateArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub target: Target,
+    pub target: Dial,
     /// Long-term credentials for every client, as NAME:PASSWORD.
     #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
     #[serde(serialize_with = "mask_user")]
@@ -43,7 +48,8 @@ pub struct AllocateArgs {
     /// Realm for the key derivation (default: the REALM of the server's 401).
     #[arg(long, value_name = "REALM")]
     pub realm: Option<String>,
-    /// Flows in flight at once (each its own client socket and allocation).
+    /// Flows in flight at once (each its own client socket or connection,
+    /// and allocation).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub concurrency: usize,
     /// How long new flows are started, in seconds (flows in flight at the
@@ -78,6 +84,13 @@ impl Default for AllocateArgs {
 pub struct AllocateReport {
     pub scenario: &'static str,
     pub args: AllocateArgs,
+    /// Between the clients and the server: "udp", "tcp" or "tls".
+    pub transport: &'static str,
+    /// What one flow is, e.g. "TCP connect + TLS handshake, 401 round,
+    /// Allocate, CreatePermission, ChannelBind, Refresh(0), close".
+    pub flow: String,
+    /// The TLS parameters the server chose (first flow), with --transport tls.
+    pub tls: Option<TlsInfo>,
     /// Complete flows (through the delete) finished within the duration, per second.
     pub flows_per_sec: f64,
     /// Complete flows within the duration.
@@ -135,9 +148,13 @@ pub fn run(args: &AllocateArgs, out: &Output) -> anyhow::Result<()> {
         return out.print_json(&r);
     }
     let mut t = Table::new(format!(
-        "allocate · {} · {} in flight · {:.1} s",
-        r.args.target.server, r.args.concurrency, r.duration_secs
+        "allocate · {} over {} · {} in flight · {:.1} s",
+        r.args.target.server, r.transport, r.args.concurrency, r.duration_secs
     ));
+    t.row("flow", r.flow.clone());
+    if let Some(tls) = &r.tls {
+        t.row("TLS", tls.describe(r.args.target.tls_ca.is_some()));
+    }
     t.row(
         "complete flows",
         format!(
@@ -188,7 +205,11 @@ pub fn run(args: &AllocateArgs, out: &Output) -> anyhow::Result<()> {
             format!(
                 "{s:.2} s{}",
                 r.flows_per_server_cpu_sec
-                    .map(|f| format!(", {} flows per CPU-second", fmt_count(f)))
+                    .map(|f| format!(
+                        ", {} {} flows per CPU-second",
+                        fmt_count(f),
+                        r.transport.to_uppercase()
+                    ))
                     .unwrap_or_default()
             ),
         ),
@@ -221,6 +242,7 @@ pub fn run_allocate(
         args.rest_secret.as_deref(),
         args.no_auth,
     )?;
+    let connector = Connector::new(&args.target, args.clients.client_ips)?;
     uturn_io::socket::raise_fd_limit();
     // A real peer socket, so nothing the server might send there bounces.
     let peer_sock = client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, 1 << 16)
@@ -239,6 +261,7 @@ pub fn run_allocate(
     let duration = Duration::from_secs_f64(args.duration);
     let bar = out.progress(duration, quiet, "allocate");
     let mut notes = Vec::new();
+    let mut tls = None;
 
     let gen0 = cpu::self_cpu_secs();
     let server_cpu = cpu::CpuMeter::start(args.server_pid);
@@ -249,21 +272,16 @@ pub fn run_allocate(
         let now = Instant::now();
         if now < end {
             while active < args.concurrency {
-                let sock = match client::client_socket(
-                    args.target.server,
-                    next_index,
-                    args.clients.client_ips,
-                    1 << 16,
-                ) {
-                    Ok(s) => s,
+                let conn = match connector.open(next_index, 1 << 16) {
+                    Ok(c) => c,
                     Err(e) => {
                         if notes.is_empty() {
-                            notes.push(format!("could not open a client socket: {e}"));
+                            notes.push(format!("could not open a client connection: {e}"));
                         }
                         break;
                     }
                 };
-                let flow = TurnFlow::new(next_index, sock, peer, &auth, args.realm.as_deref());
+                let flow = TurnFlow::new(next_index, conn, peer, &auth, args.realm.as_deref());
                 next_index += 1;
                 let slot = engine.insert(flow)?;
                 if phase.len() <= slot {
@@ -292,6 +310,9 @@ pub fn run_allocate(
             let now = Instant::now();
             match (ph, ok) {
                 (Phase::Setup, true) => {
+                    if tls.is_none() {
+                        tls = flow.conn.tls_info();
+                    }
                     let lat = flow.finished.unwrap_or(now) - flow.started.unwrap_or(t_start);
                     stats::record(&mut setup_hist, lat.as_nanos() as u64);
                     phase[slot] = Some((Phase::Delete, t_start));
@@ -362,6 +383,9 @@ pub fn run_allocate(
     Ok(AllocateReport {
         scenario: "allocate",
         args: args.clone(),
+        transport: args.target.transport.name(),
+        flow: flow_steps(args.target.transport),
+        tls,
         flows_per_sec: completed as f64 / args.duration,
         completed,
         flows: completed + completed_late,
@@ -388,4 +412,15 @@ pub fn run_allocate(
         duration_secs: args.duration,
         notes,
     })
+}
+
+/// What one flow is over `transport`.
+fn flow_steps(transport: Transport) -> String {
+    let opening = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => "TCP connect, ",
+        Transport::Tls => "TCP connect + TLS handshake, ",
+    };
+    let closing = if transport.is_stream() { ", close" } else { "" };
+    format!("{opening}401 round, Allocate, CreatePermission, ChannelBind, Refresh(0){closing}")
 }

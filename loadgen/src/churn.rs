@@ -5,7 +5,8 @@
 //! sends `--packets` ChannelData packets to the peer and has the peer send
 //! as many back, holds the allocation for `--hold` seconds and deletes it
 //! (Refresh LIFETIME 0). About rate × hold allocations are alive at any
-//! time. With `--server-pid` the server's resident memory and open
+//! time. Over TCP or TLS each allocation has its own connection, opened
+//! before the Allocate and closed after the delete. With `--server-pid` the server's resident memory and open
 //! descriptors are sampled every second; a server that leaks shows a
 //! series that keeps growing while the live population stays flat.
 
@@ -16,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{self, Engine, Event, FailureCounts, Step, TurnFlow, EXTRA_TOKEN};
+use crate::client::{self, Connector, Engine, Event, FailureCounts, Step, TurnFlow, EXTRA_TOKEN};
 use crate::cpu;
 use crate::creds::Auth;
-use crate::flags::{ClientIps, Login, Target};
+use crate::flags::{ClientIps, Dial, Login};
 use crate::output::{fmt_bytes, fmt_code_counts, print_grid, Output, Table};
 use crate::payload;
 use crate::stats::{self, Percentiles};
@@ -36,7 +37,7 @@ use uturn_stun::channel;
 pub struct ChurnArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub target: Target,
+    pub target: Dial,
     #[command(flatten)]
     #[serde(flatten)]
     pub login: Login,
@@ -97,6 +98,8 @@ pub struct Sample {
 pub struct ChurnReport {
     pub scenario: &'static str,
     pub args: ChurnArgs,
+    /// Between the clients and the server: "udp", "tcp" or "tls".
+    pub transport: &'static str,
     pub started: u64,
     /// Allocations set up (Allocate through ChannelBind answered).
     pub created: u64,
@@ -173,8 +176,8 @@ pub fn run(args: &ChurnArgs, out: &Output) -> anyhow::Result<()> {
     );
     println!();
     let mut t = Table::new(format!(
-        "churn · {} · {} allocations/s held {} s · {:.0} s",
-        r.args.target.server, r.args.rate, r.args.hold, r.duration_secs
+        "churn · {} over {} · {} allocations/s held {} s · {:.0} s",
+        r.args.target.server, r.transport, r.args.rate, r.args.hold, r.duration_secs
     ));
     t.row(
         "started / created / deleted / failed",
@@ -239,6 +242,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         args.login.rest_secret.as_deref(),
         args.no_auth,
     )?;
+    let connector = Connector::new(&args.target, args.clients.client_ips)?;
     uturn_io::socket::raise_fd_limit();
     let peer_sock = client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, 1 << 20)
         .context("binding the peer socket")?;
@@ -286,16 +290,12 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
         if now < end {
             let due = ((now - t0).as_secs_f64() * args.rate) as u64;
             while started < due {
-                let sock = client::client_socket(
-                    args.target.server,
-                    index,
-                    args.clients.client_ips,
-                    1 << 16,
-                )
-                .context("creating a client socket")?;
+                let conn = connector
+                    .open(index, 1 << 16)
+                    .context("opening a client connection")?;
                 let slot = engine.insert(TurnFlow::new(
                     index,
-                    sock,
+                    conn,
                     peer,
                     &auth,
                     args.login.realm.as_deref(),
@@ -378,21 +378,30 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
                     }
                     // Use it: packets each way.
                     let relayed = flow.relayed.expect("allocated");
-                    let mut frame = vec![payload::FILLER; 4 + args.payload];
+                    let (channel, index) = (flow.channel, flow.index);
+                    // RFC 8656 §12.5: over TCP and TLS, ChannelData is padded to 4 bytes.
+                    let padded = if args.target.transport.is_stream() {
+                        args.payload.div_ceil(4) * 4
+                    } else {
+                        args.payload
+                    };
+                    let mut frame = vec![0u8; 4 + padded];
+                    frame[4..4 + args.payload].fill(payload::FILLER);
+                    let data = 4..4 + args.payload;
                     for seq in 0..args.packets {
                         let mut h = [0u8; 4];
-                        channel::write_header(&mut h, flow.channel, args.payload as u16);
+                        channel::write_header(&mut h, channel, args.payload as u16);
                         frame[..4].copy_from_slice(&h);
                         payload::write(
-                            &mut frame[4..],
-                            flow.index as u32,
+                            &mut frame[data.clone()],
+                            index as u32,
                             seq,
                             process::monotonic_ns(),
                         );
-                        if flow.sock.send(&frame).is_ok() {
+                        if engine.send(slot, &frame) {
                             c2p_sent += 1;
                         }
-                        if peer_sock.send_to(&frame[4..], relayed).is_ok() {
+                        if peer_sock.send_to(&frame[data.clone()], relayed).is_ok() {
                             p2c_sent += 1;
                         }
                     }
@@ -451,6 +460,7 @@ pub fn run_churn(args: &ChurnArgs, out: &Output, quiet: bool) -> anyhow::Result<
     Ok(ChurnReport {
         scenario: "churn",
         args: args.clone(),
+        transport: args.target.transport.name(),
         started,
         created,
         deleted,

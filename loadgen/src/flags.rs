@@ -9,13 +9,80 @@
 //! the masks that keep passwords and secrets out of the JSON.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// `--server`: the TURN server under load (allocate, churn, flood, hold, relay).
+/// `--server`: the TURN server under load over UDP (flood, hold).
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct Target {
     /// TURN server to load: address:port over UDP (loopback only).
     #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
     pub server: SocketAddr,
+}
+
+/// How the clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One UDP socket per client.
+    Udp,
+    /// One TCP connection per client (RFC 8489 §6.2.2 framing).
+    Tcp,
+    /// One TLS connection per client (TLS 1.2 or 1.3 over TCP, ALPN "stun.turn").
+    Tls,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// True for the stream transports (TCP and TLS).
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// `--server`, `--transport`, `--tls-ca`, `--tls-sni`: the TURN server under
+/// load and how the clients reach it (allocate, churn, relay).
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct Dial {
+    /// TURN server to load: address:port of its listener for --transport
+    /// (loopback only).
+    #[arg(long, default_value = "127.0.0.1:3478", value_name = "ADDR:PORT")]
+    pub server: SocketAddr,
+    /// Transport between each client and the server. udp: a socket per
+    /// client, requests retransmitted every 500 ms. tcp: a connection per
+    /// client, messages back to back (RFC 8489 §6.2.2), ChannelData padded
+    /// to 4 bytes (RFC 8656 §12.5); requests are not retransmitted, no
+    /// answer within 5 s is a timeout. tls: the same over TLS 1.2/1.3 with
+    /// ALPN "stun.turn"; the server's certificate is NOT verified unless
+    /// --tls-ca is given. The relay leg to the peers is UDP in every case.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    pub transport: Transport,
+    /// With --transport tls: verify the server's certificate against the
+    /// CA certificates in this PEM file. Without it any certificate is
+    /// accepted, self-signed included (a benchmark tool, loopback only).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --transport tls: the server name sent as SNI and, with
+    /// --tls-ca, checked against the certificate. Default: none sent, the
+    /// certificate is checked against the --server IP address.
+    #[arg(long, value_name = "NAME")]
+    pub tls_sni: Option<String>,
+}
+
+impl Dial {
+    /// Refuses TLS flags without `--transport tls`.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.transport != Transport::Tls && (self.tls_ca.is_some() || self.tls_sni.is_some()) {
+            anyhow::bail!("--tls-ca and --tls-sni need --transport tls");
+        }
+        Ok(())
+    }
 }
 
 /// `--user`, `--rest-secret`, `--realm`: how the clients log in (churn, hold).

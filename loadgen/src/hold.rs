@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::{self, run_plan, Engine, FailureCounts, Step, TurnFlow};
+use crate::client::{self, run_plan, Conn, Engine, FailureCounts, Step, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
 use crate::flags::{Login, Target};
@@ -287,7 +287,13 @@ pub fn run_hold(args: &HoldArgs, out: &Output) -> anyhow::Result<HoldReport> {
         while held.len() + fresh.len() < target {
             let sock = client::client_socket(args.target.server, index, args.client_ips, 4096)
                 .context("creating a client socket")?;
-            let flow = TurnFlow::new(index, sock, peer, &auth, args.login.realm.as_deref());
+            let flow = TurnFlow::new(
+                index,
+                Conn::Udp(sock),
+                peer,
+                &auth,
+                args.login.realm.as_deref(),
+            );
             fresh.push(engine.insert(flow)?);
             index += 1;
         }

@@ -1,9 +1,9 @@
 //! `uturn-loadgen`: the load generator bundled with uturn.
 //!
-//! It drives any TURN server (RFC 8656) over UDP on loopback and measures
-//! what the server delivers: authenticated allocations per second
-//! (`allocate`), relayed packets per second with loss, reordering and
-//! one-way latency (`relay`), allocation churn with the server's memory and
+//! It drives any TURN server (RFC 8656) over UDP, TCP or TLS on loopback
+//! and measures what the server delivers: authenticated allocations per
+//! second (`allocate`), relayed packets per second with loss, reordering
+//! and one-way latency (`relay`), allocation churn with the server's memory and
 //! descriptors over time (`churn`), the server's memory per idle
 //! allocation (`hold`), a rate sweep (`sweep`), a bare kernel-floor
 //! forwarder to compare against (`floor`), a flood of unauthenticated

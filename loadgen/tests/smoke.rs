@@ -1,8 +1,15 @@
 //! Smoke tests: every scenario runs for about two seconds against the real
 //! uturn binary (and the floor) on loopback, and must report non-zero work.
 //! No thresholds: these prove the tool works, not how fast anything is.
+//!
+//! The TCP and TLS transports run against coturn's `turnserver` (Debian
+//! package `coturn`) until uturn serves them. As in tests/interop.rs, a
+//! missing `turnserver` fails those tests with a message saying how to
+//! install it, unless `UTURN_SKIP_INTEROP=1` is set (then they print
+//! SKIPPED and pass).
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -417,4 +424,276 @@ fn compare_writes_a_report_with_ratios() {
     }
     assert!(r.is_object(), "{r}");
     let _ = std::fs::remove_file(out);
+}
+
+// ---------------------------------------------------------------------------
+// TCP and TLS, against coturn
+// ---------------------------------------------------------------------------
+
+/// `turnserver` on PATH; None (after printing SKIPPED) when it is missing
+/// and UTURN_SKIP_INTEROP=1, a failure otherwise.
+fn turnserver(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin")])
+            .map(|d| d.join("turnserver"))
+            .find(|p| p.is_file())
+    });
+    if found.is_some() {
+        return found;
+    }
+    let msg = format!(
+        "{test}: `turnserver` is not installed (Debian package coturn: `apt-get install coturn`, \
+         or `.ci/run`); set UTURN_SKIP_INTEROP=1 to skip the tests that need it"
+    );
+    if std::env::var("UTURN_SKIP_INTEROP").is_ok_and(|v| v == "1") {
+        println!("SKIPPED {msg}");
+        None
+    } else {
+        panic!("{msg}");
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A file in the temp directory named for this test process.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}-{name}", std::process::id()))
+}
+
+/// coturn with its TCP listener (and UDP) on `tcp` and its TLS listener
+/// on `tls`, a self-signed certificate, one relay thread.
+struct Coturn {
+    proc: Proc,
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    log: PathBuf,
+    /// Its certificate, key, database, pid file and log, removed at the end.
+    files: Vec<PathBuf>,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- turnserver log (tail):\n{}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn start_coturn(bin: &PathBuf, tag: &str) -> Coturn {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a cert");
+    let (cert, key) = (
+        scratch(&format!("{tag}-cert.pem")),
+        scratch(&format!("{tag}-key.pem")),
+    );
+    std::fs::write(&cert, ck.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write the key");
+    let log = scratch(&format!("{tag}-coturn.log"));
+    let db = scratch(&format!("{tag}-coturn.sqlite"));
+    let pidfile = scratch(&format!("{tag}-coturn.pid"));
+    let files = vec![
+        cert.clone(),
+        key.clone(),
+        db.clone(),
+        pidfile.clone(),
+        log.clone(),
+    ];
+    for _ in 0..5 {
+        let (port, tls_port) = (free_tcp_port(), free_tcp_port());
+        if port == tls_port {
+            continue;
+        }
+        // Relay ports below the ephemeral range the clients use; coturn
+        // does not reuse a deleted allocation's port at once.
+        let min_port = 20_000 + port % 10_000;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "-n",
+            "--no-cli",
+            "--no-dtls",
+            "--lt-cred-mech",
+            "--allow-loopback-peers",
+        ])
+        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
+        .args(["--listening-port", &port.to_string()])
+        .args(["--tls-listening-port", &tls_port.to_string()])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--pkey")
+        .arg(&key)
+        .args(["--min-port", &min_port.to_string()])
+        .args(["--max-port", &(min_port + 1999).to_string()])
+        .args([
+            "--user",
+            "lg:lgpw",
+            "--realm",
+            "smoke.test",
+            "--relay-threads",
+            "1",
+        ])
+        .arg("--db")
+        .arg(&db)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["--no-stdout-log", "--simple-log", "--log-file"])
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn turnserver");
+        let mut proc = Proc {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let tcp = SocketAddr::from(([127, 0, 0, 1], port));
+        let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(proc.child.try_wait(), Ok(None)) {
+            let up = |a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok();
+            if up(tcp) && up(tls) {
+                return Coturn {
+                    proc,
+                    tcp,
+                    tls,
+                    log,
+                    files,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "turnserver on ports {port}/{tls_port} did not come up; retrying. Log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!("coturn's turnserver did not start on loopback (5 tries)");
+}
+
+/// `uturn-loadgen --json SCENARIO --server ADDR --transport T --user lg:lgpw EXTRA`.
+fn over(addr: SocketAddr, transport: &str, scenario: &str, extra: &[&str]) -> Value {
+    let addr = addr.to_string();
+    let mut args = vec![
+        scenario,
+        "--server",
+        &addr,
+        "--transport",
+        transport,
+        "--user",
+        "lg:lgpw",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// A relay run both ways over `transport` against coturn.
+fn relay_against_coturn(test: &str, transport: &str) -> Option<Value> {
+    let c = start_coturn(&turnserver(test)?, test);
+    let pid = c.proc.child.id().to_string();
+    let addr = if transport == "tls" { c.tls } else { c.tcp };
+    let r = over(
+        addr,
+        transport,
+        "relay",
+        &[
+            "--flows",
+            "10",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+            "--direction",
+            "both",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(r["transport"], transport, "{r}");
+    assert_eq!(r["args"]["transport"], transport, "{r}");
+    assert!(num(&r, "sent") > 0.0 && num(&r, "delivered") > 0.0, "{r}");
+    for d in r["per_direction"].as_array().expect("per_direction") {
+        assert!(num(d, "delivered") > 0.0, "{r}");
+    }
+    assert_eq!(num(&r, "broken_connections"), 0.0, "{r}");
+    assert!(r["delivered_per_server_cpu_sec"].is_number(), "{r}");
+    Some(r)
+}
+
+#[test]
+fn relay_over_tcp_against_coturn() {
+    if let Some(r) = relay_against_coturn("relay_over_tcp_against_coturn", "tcp") {
+        assert!(r["tls"].is_null(), "{r}");
+    }
+}
+
+#[test]
+fn relay_over_tls_against_coturn() {
+    if let Some(r) = relay_against_coturn("relay_over_tls_against_coturn", "tls") {
+        assert!(r["tls"]["version"].is_string(), "{r}");
+        assert!(r["tls"]["cipher_suite"].is_string(), "{r}");
+    }
+}
+
+#[test]
+fn allocate_over_tls_against_coturn() {
+    let test = "allocate_over_tls_against_coturn";
+    let Some(bin) = turnserver(test) else { return };
+    let c = start_coturn(&bin, test);
+    let pid = c.proc.child.id().to_string();
+    let r = over(
+        c.tls,
+        "tls",
+        "allocate",
+        &[
+            "--duration",
+            "2",
+            "--concurrency",
+            "8",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(r["transport"], "tls", "{r}");
+    assert!(
+        r["flow"]
+            .as_str()
+            .is_some_and(|f| f.contains("TLS handshake")),
+        "{r}"
+    );
+    assert!(num(&r, "completed") > 0.0, "{r}");
+    assert_eq!(num(&r, "failed"), 0.0, "{r}");
+    assert!(r["flows_per_server_cpu_sec"].is_number(), "{r}");
+}
+
+#[test]
+fn churn_over_tcp_against_coturn() {
+    let test = "churn_over_tcp_against_coturn";
+    let Some(bin) = turnserver(test) else { return };
+    let c = start_coturn(&bin, test);
+    let pid = c.proc.child.id().to_string();
+    let r = over(
+        c.tcp,
+        "tcp",
+        "churn",
+        &["--rate", "20", "--duration", "2", "--server-pid", &pid],
+    );
+    assert_eq!(r["transport"], "tcp", "{r}");
+    assert!(num(&r, "created") > 0.0 && num(&r, "deleted") > 0.0, "{r}");
+    assert_eq!(num(&r, "failed"), 0.0, "{r}");
+    assert!(
+        num(&r, "c2p_received") > 0.0 && num(&r, "p2c_received") > 0.0,
+        "{r}"
+    );
 }

@@ -1,18 +1,20 @@
 //! The [`Engine`]: many [`TurnFlow`]s driven from one thread over epoll,
-//! with retransmissions, the 401 and 438 rounds and a plan of steps per
-//! flow; and [`run_plan`], which runs one plan over many flows.
+//! with retransmissions (UDP) or one timeout per request (TCP, TLS), the
+//! 401 and 438 rounds and a plan of steps per flow; and [`run_plan`], which
+//! runs one plan over many flows.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use uturn_io::syscall::{Events, Poller};
 use uturn_stun::{attr, Attribute, ChannelData, Class, Message, Method};
 
 use super::flow::{FlowError, Step, TurnFlow, Tx};
-use super::{EXTRA_TOKEN, MAX_STALE, MAX_TRIES, READS_PER_TURN, RTO};
+use super::stream::{frames, Scratch};
+use super::{Conn, EXTRA_TOKEN, MAX_STALE, MAX_TRIES, READS_PER_TURN, RTO, STREAM_TIMEOUT};
 use crate::stats::Rng;
 
 /// What the engine reports to its caller.
@@ -38,6 +40,10 @@ pub struct EngineStats {
     pub stale_nonce_438: u64,
 }
 
+/// Longest wait while a stream has bytes the socket did not take: the
+/// poller only reports readability, so these are retried this often.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
+
 /// Drives many [`TurnFlow`]s from one thread.
 pub struct Engine {
     poller: Poller,
@@ -47,6 +53,10 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pending: Vec<Event>,
     rbuf: Vec<u8>,
+    /// Read buffers for the stream connections (made on first use).
+    scratch: Option<Scratch>,
+    /// Flows whose stream holds bytes the socket did not take yet.
+    unflushed: Vec<usize>,
     rng: Rng,
     serial: u64,
     in_flight: usize,
@@ -65,6 +75,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             pending: Vec::new(),
             rbuf: vec![0; 65_536],
+            scratch: None,
+            unflushed: Vec::new(),
             rng: Rng::new(0x7475_726e),
             serial: 0,
             in_flight: 0,
@@ -73,7 +85,9 @@ impl Engine {
         })
     }
 
-    /// Adds a flow (its socket must be non-blocking); returns its slot.
+    /// Adds a flow (its socket must be non-blocking); returns its slot. A
+    /// stream whose first bytes (a TLS ClientHello) wait is flushed as
+    /// soon as the socket takes them.
     pub fn insert(&mut self, flow: TurnFlow) -> io::Result<usize> {
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -82,15 +96,24 @@ impl Engine {
                 self.slots.len() - 1
             }
         };
-        self.poller.add(flow.sock.as_fd(), slot as u64)?;
+        self.poller.add(flow.conn.fd(), slot as u64)?;
+        if let Conn::Stream(s) = &flow.conn {
+            if !s.flush()? {
+                self.unflushed.push(slot);
+            }
+        }
         self.slots[slot] = Some(flow);
         Ok(slot)
     }
 
-    /// Takes a flow out (any request in flight is abandoned).
+    /// Takes a flow out (any request in flight is abandoned); a TLS
+    /// connection sends its close_notify if the socket takes it.
     pub fn remove(&mut self, slot: usize) -> Option<TurnFlow> {
         let mut flow = self.slots.get_mut(slot)?.take()?;
-        let _ = self.poller.delete(flow.sock.as_fd());
+        let _ = self.poller.delete(flow.conn.fd());
+        if let Conn::Stream(s) = &flow.conn {
+            s.close();
+        }
         if flow.tx.take().is_some() {
             self.in_flight -= 1;
         }
@@ -107,6 +130,30 @@ impl Engine {
 
     pub fn flow(&self, slot: usize) -> Option<&TurnFlow> {
         self.slots.get(slot)?.as_ref()
+    }
+
+    /// Sends `frame` (ChannelData, say) on the flow's connection; false if
+    /// the socket refused it or the connection is broken.
+    pub fn send(&mut self, slot: usize, frame: &[u8]) -> bool {
+        let Some(Some(flow)) = self.slots.get(slot) else {
+            return false;
+        };
+        if flow.broken.is_some() {
+            return false;
+        }
+        match flow.conn.send(frame) {
+            Ok(true) => true,
+            // Queued behind bytes the socket has not taken yet.
+            Ok(false) => {
+                if matches!(flow.conn, Conn::Stream(_)) {
+                    self.unflushed.push(slot);
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        }
     }
 
     /// Flows with a request in flight.
@@ -164,7 +211,8 @@ impl Engine {
         self.transmit(slot);
     }
 
-    /// (Re)sends the flow's current request and arms its timer.
+    /// (Re)sends the flow's current request and arms its timer: the next
+    /// retransmission over UDP, the timeout over a stream.
     fn transmit(&mut self, slot: usize) {
         let Some(Some(flow)) = self.slots.get_mut(slot) else {
             return;
@@ -172,29 +220,93 @@ impl Engine {
         let Some(tx) = flow.tx.as_mut() else {
             return;
         };
+        if let Some(why) = &flow.broken {
+            let e = FlowError::Io(why.clone());
+            self.fail(slot, e);
+            return;
+        }
         tx.tries += 1;
         if tx.tries > 1 {
             self.stats.retransmits += 1;
         }
         self.stats.requests += 1;
         let serial = tx.serial;
-        match flow.sock.send(&tx.bytes) {
-            Ok(_) => {}
-            // Lost like any datagram: the timer sends it again.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                self.fail(slot, FlowError::Io(e.to_string()));
-                return;
+        let wait = match &flow.conn {
+            Conn::Udp(sock) => match sock.send(&tx.bytes) {
+                Ok(_) => RTO,
+                // Lost like any datagram: the timer sends it again.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    RTO
+                }
+                Err(e) => {
+                    self.fail(slot, FlowError::Io(format!("socket error: {e}")));
+                    return;
+                }
+            },
+            Conn::Stream(s) => match s.queue(&tx.bytes) {
+                Ok(all_sent) => {
+                    if !all_sent {
+                        self.unflushed.push(slot);
+                    }
+                    STREAM_TIMEOUT
+                }
+                Err(e) => {
+                    self.fail(slot, FlowError::Io(format!("socket error: {e}")));
+                    return;
+                }
+            },
+        };
+        self.timers
+            .push(Reverse((Instant::now() + wait, slot, serial)));
+    }
+
+    /// Sends what waits in the streams of `unflushed`; true if some still wait.
+    fn flush_streams(&mut self) -> bool {
+        let mut i = 0;
+        while i < self.unflushed.len() {
+            let slot = self.unflushed[i];
+            let result = match self.slots.get(slot) {
+                Some(Some(TurnFlow {
+                    conn: Conn::Stream(s),
+                    ..
+                })) => s.flush(),
+                _ => Ok(true),
+            };
+            match result {
+                Ok(false) => i += 1,
+                Ok(true) => {
+                    self.unflushed.swap_remove(i);
+                }
+                Err(e) => {
+                    self.unflushed.swap_remove(i);
+                    self.break_stream(slot, format!("socket error: {e}"));
+                }
             }
         }
-        self.timers
-            .push(Reverse((Instant::now() + RTO, slot, serial)));
+        !self.unflushed.is_empty()
+    }
+
+    /// The flow's connection is dead: no more reads, and its request in
+    /// flight (and any later one) fails with `why`.
+    fn break_stream(&mut self, slot: usize, why: String) {
+        let Some(Some(flow)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if flow.broken.is_some() {
+            return;
+        }
+        let _ = self.poller.delete(flow.conn.fd());
+        flow.broken = Some(why.clone());
+        if flow.tx.is_some() {
+            self.fail(slot, FlowError::Io(why));
+        }
     }
 
     fn fail(&mut self, slot: usize, e: FlowError) {
@@ -212,12 +324,16 @@ impl Engine {
     /// to `events`.
     pub fn poll(&mut self, max_wait: Duration, events: &mut Vec<Event>) -> io::Result<()> {
         self.fire_timers();
+        let waiting = self.flush_streams();
         if !self.pending.is_empty() {
             events.append(&mut self.pending);
             return Ok(());
         }
         let now = Instant::now();
         let mut wait = max_wait;
+        if waiting {
+            wait = wait.min(FLUSH_RETRY);
+        }
         if let Some(Reverse((t, _, _))) = self.timers.peek() {
             wait = wait.min(t.saturating_duration_since(now));
         }
@@ -254,7 +370,8 @@ impl Engine {
             if tx.serial != serial {
                 continue;
             }
-            if tx.tries >= MAX_TRIES {
+            // Over a stream the first timer is the timeout.
+            if tx.tries >= MAX_TRIES || matches!(flow.conn, Conn::Stream(_)) {
                 let step = tx.step;
                 self.fail(slot, FlowError::Timeout(step));
             } else {
@@ -265,11 +382,59 @@ impl Engine {
 
     /// Reads what is queued on a flow's socket.
     fn read_flow(&mut self, slot: usize) {
+        match self.slots.get(slot) {
+            Some(Some(TurnFlow {
+                conn: Conn::Udp(_), ..
+            })) => self.read_datagrams(slot),
+            Some(Some(TurnFlow {
+                conn: Conn::Stream(_),
+                ..
+            })) => self.read_stream(slot),
+            _ => {}
+        }
+    }
+
+    /// Reads once from a flow's stream (epoll reports it again if more
+    /// is queued): every whole frame is handled like a datagram, and what
+    /// the TLS handshake has to answer is sent.
+    fn read_stream(&mut self, slot: usize) {
+        let Some(Some(TurnFlow {
+            conn: Conn::Stream(stream),
+            ..
+        })) = self.slots.get(slot)
+        else {
+            return;
+        };
+        let mut scratch = self.scratch.take().unwrap_or_else(Scratch::new);
+        let read = stream.read(&mut scratch);
+        let flushed = stream.flush();
+        match read {
+            Ok(whole) => {
+                for (_, frame) in frames(whole) {
+                    self.on_datagram(slot, frame);
+                }
+                match flushed {
+                    Ok(true) => {}
+                    Ok(false) => self.unflushed.push(slot),
+                    Err(e) => self.break_stream(slot, format!("socket error: {e}")),
+                }
+            }
+            Err(e) => self.break_stream(slot, e.to_string()),
+        }
+        self.scratch = Some(scratch);
+    }
+
+    /// Reads the datagrams queued on a flow's UDP socket.
+    fn read_datagrams(&mut self, slot: usize) {
         for _ in 0..READS_PER_TURN {
-            let Some(Some(flow)) = self.slots.get(slot) else {
+            let Some(Some(TurnFlow {
+                conn: Conn::Udp(sock),
+                ..
+            })) = self.slots.get(slot)
+            else {
                 return;
             };
-            let n = match flow.sock.recv(&mut self.rbuf) {
+            let n = match sock.recv(&mut self.rbuf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // ICMP port unreachable from an earlier send: keep waiting,
@@ -277,7 +442,7 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.fail(slot, FlowError::Io(e.to_string()));
+                    self.fail(slot, FlowError::Io(format!("socket error: {e}")));
                     return;
                 }
             };
@@ -293,7 +458,7 @@ impl Engine {
         }
     }
 
-    /// Handles one datagram; true if it was a STUN response.
+    /// Handles one datagram or stream frame; true if it was a STUN response.
     fn on_datagram(&mut self, slot: usize, d: &[u8]) -> bool {
         if let Some(&b) = d.first() {
             if (0x40..=0x4F).contains(&b) {
@@ -492,7 +657,13 @@ mod tests {
     fn one_flow(server: SocketAddr, auth: &Auth) -> (Engine, usize) {
         let sock = udp_socket(loopback_for(&server), Some(server), 1 << 16).unwrap();
         let mut e = Engine::new().unwrap();
-        let flow = TurnFlow::new(0, sock, "127.0.0.1:9".parse().unwrap(), auth, None);
+        let flow = TurnFlow::new(
+            0,
+            Conn::Udp(sock),
+            "127.0.0.1:9".parse().unwrap(),
+            auth,
+            None,
+        );
         let slot = e.insert(flow).unwrap();
         (e, slot)
     }

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use uturn_stun::{attr, channel::CHANNEL_MIN, Attribute, Class, Message, MessageWriter, Method};
 
-use super::{MAX_TRIES, UDP};
+use super::{Conn, MAX_TRIES, STREAM_TIMEOUT, UDP};
 use crate::creds::{key_md5, Auth};
 
 /// One step of a flow's plan.
@@ -59,9 +59,10 @@ pub fn setup_plan(channel: bool) -> &'static [Step] {
 pub enum FlowError {
     /// The server answered with this STUN error code.
     Code(u16, Step),
-    /// No answer after [`MAX_TRIES`] sends.
+    /// No answer after [`MAX_TRIES`] sends (UDP) or within
+    /// [`STREAM_TIMEOUT`] (TCP, TLS).
     Timeout(Step),
-    /// A socket error.
+    /// A socket, connection or TLS error.
     Io(String),
     /// An answer that makes no sense (e.g. no XOR-RELAYED-ADDRESS).
     Protocol(&'static str),
@@ -82,7 +83,7 @@ impl FlowError {
 pub struct FailureCounts {
     /// By the STUN error code the server answered with.
     pub by_code: BTreeMap<u16, u64>,
-    /// No answer after [`MAX_TRIES`] sends.
+    /// No answer in time.
     pub timeouts: u64,
     /// Anything else (socket errors, malformed answers).
     pub other: u64,
@@ -105,8 +106,13 @@ impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlowError::Code(c, s) => write!(f, "{} answered with error {c}", s.name()),
-            FlowError::Timeout(s) => write!(f, "{} timed out ({MAX_TRIES} sends)", s.name()),
-            FlowError::Io(e) => write!(f, "socket error: {e}"),
+            FlowError::Timeout(s) => write!(
+                f,
+                "{} timed out ({MAX_TRIES} sends over UDP, {} s over TCP/TLS)",
+                s.name(),
+                STREAM_TIMEOUT.as_secs()
+            ),
+            FlowError::Io(e) => write!(f, "{e}"),
             FlowError::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }
@@ -125,8 +131,8 @@ pub(super) struct Tx {
 pub struct TurnFlow {
     /// Client number: names the REST user and picks the channel number.
     pub index: u64,
-    /// The client's socket, connected to the server.
-    pub sock: UdpSocket,
+    /// The client's connection to the server.
+    pub conn: Conn,
     /// The peer its permission and channel are for.
     pub peer: SocketAddr,
     /// Channel number 0x4000 + (index mod 4096).
@@ -147,21 +153,23 @@ pub struct TurnFlow {
     pub(super) pos: usize,
     pub(super) tx: Option<Tx>,
     pub(super) stale: u32,
+    /// Why the connection cannot carry requests any more (streams).
+    pub(super) broken: Option<String>,
 }
 
 impl TurnFlow {
-    /// A client numbered `index` on `sock` (connected to the server), with
-    /// the credentials `auth` gives it; `realm` overrides the server's.
+    /// A client numbered `index` on `conn`, with the credentials `auth`
+    /// gives it; `realm` overrides the server's.
     pub fn new(
         index: u64,
-        sock: UdpSocket,
+        conn: Conn,
         peer: SocketAddr,
         auth: &Auth,
         realm: Option<&str>,
     ) -> TurnFlow {
         TurnFlow {
             index,
-            sock,
+            conn,
             peer,
             channel: CHANNEL_MIN + (index % 4096) as u16,
             relayed: None,
@@ -177,6 +185,7 @@ impl TurnFlow {
             pos: 0,
             tx: None,
             stale: 0,
+            broken: None,
         }
     }
 

@@ -1,10 +1,13 @@
-//! A TURN client over UDP (RFC 8656), built for running many flows at once.
+//! A TURN client over UDP, TCP or TLS (RFC 8656), built for running many
+//! flows at once.
 //!
-//! A [`TurnFlow`] is one client: its own UDP socket (connected to the
-//! server), its credentials and the state of its current request. The
-//! [`Engine`] drives any number of flows from one thread: it watches their
-//! sockets with epoll, matches responses to requests by transaction id,
-//! retransmits every 500 ms (5 sends at most), answers 401 with the
+//! A [`TurnFlow`] is one client: its own connection to the server (a UDP
+//! socket, or a TCP or TLS [`Stream`]), its credentials and the state of its
+//! current request. The [`Engine`] drives any number of flows from one
+//! thread: it watches their sockets with epoll, matches responses to
+//! requests by transaction id, retransmits every 500 ms over UDP (5 sends at
+//! most; over TCP and TLS nothing is retransmitted and a request without an
+//! answer after 5 s times out), answers 401 with the
 //! long-term credential round (RFC 8489 §9.2) and 438 with the fresh nonce,
 //! and moves each flow through a plan of steps — Allocate, CreatePermission,
 //! ChannelBind, Refresh with LIFETIME 0 (delete).
@@ -13,8 +16,13 @@
 //! (MD5(username:realm:password)); neither PASSWORD-ALGORITHM attribute is
 //! sent, which RFC 8489 §9.2.4 treats as MD5 whatever the server offers.
 
+mod conn;
 mod engine;
 mod flow;
+mod stream;
+#[cfg(test)]
+mod stream_tests;
+mod tls;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -22,13 +30,19 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use conn::{Conn, Connector};
 pub use engine::{run_plan, Engine, Event};
 pub use flow::{setup_plan, FailureCounts, FlowError, Step, TurnFlow};
+pub use stream::{frames, Scratch, Stream};
+pub use tls::TlsInfo;
 
-/// Retransmission interval of a request without an answer.
+/// Retransmission interval of a request without an answer (UDP).
 const RTO: Duration = Duration::from_millis(500);
-/// Sends of one request before it counts as timed out.
+/// Sends of one request before it counts as timed out (UDP).
 const MAX_TRIES: u32 = 5;
+/// How long a request over TCP or TLS waits for its answer: it is sent
+/// once (RFC 8489 §6.2.2: reliability is the transport's).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// 438 (stale nonce) answers tolerated for one request.
 const MAX_STALE: u32 = 3;
 /// REQUESTED-TRANSPORT value for UDP.

@@ -33,6 +33,9 @@ const OVERRIDDEN: &[&str] = &[
     "rest-secret",
     "no-auth",
     "server-pid",
+    // The servers use a certificate made for the comparison.
+    "tls-ca",
+    "tls-sni",
 ];
 
 /// The relay flags as the user typed them after `compare` (minus the ones
@@ -198,5 +201,27 @@ mod tests {
             parse_generator(&gen).unwrap(),
             GeneratorCommand::Relay(r) if r.flows == 100 && r.gso
         ));
+    }
+
+    #[test]
+    fn transport_is_passed_on_and_tls_checks_are_not() {
+        let argv: Vec<String> = [
+            "uturn-loadgen",
+            "compare",
+            "--transport",
+            "tls",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-sni=localhost",
+            "--flows",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            relay_flags_in(&argv),
+            ["--transport", "tls", "--flows", "3"]
+        );
     }
 }

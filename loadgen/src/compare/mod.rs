@@ -19,7 +19,11 @@
 //!   packets (or flows) per server-CPU-second are measured.
 //! * coturn is run when `--coturn-bin` (default `turnserver`, Debian's
 //!   `coturn` package) can be found; otherwise it is skipped and the report
-//!   says so. The floor has no authentication, so it is driven with
+//!   says so.
+//! * `--transport tcp|tls` gives uturn `--listen-tcp` / `--listen-tls` (with
+//!   a self-signed certificate made for the comparison) and coturn its TCP
+//!   listener / `--tls-listening-port`, and the generator talks to that
+//!   listener; the floor serves UDP only and is skipped. The floor has no authentication, so it is driven with
 //!   `--no-auth` (in the `allocate` scenario its figure is therefore the
 //!   cost of the bare set-up exchange, without the 401 round); it forwards
 //!   ChannelData only, so it is skipped for the Send/Data-indication mode.
@@ -43,6 +47,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::allocate;
+use crate::flags::Transport;
 use crate::output::Output;
 use crate::relay::{self, RelayArgs};
 use command::{command_line, parse_generator, user_relay_flags, GeneratorCommand};
@@ -107,10 +112,17 @@ uturn/floor and uturn/coturn of the medians. The summary is also printed. \
 uturn (after/before a change) in the same alternating run.
 
 Every relay flag (--flows, --payload, --rate, --duration, --direction, \
---mode, --gso, --batch, --threads, ...) is passed to each run unchanged; \
---server, --user, --realm, --rest-secret, --no-auth and --server-pid are set \
-per system and ignored here. The allocate scenario uses --duration and any \
---allocate-arg.
+--mode, --gso, --batch, --threads, --transport, ...) is passed to each run \
+unchanged; --server, --user, --realm, --rest-secret, --no-auth, --server-pid, \
+--tls-ca and --tls-sni are set per system and ignored here. The allocate \
+scenario uses --duration, --transport and any --allocate-arg.
+
+With --transport tcp or tls the generator's clients reach each server over \
+that transport (the relay leg stays UDP): uturn is started with --listen-tcp, \
+or --listen-tls with --tls-cert/--tls-key, coturn with its TCP listener or \
+--tls-listening-port/--cert/--pkey; the TLS certificate is a self-signed \
+P-256 one made for the comparison, and the generator does not verify it. The \
+floor serves UDP only and is skipped.
 
 Each run starts its system fresh on a free loopback port, pinned to \
 --sut-cpu, waits for it (`uturn: ready` / `floor: ready` on stdout, or a STUN \
@@ -211,6 +223,9 @@ struct Plan<'a> {
 
 /// Why `system` cannot run the scenario with these relay flags, if it cannot.
 fn unsupported(system: System, args: &CompareArgs) -> Option<&'static str> {
+    if system == System::Floor && args.relay.target.transport.is_stream() {
+        return Some("the floor serves UDP only (no TCP or TLS listener)");
+    }
     if system == System::Floor
         && args.scenario == Scenario::Relay
         && args.relay.mode == relay::Mode::Indication
@@ -278,6 +293,9 @@ pub fn run(args: &CompareArgs, out: &Output) -> anyhow::Result<()> {
         utc_stamp(started, false)
     ));
     std::fs::create_dir_all(&log_dir)?;
+    if args.relay.target.transport == Transport::Tls {
+        systems::write_certificate(&log_dir)?;
+    }
     let machine = machine(args, coturn.as_deref());
 
     let mut skipped: Vec<(System, String)> = Vec::new();
@@ -414,6 +432,10 @@ fn one_run(plan: &Plan<'_>, round: usize, system: System) -> RunRecord {
         Scenario::Relay => argv.extend(user_flags.iter().cloned()),
         Scenario::Allocate => {
             argv.extend(["--duration".into(), format!("{}", args.relay.duration)]);
+            let transport = args.relay.target.transport;
+            if transport != Transport::Udp {
+                argv.extend(["--transport".into(), transport.name().into()]);
+            }
             argv.extend(args.allocate_args.iter().cloned());
         }
     }

@@ -15,6 +15,7 @@ use super::command::command_line;
 use super::metrics::{fmt_ratio, ratio_pairs, MetricDef, Summary, RATIOS};
 use super::systems::{STOP_GRACE, UTURN_CONFIG};
 use super::{CompareArgs, RunRecord, Scenario, System, REALM, USER};
+use crate::flags::Transport;
 use crate::output::{self, Output};
 
 /// Everything the report is written from.
@@ -246,8 +247,10 @@ impl Comparison<'_> {
         }
         output::render_grid(
             &format!(
-                "compare: {:?} scenario, {} round(s), median (min–max)",
-                args.scenario, args.rounds
+                "compare: {:?} scenario over {}, {} round(s), median (min–max)",
+                args.scenario,
+                args.relay.target.transport.name(),
+                args.rounds
             )
             .to_lowercase(),
             &header,
@@ -312,7 +315,11 @@ impl Comparison<'_> {
         );
         let mut s = String::new();
         let scen = format!("{:?}", args.scenario).to_lowercase();
-        let _ = writeln!(s, "# uturn-loadgen compare: {scen} scenario\n");
+        let _ = writeln!(
+            s,
+            "# uturn-loadgen compare: {scen} scenario over {}\n",
+            args.relay.target.transport.name()
+        );
         let _ = writeln!(s, "## Machine\n");
         let _ = writeln!(s, "| | |\n|---|---|");
         for (k, v) in [
@@ -364,6 +371,33 @@ impl Comparison<'_> {
          backend, the floor and coturn read datagram by datagram), so a GSO run offers super-packets \
          that each server still receives as single datagrams."
     );
+        match args.relay.target.transport {
+            Transport::Udp => {}
+            Transport::Tcp => {
+                let _ = writeln!(
+                    s,
+                    "* Transport **tcp**: every client is a TCP connection to the server (uturn \
+                     `--listen-tcp`, coturn's TCP listener on its listening port), RFC 8489 §6.2.2 \
+                     framing, ChannelData padded to 4 bytes; the relay leg to the peers is UDP."
+                );
+            }
+            Transport::Tls => {
+                let _ = writeln!(
+                    s,
+                    "* Transport **tls**: every client is a TLS connection (TLS 1.2 or 1.3 as the \
+                     server chooses, ALPN `stun.turn`, no session resumption: a full handshake per \
+                     connection) to uturn's `--listen-tls` / coturn's `--tls-listening-port`, both \
+                     with the self-signed P-256 certificate in the log directory, which the \
+                     generator does not verify; the relay leg to the peers is UDP.{}",
+                    if args.scenario == Scenario::Allocate {
+                        " Each allocation flow opens its own connection, so its figure includes the \
+                         handshake."
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         if systems.contains(&System::Uturn) {
             let _ = writeln!(
             s,

@@ -1,10 +1,11 @@
 //! Starting and stopping the systems under test: uturn, the floor (this
-//! binary) and coturn, each fresh on a free loopback port, pinned to one
-//! CPU, waited for until ready and stopped by PID.
+//! binary) and coturn, each fresh on a free loopback port (and, with
+//! `--transport tcp|tls`, a TCP or TLS listener), pinned to one CPU, waited
+//! for until ready and stopped by PID.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,6 +17,7 @@ use uturn_stun::{attr, Class, Message, MessageWriter, Method};
 
 use super::command::command_line;
 use super::{CompareArgs, Scenario, System, REALM, USER};
+use crate::flags::Transport;
 
 /// uturn's configuration file for every run: its defaults except two
 /// limits that a loopback load test trips over and coturn does not have by
@@ -47,9 +49,40 @@ pub(super) fn locate(bin: &Path) -> Option<PathBuf> {
     })
 }
 
+/// A loopback port free for UDP and for TCP: coturn listens on both at
+/// its --listening-port (a port free for UDP only may be the local port of
+/// one of the generator's TCP connections, and coturn then fails to start).
 fn free_udp_port() -> anyhow::Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").context("finding a free port")?;
+    for _ in 0..20 {
+        let s = UdpSocket::bind("127.0.0.1:0").context("finding a free port")?;
+        let port = s.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free for both UDP and TCP in 20 tries")
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    let s = TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
     Ok(s.local_addr()?.port())
+}
+
+/// The certificate and key the servers get with `--transport tls`.
+fn certificate_files(log_dir: &Path) -> (PathBuf, PathBuf) {
+    (log_dir.join("tls-cert.pem"), log_dir.join("tls-key.pem"))
+}
+
+/// Writes a self-signed P-256 certificate for "localhost" (and its key)
+/// into `log_dir`, for the servers' TLS listeners.
+pub(super) fn write_certificate(log_dir: &Path) -> anyhow::Result<()> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .context("making a self-signed certificate")?;
+    let (cert, key) = certificate_files(log_dir);
+    std::fs::write(&cert, ck.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())
+        .with_context(|| format!("writing {}", key.display()))?;
+    Ok(())
 }
 
 /// A relay port range for uturn and coturn: above the kernel's ephemeral
@@ -123,7 +156,15 @@ impl Server {
         flows: usize,
     ) -> anyhow::Result<Server> {
         let port = free_udp_port()?;
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        let udp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        let transport = args.relay.target.transport;
+        // The client-facing listener: coturn's TCP listener shares the UDP
+        // port; uturn's and the TLS listeners get their own.
+        let addr = match (transport, system) {
+            (Transport::Udp, _) | (Transport::Tcp, System::Coturn) => udp,
+            _ => SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)),
+        };
+        let (cert, key) = certificate_files(log_dir);
         let (lo, hi) = relay_port_range(args.scenario, flows);
         let log = log_dir.join(format!("{tag}-{}.log", system.name()));
         let (program, argv, ready_line): (PathBuf, Vec<String>, Option<&str>) = match system {
@@ -135,7 +176,7 @@ impl Server {
                     "--config",
                     &config.display().to_string(),
                     "--listen",
-                    &addr.to_string(),
+                    &udp.to_string(),
                     "--relay-ip",
                     "127.0.0.1",
                     "--relay-ports",
@@ -155,6 +196,18 @@ impl Server {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                match transport {
+                    Transport::Udp => {}
+                    Transport::Tcp => v.extend(["--listen-tcp".into(), addr.to_string()]),
+                    Transport::Tls => v.extend([
+                        "--listen-tls".into(),
+                        addr.to_string(),
+                        "--tls-cert".into(),
+                        cert.display().to_string(),
+                        "--tls-key".into(),
+                        key.display().to_string(),
+                    ]),
+                }
                 v.extend(args.uturn_args.iter().cloned());
                 if system == System::UturnSyscall {
                     v.extend(["--io-backend".to_string(), "syscall".to_string()]);
@@ -171,7 +224,7 @@ impl Server {
                 let v = [
                     "floor",
                     "--listen",
-                    &addr.to_string(),
+                    &udp.to_string(),
                     "--relay-ip",
                     "127.0.0.1",
                     "--batch",
@@ -185,7 +238,7 @@ impl Server {
             System::Coturn => {
                 let bin = coturn.context("coturn is not installed")?.to_path_buf();
                 let pidfile = log_dir.join(format!("{tag}-coturn.pid"));
-                let v = [
+                let mut v: Vec<String> = [
                     "-n",
                     "--listening-ip",
                     "127.0.0.1",
@@ -203,7 +256,6 @@ impl Server {
                     REALM,
                     "--lt-cred-mech",
                     "--allow-loopback-peers",
-                    "--no-tls",
                     "--no-dtls",
                     "--no-cli",
                     "--relay-threads",
@@ -218,6 +270,18 @@ impl Server {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                // Its TCP listener shares --listening-port.
+                match transport {
+                    Transport::Udp | Transport::Tcp => v.push("--no-tls".into()),
+                    Transport::Tls => v.extend([
+                        "--tls-listening-port".into(),
+                        addr.port().to_string(),
+                        "--cert".into(),
+                        cert.display().to_string(),
+                        "--pkey".into(),
+                        key.display().to_string(),
+                    ]),
+                }
                 (bin, v, None)
             }
         };
@@ -294,7 +358,14 @@ impl Server {
                         false
                     }
                 },
-                _ => stun_answers(addr, Duration::from_millis(100)),
+                // coturn: its UDP listener answers, and its TCP or TLS one
+                // accepts.
+                _ => {
+                    stun_answers(udp, Duration::from_millis(100))
+                        && (transport == Transport::Udp
+                            || TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                                .is_ok())
+                }
             };
             if ready {
                 break;

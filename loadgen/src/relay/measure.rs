@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::{frame_len, receiver, sender, FlowInfo, RelayArgs, C2P, DRAIN, P2C};
+use crate::client::Conn;
 use crate::cpu;
 use crate::output::{fmt_count, Output};
 use crate::stats;
@@ -25,6 +25,8 @@ pub(super) struct Measured {
     pub(super) reordered: [u64; 2],
     pub(super) hist: [Histogram<u64>; 2],
     pub(super) foreign: u64,
+    /// Client connections that broke during the run (TCP, TLS).
+    pub(super) broken: u64,
     pub(super) send_failures: u64,
     pub(super) rx_drops: u64,
     pub(super) server_drops: u64,
@@ -61,13 +63,16 @@ pub(super) fn measure(
         ports.insert(p.local_addr()?);
     }
     for f in flows {
-        if let Ok(a) = socket_addr(f.client) {
-            ports.insert(a);
+        if let Conn::Udp(s) = f.client {
+            ports.insert(s.local_addr()?);
         }
     }
     let drops_before = cpu::udp_drops(&ports);
     let mut server_socks: HashSet<SocketAddr> = flows.iter().map(|f| f.relayed).collect();
-    server_socks.insert(args.target.server);
+    // Over TCP/TLS the server's listener is not a UDP socket.
+    if !args.target.transport.is_stream() {
+        server_socks.insert(args.target.server);
+    }
     let server_drops_before = cpu::udp_drops(&server_socks);
 
     let total_rate = args.rate.pps().map(|r| r / threads as f64);
@@ -150,6 +155,7 @@ pub(super) fn measure(
             reordered: [0; 2],
             hist: [stats::new_histogram(), stats::new_histogram()],
             foreign: 0,
+            broken: 0,
             send_failures: failures,
             rx_drops: 0,
             server_drops: 0,
@@ -174,6 +180,8 @@ pub(super) fn measure(
                 m.hist[d].add(&r.hist[d]).ok();
             }
             m.foreign += r.foreign;
+            m.broken += r.broken;
+            m.notes.extend(r.errors);
             m.receiver_util.push(r.cpu_util);
         }
         m.window_secs = (Instant::now() - t0).as_secs_f64();
@@ -190,11 +198,4 @@ pub(super) fn measure(
     m.rx_drops = cpu::udp_drops(&ports).saturating_sub(drops_before);
     m.server_drops = cpu::udp_drops(&server_socks).saturating_sub(server_drops_before);
     Ok(m)
-}
-
-fn socket_addr(fd: BorrowedFd<'_>) -> std::io::Result<SocketAddr> {
-    socket2::SockRef::from(&fd)
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("not an IP socket"))
 }

@@ -33,6 +33,19 @@
 //! every socket is empty, and then drain each ready socket with
 //! non-blocking `recvmmsg` batches: the server pays at most one wake-up of
 //! the receiver per burst it sends, never one per packet.
+//!
+//! # TCP and TLS
+//! With `--transport tcp` or `tls` each client is a connection (set up,
+//! TLS handshake included, before the measurement); the peer side stays
+//! UDP. A c2p burst is the burst's ChannelData frames (padded to 4 bytes,
+//! RFC 8656 §12.5) back to back in ONE `write` on the flow's connection
+//! (over TLS: one rustls record, then one `write`). A connection whose
+//! earlier bytes the kernel has not taken yet refuses the burst (counted
+//! as refused on send, like datagrams a full UDP socket refuses). p2c
+//! frames are read from the connections by the same epoll loop, one `read`
+//! of up to 64 KiB per ready connection and turn, split with
+//! `uturn_stun::next_frame`; the frame a read ends inside waits in the
+//! connection for the next read.
 
 mod measure;
 mod receiver;
@@ -50,10 +63,10 @@ use anyhow::Context;
 use uturn_io::client::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use uturn_stun::channel;
 
-use crate::client::{self, Engine, FlowError, TurnFlow};
+use crate::client::{self, Conn, Connector, Engine, FlowError, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
-use crate::flags::{mask_secret, mask_user, ClientIps, Target};
+use crate::flags::{mask_secret, mask_user, ClientIps, Dial};
 use crate::output::Output;
 use crate::payload;
 pub use report::RelayReport;
@@ -150,7 +163,7 @@ impl serde::Serialize for Rate {
 pub struct RelayArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub target: Target,
+    pub target: Dial,
     /// Long-term credentials for every client, as NAME:PASSWORD.
     #[arg(long, value_name = "NAME:PASSWORD", conflicts_with = "rest_secret")]
     #[serde(serialize_with = "mask_user")]
@@ -188,10 +201,11 @@ pub struct RelayArgs {
     pub mode: Mode,
     /// Send each burst as ONE sendmsg with UDP_SEGMENT (GSO) instead of
     /// sendmmsg: far cheaper for the generator, but the server's socket
-    /// then receives bursts of equal-sized datagrams at once.
+    /// then receives bursts of equal-sized datagrams at once. UDP only.
     #[arg(long)]
     pub gso: bool,
-    /// Datagrams per sendmmsg/recvmmsg call (and largest burst), 1–1024.
+    /// Datagrams per sendmmsg/recvmmsg call (and largest burst), 1–1024;
+    /// over TCP/TLS, the most ChannelData frames written in one write.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch: usize,
     /// Sender threads, and as many receiver threads (flows are divided
@@ -240,6 +254,12 @@ const TICK_SECS: f64 = 250e-6;
 const SETUP_CONCURRENCY: usize = 256;
 /// Total receive-buffer budget over all sockets.
 const SOCKET_BUFFER_BUDGET: usize = 256 << 20;
+/// Send buffer of each TCP/TLS client connection (the kernel doubles it):
+/// with autotuning (up to 4 MiB per connection) a server slower than the
+/// offered rate would let the generator queue seconds of frames on its own
+/// side; capped, the connection refuses bursts instead, which is the
+/// server's backpressure made visible (refused on send).
+const STREAM_SEND_BUFFER: usize = 32 << 10;
 
 /// Index of a direction in per-direction arrays.
 const C2P: usize = 0;
@@ -268,7 +288,7 @@ pub fn run(args: &RelayArgs, out: &Output) -> anyhow::Result<()> {
 
 /// Everything the threads share about the flows.
 struct FlowInfo<'a> {
-    client: BorrowedFd<'a>,
+    client: &'a Conn,
     peer: BorrowedFd<'a>,
     peer_addr: SocketAddr,
     relayed: SocketAddr,
@@ -290,6 +310,7 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         }
     };
     cpu::require_process(args.server_pid)?;
+    let connector = Connector::new(&args.target, args.clients.client_ips)?;
     let nofile = uturn_io::socket::raise_fd_limit();
     let mut notes = Vec::new();
 
@@ -322,24 +343,25 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
 
     // Clients, set up with many requests in flight.
     say(&format!(
-        "relay: setting up {} flows on {} ({})",
+        "relay: setting up {} flows on {} over {} ({})",
         args.flows,
         args.target.server,
+        args.target.transport.name(),
         auth.describe()
     ));
     let mut engine = Engine::new()?;
     let mut slots = Vec::with_capacity(args.flows);
     for i in 0..args.flows {
-        let sock = client::client_socket(
-            args.target.server,
-            i as u64,
-            args.clients.client_ips,
-            bufsize,
-        )
-        .context("creating client sockets")?;
+        let conn = connector
+            .open(i as u64, bufsize)
+            .context("opening client connections")?;
+        if let Some(s) = conn.stream() {
+            s.set_send_buffer(STREAM_SEND_BUFFER)
+                .context("sizing a connection's send buffer")?;
+        }
         let flow = TurnFlow::new(
             i as u64,
-            sock,
+            conn,
             peer_addrs[i % npeers],
             &auth,
             args.realm.as_deref(),
@@ -368,6 +390,10 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
     }
     let setup_requests = engine.stats.requests;
     let setup_retransmits = engine.stats.retransmits;
+    let tls = slots
+        .first()
+        .and_then(|&s| engine.flow(s))
+        .and_then(|f| f.conn.tls_info());
 
     let flows: Vec<FlowInfo<'_>> = slots
         .iter()
@@ -375,7 +401,7 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         .map(|(i, &s)| {
             let f = engine.flow(s).expect("flow present");
             FlowInfo {
-                client: f.sock.as_fd(),
+                client: &f.conn,
                 peer: peers[i % npeers].as_fd(),
                 peer_addr: peer_addrs[i % npeers],
                 relayed: f.relayed.expect("allocated"),
@@ -393,6 +419,7 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         retransmits: setup_retransmits,
         peer_sockets: npeers,
         teardown_failures: teardown(&mut engine, &slots),
+        tls,
     };
     Ok(RelayReport::new(args, &measured, setup, notes))
 }
@@ -425,6 +452,10 @@ fn validate(args: &RelayArgs) -> anyhow::Result<()> {
             args.threads,
             args.flows
         );
+    }
+    args.target.validate()?;
+    if args.gso && args.target.transport.is_stream() {
+        anyhow::bail!("--gso is for UDP: over --transport tcp/tls a burst is one write anyway");
     }
     if args.target.server.is_ipv4() != args.peer_ip.is_ipv4() {
         anyhow::bail!(
@@ -494,11 +525,15 @@ pub(crate) fn summarize_errors(engine: &Engine, failed: &[usize]) -> String {
     s
 }
 
-/// Bytes on the wire (UDP payload) of one packet in direction `dir` on
-/// the client side (c2p) or the peer side (p2c).
+/// Bytes on the wire (UDP payload, or frame on a stream) of one packet in
+/// direction `dir` on the client side (c2p) or the peer side (p2c).
 fn frame_len(args: &RelayArgs, dir: usize) -> usize {
     match (dir, args.mode) {
         (P2C, _) => args.payload,
+        // RFC 8656 §12.5: over TCP and TLS, ChannelData is padded to 4 bytes.
+        (_, Mode::Channel) if args.target.transport.is_stream() => {
+            channel::CHANNEL_HEADER_LEN + args.payload.div_ceil(4) * 4
+        }
         (_, Mode::Channel) => channel::CHANNEL_HEADER_LEN + args.payload,
         (_, Mode::Indication) => {
             let addr = if args.peer_ip.is_ipv4() { 8 } else { 20 };
@@ -556,6 +591,12 @@ mod tests {
         assert_eq!(frame_len(&a, P2C), 120);
         a.mode = Mode::Indication;
         assert_eq!(frame_len(&a, C2P), 156);
+        a.mode = Mode::Channel;
+        a.payload = 121;
+        assert_eq!(frame_len(&a, C2P), 125);
+        a.target.transport = crate::flags::Transport::Tcp;
+        assert_eq!(frame_len(&a, C2P), 128);
+        assert_eq!(frame_len(&a, P2C), 121);
         assert_eq!(gso_cap(32, 1204), 32);
         assert_eq!(gso_cap(128, 124), 64);
         assert_eq!(gso_cap(64, 1204), 53);

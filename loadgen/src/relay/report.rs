@@ -4,7 +4,9 @@
 use super::measure::Measured;
 use super::{directions, frame_len, gso_cap, Direction, Mode, RelayArgs};
 use super::{C2P, DIR_NAMES, DRAIN, P2C};
+use crate::client::TlsInfo;
 use crate::cpu;
+use crate::flags::Transport;
 use crate::output::{fmt_count, fmt_pct, Table};
 use crate::stats::{self, Percentiles};
 
@@ -29,6 +31,11 @@ pub struct DirReport {
 pub struct RelayReport {
     pub scenario: &'static str,
     pub args: RelayArgs,
+    /// Between the clients and the server: "udp", "tcp" or "tls" (the
+    /// peers always use UDP).
+    pub transport: &'static str,
+    /// The TLS parameters the server chose (first flow), with --transport tls.
+    pub tls: Option<TlsInfo>,
     /// The target rate (packets/s), or `None` with `--rate max`.
     pub target_pps: Option<f64>,
     /// What the generator actually offered: sent / duration.
@@ -71,8 +78,12 @@ pub struct RelayReport {
     /// its relayed-address sockets (full receive buffers), from
     /// /proc/net/udp: loss before the server ever saw the packet.
     pub server_socket_drops: u64,
-    /// Datagrams the generator's sockets refused (full buffer or error).
+    /// Datagrams the generator's sockets refused (full buffer or error);
+    /// over TCP/TLS, frames of bursts a connection refused because its
+    /// earlier bytes still waited (the server reads slower than offered).
     pub send_failures: u64,
+    /// Client connections that broke during the run (TCP, TLS).
+    pub broken_connections: u64,
     /// Server CPU seconds (all threads) from the start of sending to the
     /// end of the drain; needs --server-pid.
     pub server_cpu_secs: Option<f64>,
@@ -113,6 +124,8 @@ pub(super) struct Setup {
     pub retransmits: u64,
     pub peer_sockets: usize,
     pub teardown_failures: usize,
+    /// The first flow's TLS parameters.
+    pub tls: Option<TlsInfo>,
 }
 
 impl RelayReport {
@@ -149,9 +162,16 @@ impl RelayReport {
         let loss_ratio = loss(sent, delivered);
         let target_pps = args.rate.pps();
         let offered_pps = sent as f64 / dur;
+        let stream = args.target.transport.is_stream();
+        // Over a stream a server that reads too slowly is not losing
+        // packets: its connections refuse bursts (flow control).
+        let backpressure = stream && m.send_failures > 0;
+        // Over a stream, bursts the connections refused were offered: the
+        // server, not the generator, held them back.
+        let attempted = if stream { sent + m.send_failures } else { sent };
         let generator_limited = match target_pps {
-            Some(t) => offered_pps < 0.97 * t,
-            None => loss_ratio < 0.001,
+            Some(t) => (attempted as f64 / dur) < 0.97 * t,
+            None => loss_ratio < 0.001 && !backpressure,
         };
         if generator_limited {
             notes.push(match target_pps {
@@ -160,10 +180,28 @@ impl RelayReport {
                     fmt_count(offered_pps),
                     fmt_count(t)
                 ),
+                None if stream => "generator-limited: at --rate max nothing was lost and no \
+                                   connection refused a burst, so the server was not saturated; \
+                                   add sender threads (--threads)"
+                    .to_string(),
                 None => "generator-limited: at --rate max nothing was lost, so the server was not \
                          saturated; add sender threads (--threads) or --gso"
                     .to_string(),
             });
+        }
+        if backpressure {
+            notes.push(format!(
+                "{} frames were refused on send: the server's connections did not take them \
+                 (TCP flow control), so over {} a saturated server shows there rather than as loss",
+                fmt_count(m.send_failures as f64),
+                args.target.transport.name()
+            ));
+        }
+        if m.broken > 0 {
+            notes.push(format!(
+                "{} client connections broke during the run",
+                m.broken
+            ));
         }
         if m.rx_drops > 0 {
             notes.push(format!(
@@ -185,20 +223,13 @@ impl RelayReport {
                     .to_string(),
             );
         }
-        let sender = if args.gso {
-            format!(
-                "one sendmsg with UDP_SEGMENT (GSO) per burst of ≤ {} datagrams to one socket",
-                gso_cap(args.batch, frame_len(args, C2P).max(frame_len(args, P2C)))
-            )
-        } else {
-            format!(
-                "sendmmsg, bursts of ≤ {} datagrams per call to one socket",
-                args.batch
-            )
-        };
+        let sender = sender_method(args);
+        let receiver = receiver_method(args);
         RelayReport {
             scenario: "relay",
             args: args.clone(),
+            transport: args.target.transport.name(),
+            tls: setup.tls,
             target_pps,
             offered_pps,
             sent,
@@ -219,6 +250,7 @@ impl RelayReport {
             generator_rx_drops: m.rx_drops,
             server_socket_drops: m.server_drops,
             send_failures: m.send_failures,
+            broken_connections: m.broken,
             server_cpu_secs,
             server_cpu_util: server_cpu_secs.map(|s| s / window),
             delivered_per_server_cpu_sec: server_cpu_secs
@@ -229,10 +261,7 @@ impl RelayReport {
             gso: args.gso,
             server_udp_gro,
             sender,
-            receiver: format!(
-                "epoll (blocks only when every socket is empty) + non-blocking recvmmsg batches of {}",
-                args.batch
-            ),
+            receiver,
             sender_threads: args.threads,
             receiver_threads: args.threads,
             peer_sockets: setup.peer_sockets,
@@ -246,6 +275,62 @@ impl RelayReport {
     }
 }
 
+/// How the senders send, for the report.
+fn sender_method(args: &RelayArgs) -> String {
+    let udp = if args.gso {
+        format!(
+            "one sendmsg with UDP_SEGMENT (GSO) per burst of ≤ {} datagrams to one socket",
+            gso_cap(args.batch, frame_len(args, C2P).max(frame_len(args, P2C)))
+        )
+    } else {
+        format!(
+            "sendmmsg, bursts of ≤ {} datagrams per call to one socket",
+            args.batch
+        )
+    };
+    let stream = match args.target.transport {
+        Transport::Udp => return udp,
+        Transport::Tcp => "one write",
+        Transport::Tls => "one TLS record (rustls) and one write",
+    };
+    let c2p = format!(
+        "client→server: {stream} per burst of ≤ {} frames back to back on one connection \
+         (refused while that connection's earlier bytes wait)",
+        args.batch
+    );
+    match args.direction {
+        Direction::C2p => c2p,
+        Direction::P2c | Direction::Both => {
+            let p2c = format!("peer→server: {udp}");
+            if args.direction == Direction::P2c {
+                p2c
+            } else {
+                format!("{c2p}; {p2c}")
+            }
+        }
+    }
+}
+
+/// How the receivers receive, for the report.
+fn receiver_method(args: &RelayArgs) -> String {
+    let udp = format!(
+        "non-blocking recvmmsg batches of {} per ready socket",
+        args.batch
+    );
+    let conns = match args.target.transport {
+        Transport::Udp => {
+            return format!("epoll (blocks only when every socket is empty) + {udp}");
+        }
+        Transport::Tcp => "one read",
+        Transport::Tls => "one read (decrypted by rustls)",
+    };
+    format!(
+        "epoll (blocks only when every socket is empty); client connections: {conns} of ≤ 64 KiB \
+         per ready connection and turn, split into frames with next_frame, a partial frame kept \
+         per connection; peer sockets: {udp}"
+    )
+}
+
 fn loss(sent: u64, delivered: u64) -> f64 {
     if sent == 0 {
         0.0
@@ -257,8 +342,9 @@ fn loss(sent: u64, delivered: u64) -> f64 {
 pub(super) fn print_report(r: &RelayReport) {
     let a = &r.args;
     let mut t = Table::new(format!(
-        "relay · {} · {} flows × {} B · {} · {}{}",
+        "relay · {} over {} · {} flows × {} B · {} · {}{}",
         a.target.server,
+        r.transport,
         a.flows,
         a.payload,
         match a.direction {
@@ -272,6 +358,9 @@ pub(super) fn print_report(r: &RelayReport) {
         },
         if r.gso { " · GSO" } else { "" }
     ));
+    if let Some(tls) = &r.tls {
+        t.row("TLS", tls.describe(a.target.tls_ca.is_some()));
+    }
     t.row(
         "target rate",
         r.target_pps
@@ -390,6 +479,9 @@ pub(super) fn print_report(r: &RelayReport) {
     );
     if r.teardown_failures > 0 {
         t.row("teardown failures", r.teardown_failures.to_string());
+    }
+    if r.broken_connections > 0 {
+        t.row("broken connections", r.broken_connections.to_string());
     }
     if r.foreign_datagrams > 0 {
         t.row("foreign datagrams", r.foreign_datagrams.to_string());

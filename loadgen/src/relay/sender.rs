@@ -1,7 +1,9 @@
-//! The relay scenario's sender threads: datagram templates per flow and
-//! direction, and the paced loop that sends them in bursts.
+//! The relay scenario's sender threads: datagram (or stream frame)
+//! templates per flow and direction, and the paced loop that sends them in
+//! bursts: one `sendmmsg` (or GSO `sendmsg`) per burst on a UDP socket, one
+//! `write` of the burst's frames back to back on a TCP or TLS connection.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,15 +12,27 @@ use uturn_io::{process, RawAddr};
 use uturn_stun::{attr, channel, Class, Message, MessageWriter, Method};
 
 use super::measure::Live;
-use super::{directions, gso_cap, FlowInfo, Mode, RelayArgs, C2P, P2C, TICK_SECS};
+use super::{directions, frame_len, gso_cap, FlowInfo, Mode, RelayArgs, C2P, P2C, TICK_SECS};
+use crate::client::{Conn, Stream};
 use crate::cpu::ThreadMeter;
 use crate::payload;
 use crate::stats::Rng;
 
+/// Where a lane's bursts go.
+enum Out<'a> {
+    /// A UDP socket: the client's, connected to the server (c2p), or a
+    /// peer socket, to the relayed address `dest` (p2c).
+    Datagram {
+        fd: BorrowedFd<'a>,
+        dest: Option<RawAddr>,
+    },
+    /// The client's TCP or TLS connection (c2p).
+    Stream(&'a Stream),
+}
+
 /// One (flow, direction) a sender feeds.
 pub(super) struct Lane<'a> {
-    fd: BorrowedFd<'a>,
-    dest: Option<RawAddr>,
+    out: Out<'a>,
     template: Vec<u8>,
     hdr_off: usize,
     flow: u32,
@@ -43,14 +57,19 @@ pub(super) fn lanes<'a>(args: &RelayArgs, flows: &[FlowInfo<'a>]) -> Vec<Vec<Lan
     for (i, f) in flows.iter().enumerate() {
         for &d in directions(args.direction) {
             let (template, hdr_off) = template(args, f, d, &mut rng);
-            let (fd, dest) = if d == C2P {
-                (f.client, None)
-            } else {
-                (f.peer, Some(RawAddr::new(&f.relayed)))
+            let out = match (d, f.client) {
+                (C2P, Conn::Udp(s)) => Out::Datagram {
+                    fd: s.as_fd(),
+                    dest: None,
+                },
+                (C2P, Conn::Stream(s)) => Out::Stream(s),
+                _ => Out::Datagram {
+                    fd: f.peer,
+                    dest: Some(RawAddr::new(&f.relayed)),
+                },
             };
             lanes[i % threads].push(Lane {
-                fd,
-                dest,
+                out,
                 template,
                 hdr_off,
                 flow: i as u32,
@@ -62,8 +81,8 @@ pub(super) fn lanes<'a>(args: &RelayArgs, flows: &[FlowInfo<'a>]) -> Vec<Vec<Lan
     lanes
 }
 
-/// The datagram template for flow `i` in direction `dir`, and where the
-/// 16-byte payload header goes in it.
+/// The datagram (or stream frame) template for flow `i` in direction
+/// `dir`, and where the 16-byte payload header goes in it.
 fn template(args: &RelayArgs, f: &FlowInfo<'_>, dir: usize, rng: &mut Rng) -> (Vec<u8>, usize) {
     let mut pl = vec![payload::FILLER; args.payload];
     pl[..payload::HEADER_LEN].fill(0);
@@ -74,6 +93,8 @@ fn template(args: &RelayArgs, f: &FlowInfo<'_>, dir: usize, rng: &mut Rng) -> (V
             channel::write_header(&mut h, f.channel, args.payload as u16);
             let mut v = h.to_vec();
             v.extend_from_slice(&pl);
+            // Zero padding up to the frame length (streams: RFC 8656 §12.5).
+            v.resize(frame_len(args, C2P), 0);
             (v, channel::CHANNEL_HEADER_LEN)
         }
         (_, Mode::Indication) => {
@@ -136,6 +157,8 @@ pub(super) fn sender(
         SendBatch::new(cap, len_of(C2P)),
         SendBatch::new(cap, len_of(P2C)),
     ];
+    // A stream burst: its frames back to back.
+    let mut frames = vec![0u8; cap * len_of(C2P)];
     let burst = match rate {
         Some(r) => ((r * TICK_SECS).round() as usize).clamp(1, cap) as u64,
         None => cap as u64,
@@ -172,8 +195,7 @@ pub(super) fn sender(
         let sb = &mut batches[lane.dir];
         let len = lane.template.len();
         let ts = process::monotonic_ns();
-        for i in 0..b {
-            let slot = &mut sb.slot_mut(i)[..len];
+        let fill = |i: usize, slot: &mut [u8]| {
             slot.copy_from_slice(&lane.template);
             payload::write(
                 &mut slot[lane.hdr_off..],
@@ -181,11 +203,25 @@ pub(super) fn sender(
                 lane.seq.wrapping_add(i as u32),
                 ts,
             );
-        }
-        let r = if gso {
-            sb.send_gso(lane.fd, b, lane.dest.as_ref())
-        } else {
-            sb.send(lane.fd, b, len, lane.dest.as_ref())
+        };
+        let r = match &lane.out {
+            Out::Datagram { fd, dest } => {
+                for i in 0..b {
+                    fill(i, &mut sb.slot_mut(i)[..len]);
+                }
+                if gso {
+                    sb.send_gso(*fd, b, dest.as_ref())
+                } else {
+                    sb.send(*fd, b, len, dest.as_ref())
+                }
+            }
+            Out::Stream(stream) => {
+                let burst = &mut frames[..b * len];
+                for (i, slot) in burst.chunks_exact_mut(len).enumerate() {
+                    fill(i, slot);
+                }
+                stream.send_burst(burst, len)
+            }
         };
         let n = match r {
             Ok(n) => n,
@@ -202,6 +238,13 @@ pub(super) fn sender(
         res.sent[lane.dir] += n as u64;
         res.failures += (b - n) as u64;
         live.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    // The rest of a frame a connection took in part goes out now, within
+    // the drain, rather than with the teardown's first request.
+    for lane in lanes.iter() {
+        if let Out::Stream(stream) = &lane.out {
+            let _ = stream.flush();
+        }
     }
     if error_count > 3 {
         res.errors
