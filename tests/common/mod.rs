@@ -258,6 +258,10 @@ pub struct Server {
     child: Option<Child>,
     /// Every `uturn: listening on udp ADDR` line, in order.
     pub listen: Vec<SocketAddr>,
+    /// Every `uturn: listening on tcp ADDR` line, in order.
+    pub tcp: Vec<SocketAddr>,
+    /// Every `uturn: listening on tls ADDR` line, in order.
+    pub tls: Vec<SocketAddr>,
     /// The first listen address: where clients send.
     pub addr: SocketAddr,
     /// `uturn: relay <ip> ports <low>-<high>`, as printed.
@@ -376,6 +380,8 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             listen: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             relay_line: String::new(),
             demo_user: None,
@@ -394,11 +400,20 @@ impl Server {
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     server.banner.push(line.clone());
-                    if let Some(rest) = line.strip_prefix("uturn: listening on udp ") {
+                    if let Some((kind, rest)) = line
+                        .strip_prefix("uturn: listening on ")
+                        .and_then(|r| r.split_once(' '))
+                    {
                         let a: SocketAddr = rest.trim().parse().map_err(|e| {
                             server.failure(&format!("bad listen line {line:?}: {e}"))
                         })?;
-                        server.listen.push(a);
+                        match kind {
+                            "udp" => server.listen.push(a),
+                            "tcp" => server.tcp.push(a),
+                            "tls" => server.tls.push(a),
+                            // Another kind of listener: in `banner` only.
+                            _ => {}
+                        }
                     } else if line.starts_with("uturn: relay ") {
                         server.relay_line = line;
                     } else if line.starts_with("uturn: demo user ") {
