@@ -13,10 +13,12 @@
 mod client;
 mod flow;
 mod metrics;
+mod reply;
 
 pub use client::*;
 pub use flow::*;
 pub use metrics::*;
+pub use reply::*;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
