@@ -10,15 +10,21 @@
 //! have deadlines, and every loop has a count or a deadline.
 #![allow(dead_code)]
 
+mod certs;
 mod client;
 mod flow;
 mod metrics;
 mod reply;
+mod stream;
 
+// Certificates are for the e2e stream tests only (interop.rs shares this module).
+#[allow(unused_imports)]
+pub use certs::*;
 pub use client::*;
 pub use flow::*;
 pub use metrics::*;
 pub use reply::*;
+pub use stream::*;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
