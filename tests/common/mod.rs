@@ -131,17 +131,20 @@ pub fn with_uring_epoll_streams(test: fn()) {
 
 /// For each named test function, a module of that name with two tests,
 /// `uring` and `syscall`, that run it on each io backend. A test function
-/// left out of the list is dead code, which clippy refuses.
+/// left out of the list is dead code, which clippy refuses. Attributes
+/// written before a name (`#[ignore = "why"] name`) go on both tests.
 #[allow(unused_macros)] // each test crate uses one or both of the two
 macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[test]
+                $(#[$attr])*
                 fn uring() {
                     $crate::common::with_backend("uring", super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn syscall() {
                     $crate::common::with_backend("syscall", super::$name);
                 }
@@ -154,21 +157,24 @@ pub(crate) use on_both_backends;
 
 /// As [`on_both_backends!`], plus `uring_epoll`: io_uring with TCP and TLS
 /// through epoll (`--io-streams epoll`). For the tests of streams, whose
-/// io differs on each.
+/// io differs on each. Attributes before a name go on all three tests.
 #[allow(unused_macros)]
 macro_rules! on_every_stream_io {
-    ($($name:ident),+ $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[test]
+                $(#[$attr])*
                 fn uring() {
                     $crate::common::with_backend("uring", super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn uring_epoll() {
                     $crate::common::with_uring_epoll_streams(super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn syscall() {
                     $crate::common::with_backend("syscall", super::$name);
                 }

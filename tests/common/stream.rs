@@ -18,6 +18,9 @@ use super::*;
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 /// Writes that block this long fail the test.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a TLS handshake: longer than `WAIT`, since a handshake runs
+/// code a busy machine may have to page in first.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 
 /// How the server ended a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +79,7 @@ impl StreamLink {
 
     /// A TLS connection to `server`, verified against `ca_pem` as the only
     /// root with the name "localhost", offering ALPN `alpn`. The handshake is
-    /// finished before this returns (bounded by `WAIT`).
+    /// finished before this returns (bounded by `HANDSHAKE_WAIT`).
     pub fn tls(server: SocketAddr, ca_pem: &str, alpn: &[&[u8]]) -> Result<StreamLink, String> {
         let config = client_config(ca_pem, alpn);
         let name = ServerName::try_from("localhost").unwrap();
@@ -88,7 +91,7 @@ impl StreamLink {
     }
 
     fn handshake(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + HANDSHAKE_WAIT;
         let tls = self.tls.as_deref_mut().expect("a TLS link");
         // Bounded: each round writes, or reads until the deadline.
         for _ in 0..1000 {
@@ -104,13 +107,17 @@ impl StreamLink {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("TLS handshake unfinished after {WAIT:?}"));
+                return Err(format!("TLS handshake unfinished after {HANDSHAKE_WAIT:?}"));
             }
             self.sock.set_read_timeout(Some(left)).unwrap();
             match tls.read_tls(&mut self.sock) {
                 Ok(0) => return Err("the server closed during the TLS handshake".into()),
                 Ok(_) => {}
-                Err(e) => return Err(format!("TLS handshake read: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "TLS handshake read (bound {HANDSHAKE_WAIT:?}): {e}"
+                    ))
+                }
             }
             if let Err(e) = tls.process_new_packets() {
                 // The alert goes out before the error is reported.
