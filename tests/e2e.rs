@@ -158,3 +158,7 @@ mod relay;
 mod robustness;
 #[path = "e2e/stream_io.rs"]
 mod stream_io;
+#[path = "e2e/streams.rs"]
+mod streams;
+#[path = "e2e/streams_limits.rs"]
+mod streams_limits;

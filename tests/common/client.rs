@@ -3,130 +3,13 @@
 //! MESSAGE-INTEGRITY-SHA256, optionally USERHASH), Allocate, Refresh,
 //! CreatePermission, ChannelBind, Send indications, ChannelData, and reading
 //! Data indications and ChannelData. Every wait is bounded.
+//!
+//! The same API runs over UDP (`TurnClient::new`), TCP (`TurnClient::tcp`)
+//! or TLS (`TurnClient::tls`). Over a stream (RFC 8656 §3.1) requests are
+//! sent once, never retransmitted; ChannelData is always padded to a
+//! multiple of 4 (§12.5); what the server sends is read as whole frames.
 
 use super::*;
-
-/// A STUN message received from the server (owned bytes, parsed on access).
-#[derive(Clone)]
-pub struct Reply {
-    pub bytes: Vec<u8>,
-}
-
-impl Reply {
-    pub fn msg(&self) -> Message<'_> {
-        Message::parse(&self.bytes).expect("Reply holds a parsed message")
-    }
-    pub fn method(&self) -> Method {
-        self.msg().method()
-    }
-    pub fn class(&self) -> Class {
-        self.msg().class()
-    }
-    pub fn tid(&self) -> TransactionId {
-        *self.msg().transaction_id()
-    }
-    pub fn is_success(&self) -> bool {
-        self.class() == Class::Success
-    }
-    /// The raw value of the first trusted attribute of type `typ`.
-    pub fn raw(&self, typ: u16) -> Option<Vec<u8>> {
-        self.msg().get(typ).map(|a| a.value.to_vec())
-    }
-    pub fn has(&self, typ: u16) -> bool {
-        self.msg().get(typ).is_some()
-    }
-    fn decoded<T>(&self, typ: u16, f: impl FnOnce(Attribute<'_>) -> Option<T>) -> Option<T> {
-        let m = self.msg();
-        let raw = m.get(typ)?;
-        match Attribute::decode(raw, m.transaction_id()) {
-            Ok(a) => f(a),
-            Err(e) => panic!(
-                "attribute 0x{typ:04x} in {} does not decode: {e:?}",
-                self.describe()
-            ),
-        }
-    }
-    /// ERROR-CODE number (e.g. 401).
-    pub fn error_code(&self) -> Option<u16> {
-        self.decoded(attr::ERROR_CODE, |a| match a {
-            Attribute::ErrorCode { code, .. } => Some(code),
-            _ => None,
-        })
-    }
-    pub fn error_reason(&self) -> String {
-        self.decoded(attr::ERROR_CODE, |a| match a {
-            Attribute::ErrorCode { reason, .. } => {
-                Some(String::from_utf8_lossy(reason).into_owned())
-            }
-            _ => None,
-        })
-        .unwrap_or_default()
-    }
-    /// An XOR-ed address attribute.
-    pub fn xor_addr(&self, typ: u16) -> Option<SocketAddr> {
-        let m = self.msg();
-        let raw = m.get(typ)?;
-        Some(
-            attr::decode_xor_address(raw.value, m.transaction_id()).unwrap_or_else(|e| {
-                panic!("0x{typ:04x} in {} does not decode: {e:?}", self.describe())
-            }),
-        )
-    }
-    /// ALTERNATE-SERVER (a plain, not XOR-ed, address).
-    pub fn alternate_server(&self) -> Option<SocketAddr> {
-        self.decoded(attr::ALTERNATE_SERVER, |a| match a {
-            Attribute::AlternateServer(s) => Some(s),
-            _ => None,
-        })
-    }
-    pub fn lifetime(&self) -> Option<u32> {
-        self.decoded(attr::LIFETIME, |a| match a {
-            Attribute::Lifetime(v) => Some(v),
-            _ => None,
-        })
-    }
-    /// e.g. "Allocate Error 401 (Unauthorized)".
-    pub fn describe(&self) -> String {
-        let m = match Message::parse(&self.bytes) {
-            Ok(m) => m,
-            Err(e) => return format!("unparseable ({e:?}) {}", show(&self.bytes)),
-        };
-        let mut s = format!("{:?} {:?}", m.method(), m.class());
-        if let Some(raw) = m.get(attr::ERROR_CODE) {
-            match Attribute::decode(raw, m.transaction_id()) {
-                Ok(Attribute::ErrorCode { code, reason }) => {
-                    s += &format!(" {code} ({})", String::from_utf8_lossy(reason))
-                }
-                other => s += &format!(" ERROR-CODE undecodable: {other:?}"),
-            }
-        }
-        let types: Vec<String> = m
-            .raw_attributes()
-            .map(|a| format!("0x{:04x}", a.typ))
-            .collect();
-        s += &format!(" attrs [{}]", types.join(" "));
-        s
-    }
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-/// What the client received from a peer through the relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Relayed {
-    /// A Data indication (RFC 8656 §11.6).
-    Data { peer: SocketAddr, data: Vec<u8> },
-    /// A ChannelData message (RFC 8656 §12.4).
-    Channel { number: u16, data: Vec<u8> },
-}
-
-// ---------------------------------------------------------------------------
-// The client
-// ---------------------------------------------------------------------------
 
 /// How the client proves who it is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -143,9 +26,16 @@ pub enum AuthMode {
 
 pub const REQUESTED_TRANSPORT_UDP: [u8; 4] = [17, 0, 0, 0];
 
-/// A synchronous TURN client over one UDP socket.
+/// How the client reaches the server.
+enum Link {
+    Udp(UdpSocket),
+    Stream(StreamLink),
+}
+
+/// A synchronous TURN client over one UDP socket or one TCP or TLS
+/// connection.
 pub struct TurnClient {
-    pub sock: UdpSocket,
+    link: Link,
     pub server: SocketAddr,
     pub username: Vec<u8>,
     pub password: Vec<u8>,
@@ -159,7 +49,7 @@ pub struct TurnClient {
     /// PASSWORD-ALGORITHMS as received in the last 401/438.
     pub password_algorithms: Option<Vec<u8>>,
     key: Vec<u8>,
-    /// Datagrams received while waiting for something else.
+    /// Datagrams (or frames) received while waiting for something else.
     pending: VecDeque<Vec<u8>>,
     pub relayed: Option<SocketAddr>,
     pub mapped: Option<SocketAddr>,
@@ -191,8 +81,58 @@ impl TurnClient {
     ) -> TurnClient {
         let sock =
             UdpSocket::bind((local, 0)).unwrap_or_else(|e| panic!("bind client on {local}: {e}"));
+        TurnClient::on(Link::Udp(sock), server, username, password, mode)
+    }
+
+    /// A client over a TCP connection to `server` (a `listening on tcp`
+    /// address).
+    pub fn tcp(server: SocketAddr, username: &str, password: &str, mode: AuthMode) -> TurnClient {
+        let link = StreamLink::tcp(server);
+        TurnClient::on(Link::Stream(link), server, username, password, mode)
+    }
+
+    /// A client over a TCP connection from `local` (bound before connecting).
+    pub fn tcp_from(
+        local: SocketAddr,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+        mode: AuthMode,
+    ) -> std::io::Result<TurnClient> {
+        let link = StreamLink::tcp_from(local, server)?;
+        Ok(TurnClient::on(
+            Link::Stream(link),
+            server,
+            username,
+            password,
+            mode,
+        ))
+    }
+
+    /// A client over TLS to `server` (a `listening on tls` address): the
+    /// server must present a certificate for "localhost" that `ca_pem`
+    /// vouches for; ALPN "stun.turn" is offered (RFC 7443).
+    pub fn tls(
+        server: SocketAddr,
+        ca_pem: &str,
+        username: &str,
+        password: &str,
+        mode: AuthMode,
+    ) -> TurnClient {
+        let link = StreamLink::tls(server, ca_pem, &[ALPN_STUN_TURN])
+            .unwrap_or_else(|e| panic!("TLS to {server}: {e}"));
+        TurnClient::on(Link::Stream(link), server, username, password, mode)
+    }
+
+    fn on(
+        link: Link,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+        mode: AuthMode,
+    ) -> TurnClient {
         TurnClient {
-            sock,
+            link,
             server,
             username: username.as_bytes().to_vec(),
             password: password.as_bytes().to_vec(),
@@ -213,7 +153,40 @@ impl TurnClient {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.sock.local_addr().unwrap()
+        match &self.link {
+            Link::Udp(sock) => sock.local_addr().unwrap(),
+            Link::Stream(s) => s.local_addr(),
+        }
+    }
+
+    /// Whether the client runs over TCP or TLS.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.link, Link::Stream(_))
+    }
+
+    /// The stream connection; panics on a UDP client.
+    pub fn stream(&mut self) -> &mut StreamLink {
+        match &mut self.link {
+            Link::Stream(s) => s,
+            Link::Udp(_) => panic!("a UDP client has no connection"),
+        }
+    }
+
+    /// The ALPN protocol the server chose (TLS only).
+    pub fn alpn(&mut self) -> Option<Vec<u8>> {
+        self.stream().alpn()
+    }
+
+    /// The server's certificate, DER (TLS only).
+    pub fn peer_certificate(&mut self) -> Option<Vec<u8>> {
+        self.stream().peer_certificate()
+    }
+
+    /// Whether the server closes the connection within `limit` (frames that
+    /// arrive meanwhile are dropped); how, if it did.
+    pub fn wait_closed(&mut self, limit: Duration) -> Option<Closed> {
+        self.pending.clear();
+        self.stream().wait_closed(limit).0
     }
 
     pub fn new_tid() -> TransactionId {
@@ -222,23 +195,36 @@ impl TurnClient {
         t
     }
 
-    /// Sends raw bytes to the server.
-    pub fn send_raw(&self, bytes: &[u8]) {
-        self.sock
-            .send_to(bytes, self.server)
-            .unwrap_or_else(|e| panic!("send to {}: {e}", self.server));
+    /// Sends raw bytes to the server (one datagram, or written to the
+    /// stream as they are).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let server = self.server;
+        match &mut self.link {
+            Link::Udp(sock) => {
+                sock.send_to(bytes, server)
+                    .unwrap_or_else(|e| panic!("send to {server}: {e}"));
+            }
+            Link::Stream(s) => s
+                .write(bytes)
+                .unwrap_or_else(|e| panic!("write to {server}: {e}")),
+        }
     }
 
-    /// The next datagram from the server (queued ones first), within `limit`.
+    /// The next datagram (or frame) from the server (queued ones first),
+    /// within `limit`.
     pub fn recv_raw(&mut self, limit: Duration) -> Option<Vec<u8>> {
         if let Some(d) = self.pending.pop_front() {
             return Some(d);
         }
+        let sock = match &mut self.link {
+            Link::Udp(sock) => sock,
+            Link::Stream(s) => return s.recv_frame(limit),
+        };
         let deadline = Instant::now() + limit;
         // Bounded: each iteration consumes a datagram or ends at the deadline.
         for _ in 0..10_000 {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (d, from) = recv_within(&self.sock, left)?;
+            let (d, from) = recv_within(sock, left)?;
             if from == self.server {
                 return Some(d);
             }
@@ -253,7 +239,11 @@ impl TurnClient {
         let deadline = Instant::now() + limit;
         for _ in 0..10_000 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if recv_within(&self.sock, left).is_none() {
+            let got = match &mut self.link {
+                Link::Udp(sock) => recv_within(sock, left).is_some(),
+                Link::Stream(s) => s.recv_frame(left).is_some(),
+            };
+            if !got {
                 break;
             }
             n += 1;
@@ -327,10 +317,14 @@ impl TurnClient {
     }
 
     /// Sends `req` and waits for the response with its transaction id.
-    /// Retransmits twice (after 0.5 s and 1.5 s) like a STUN client over UDP;
-    /// gives up 3.5 s after the first send.
+    /// Over UDP, retransmits twice (after 0.5 s and 1.5 s) like a STUN
+    /// client; over a stream, sends once (RFC 8489 §6.2.2). Gives up 3.5 s
+    /// after the first send.
     pub fn transact(&mut self, req: &[u8]) -> Result<Reply, String> {
         let tid: TransactionId = req[8..20].try_into().unwrap();
+        if self.is_stream() {
+            return self.transact_once(req, &tid);
+        }
         let start = Instant::now();
         let resend_at = [Duration::from_millis(500), Duration::from_millis(1500)];
         let give_up = Duration::from_millis(3500);
@@ -354,8 +348,11 @@ impl TurnClient {
                 give_up
             };
             let wait = next.saturating_sub(elapsed).max(Duration::from_millis(1));
-            self.sock.set_read_timeout(Some(wait)).unwrap();
-            match self.sock.recv_from(&mut buf) {
+            let Link::Udp(sock) = &self.link else {
+                unreachable!("streams take transact_once");
+            };
+            sock.set_read_timeout(Some(wait)).unwrap();
+            match sock.recv_from(&mut buf) {
                 Ok((n, from)) if from == self.server => {
                     let d = buf[..n].to_vec();
                     if let Ok(m) = Message::parse(&d) {
@@ -384,6 +381,35 @@ impl TurnClient {
             describe_bytes(req),
             req.len(),
             sends
+        ))
+    }
+
+    /// Over a stream: sends `req` once and reads frames until the response
+    /// with `tid` (others are kept for `recv_raw`).
+    fn transact_once(&mut self, req: &[u8], tid: &TransactionId) -> Result<Reply, String> {
+        let give_up = Duration::from_millis(3500);
+        let deadline = Instant::now() + give_up;
+        self.send_raw(req);
+        // Bounded: each round takes a frame, or ends at the deadline.
+        for _ in 0..100_000 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(d) = self.stream().recv_frame(left) else {
+                break;
+            };
+            if let Ok(m) = Message::parse(&d) {
+                if m.transaction_id() == tid && matches!(m.class(), Class::Success | Class::Error) {
+                    return Ok(Reply { bytes: d });
+                }
+            }
+            self.pending.push_back(d);
+        }
+        let closed = self.stream().closed().cloned();
+        Err(format!(
+            "no response from {} within {give_up:?} to {} ({} bytes, sent once over a stream; \
+             connection closed: {closed:?})",
+            self.server,
+            describe_bytes(req),
+            req.len(),
         ))
     }
 
@@ -566,7 +592,7 @@ impl TurnClient {
     }
 
     /// A Send indication (RFC 8656 §11.3); indications are never answered.
-    pub fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
         let mut buf = vec![0u8; 4096];
         let mut w = MessageWriter::new(&mut buf, Method::Send, Class::Indication, &Self::new_tid())
             .unwrap();
@@ -579,8 +605,10 @@ impl TurnClient {
         self.send_raw(&buf[..n]);
     }
 
-    /// A ChannelData message; `pad` adds the optional UDP padding to 4 bytes.
-    pub fn send_channel(&self, number: u16, data: &[u8], pad: bool) {
+    /// A ChannelData message; `pad` adds the optional UDP padding to 4 bytes
+    /// (always added over a stream, where it is required, RFC 8656 §12.5).
+    pub fn send_channel(&mut self, number: u16, data: &[u8], pad: bool) {
+        let pad = pad || self.is_stream();
         let mut header = [0u8; 4];
         channel::write_header(&mut header, number, data.len() as u16);
         let mut d = header.to_vec();
@@ -613,64 +641,4 @@ impl TurnClient {
             panic!("{context}: client received {r:?}");
         }
     }
-}
-
-/// Decodes a datagram from the server as a Data indication or ChannelData.
-pub fn parse_relayed(d: &[u8]) -> Option<Relayed> {
-    match d.first() {
-        Some(0x40..=0x4f) => {
-            let cd = ChannelData::parse(d)
-                .unwrap_or_else(|e| panic!("bad ChannelData from server ({e:?}): {}", show(d)));
-            Some(Relayed::Channel {
-                number: cd.number,
-                data: cd.payload.to_vec(),
-            })
-        }
-        Some(0x00..=0x03) => {
-            let m = Message::parse(d).ok()?;
-            if m.method() != Method::Data || m.class() != Class::Indication {
-                return None;
-            }
-            let tid = m.transaction_id();
-            let peer = m
-                .get(attr::XOR_PEER_ADDRESS)
-                .map(|a| attr::decode_xor_address(a.value, tid));
-            let data = m.get(attr::DATA).map(|a| a.value.to_vec());
-            match (peer, data) {
-                (Some(Ok(peer)), Some(data)) => Some(Relayed::Data { peer, data }),
-                _ => panic!(
-                    "Data indication without a valid XOR-PEER-ADDRESS and DATA: {}",
-                    show(d)
-                ),
-            }
-        }
-        _ => None,
-    }
-}
-
-/// A one-line description of raw STUN bytes (for failure messages).
-pub fn describe_bytes(d: &[u8]) -> String {
-    Reply { bytes: d.to_vec() }.describe()
-}
-
-/// Panics with a description unless `r` is a success response.
-#[track_caller]
-pub fn assert_success(r: &Reply, what: &str) {
-    assert!(
-        r.is_success(),
-        "{what}: expected success, got {}",
-        r.describe()
-    );
-}
-
-/// Panics unless `r` is an error response with one of `codes`.
-#[track_caller]
-pub fn assert_error(r: &Reply, codes: &[u16], what: &str) -> u16 {
-    let code = r.error_code();
-    assert!(
-        r.class() == Class::Error && code.is_some_and(|c| codes.contains(&c)),
-        "{what}: expected error {codes:?}, got {}",
-        r.describe()
-    );
-    code.unwrap()
 }

@@ -10,13 +10,21 @@
 //! have deadlines, and every loop has a count or a deadline.
 #![allow(dead_code)]
 
+mod certs;
 mod client;
 mod flow;
 mod metrics;
+mod reply;
+mod stream;
 
+// Certificates are for the e2e stream tests only (interop.rs shares this module).
+#[allow(unused_imports)]
+pub use certs::*;
 pub use client::*;
 pub use flow::*;
 pub use metrics::*;
+pub use reply::*;
+pub use stream::*;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -123,17 +131,20 @@ pub fn with_uring_epoll_streams(test: fn()) {
 
 /// For each named test function, a module of that name with two tests,
 /// `uring` and `syscall`, that run it on each io backend. A test function
-/// left out of the list is dead code, which clippy refuses.
+/// left out of the list is dead code, which clippy refuses. Attributes
+/// written before a name (`#[ignore = "why"] name`) go on both tests.
 #[allow(unused_macros)] // each test crate uses one or both of the two
 macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[test]
+                $(#[$attr])*
                 fn uring() {
                     $crate::common::with_backend("uring", super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn syscall() {
                     $crate::common::with_backend("syscall", super::$name);
                 }
@@ -146,21 +157,24 @@ pub(crate) use on_both_backends;
 
 /// As [`on_both_backends!`], plus `uring_epoll`: io_uring with TCP and TLS
 /// through epoll (`--io-streams epoll`). For the tests of streams, whose
-/// io differs on each.
+/// io differs on each. Attributes before a name go on all three tests.
 #[allow(unused_macros)]
 macro_rules! on_every_stream_io {
-    ($($name:ident),+ $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[test]
+                $(#[$attr])*
                 fn uring() {
                     $crate::common::with_backend("uring", super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn uring_epoll() {
                     $crate::common::with_uring_epoll_streams(super::$name);
                 }
                 #[test]
+                $(#[$attr])*
                 fn syscall() {
                     $crate::common::with_backend("syscall", super::$name);
                 }
@@ -258,6 +272,10 @@ pub struct Server {
     child: Option<Child>,
     /// Every `uturn: listening on udp ADDR` line, in order.
     pub listen: Vec<SocketAddr>,
+    /// Every `uturn: listening on tcp ADDR` line, in order.
+    pub tcp: Vec<SocketAddr>,
+    /// Every `uturn: listening on tls ADDR` line, in order.
+    pub tls: Vec<SocketAddr>,
     /// The first listen address: where clients send.
     pub addr: SocketAddr,
     /// `uturn: relay <ip> ports <low>-<high>`, as printed.
@@ -376,6 +394,8 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             listen: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             relay_line: String::new(),
             demo_user: None,
@@ -394,11 +414,20 @@ impl Server {
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     server.banner.push(line.clone());
-                    if let Some(rest) = line.strip_prefix("uturn: listening on udp ") {
+                    if let Some((kind, rest)) = line
+                        .strip_prefix("uturn: listening on ")
+                        .and_then(|r| r.split_once(' '))
+                    {
                         let a: SocketAddr = rest.trim().parse().map_err(|e| {
                             server.failure(&format!("bad listen line {line:?}: {e}"))
                         })?;
-                        server.listen.push(a);
+                        match kind {
+                            "udp" => server.listen.push(a),
+                            "tcp" => server.tcp.push(a),
+                            "tls" => server.tls.push(a),
+                            // Another kind of listener: in `banner` only.
+                            _ => {}
+                        }
                     } else if line.starts_with("uturn: relay ") {
                         server.relay_line = line;
                     } else if line.starts_with("uturn: demo user ") {
