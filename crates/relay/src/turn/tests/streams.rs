@@ -122,3 +122,33 @@ fn a_nonce_from_one_transport_is_stale_on_another() {
     c2.allocate(&mut h);
     assert_eq!(h.relay.allocation_count(), 2);
 }
+
+#[test]
+fn unauthenticated_replies_over_a_stream_are_not_rate_limited() {
+    // One reply a second per source over UDP; a stream's client, which may
+    // not retransmit, is always answered.
+    let mut h = Harness::with(Opts {
+        rate: 1,
+        ..Opts::default()
+    });
+    let binding = |c: &mut Client| {
+        let tid = c.tid();
+        c.build(Method::Binding, tid, &|_| {})
+    };
+    let mut c = Client::new(C1, md5("alice", "alice-pw"));
+    let udp: Vec<bool> = (0..5)
+        .map(|_| {
+            let pkt = binding(&mut c);
+            h.reply_bytes(c.addr, &pkt).is_some()
+        })
+        .collect();
+    assert_eq!(udp, [true, false, false, false, false], "limited over UDP");
+    h.leg = TCP;
+    for i in 0..20 {
+        let pkt = binding(&mut c);
+        assert!(
+            h.reply_bytes(c.addr, &pkt).is_some(),
+            "request {i} over TCP"
+        );
+    }
+}
