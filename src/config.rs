@@ -293,6 +293,26 @@ fn socket_addr(s: &str, key: String) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// A list of "IP:PORT" listen addresses: each parsed, none multicast, none
+/// twice; errors name the item (`listen[2]`, or the flag).
+fn socket_addrs(strs: &[String], src: Src) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut out = Vec::with_capacity(strs.len());
+    for (i, s) in strs.iter().enumerate() {
+        let addr = socket_addr(s, src.item(i))?;
+        if addr.ip().is_multicast() {
+            return Err(invalid(
+                src.item(i),
+                format!("{addr} is a multicast address"),
+            ));
+        }
+        if out.contains(&addr) {
+            return Err(invalid(src.item(i), format!("{addr} is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
 /// Text for a key such as `realm` or `software`: not empty, at most
 /// `max_chars` characters, no control characters.
 pub(crate) fn check_text(

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use super::file::FileConfig;
-use super::{invalid, pick, pick_list, socket_addr, ConfigError, RunArgs, Src};
+use super::{invalid, pick, pick_list, socket_addrs, ConfigError, RunArgs, Src};
 use crate::turn::TurnConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3478";
@@ -110,21 +110,7 @@ fn listen_addresses(args: &RunArgs, f: &FileConfig) -> Result<Vec<SocketAddr>, C
     if strs.is_empty() {
         return Err(invalid(src.key(), "at least one address is required"));
     }
-    let mut listen = Vec::with_capacity(strs.len());
-    for (i, s) in strs.iter().enumerate() {
-        let addr = socket_addr(s, src.item(i))?;
-        if addr.ip().is_multicast() {
-            return Err(invalid(
-                src.item(i),
-                format!("{addr} is a multicast address"),
-            ));
-        }
-        if listen.contains(&addr) {
-            return Err(invalid(src.item(i), format!("{addr} is listed twice")));
-        }
-        listen.push(addr);
-    }
-    Ok(listen)
+    socket_addrs(&strs, src)
 }
 
 fn workers(args: &RunArgs, f: &FileConfig) -> Result<usize, ConfigError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::FileConfig;
-use super::{invalid, pick, pick_list, socket_addr, ConfigError, RunArgs, Src};
+use super::{invalid, pick, pick_list, socket_addrs, ConfigError, RunArgs};
 use crate::stream::tls::{self, Identity};
 
 /// The TLS port of the demo start (no configuration file, no credentials).
@@ -70,7 +70,7 @@ impl Streams {
             f.listen_tcp.clone(),
             "listen_tcp",
         ) {
-            Some((strs, src)) => addresses(&strs, src)?,
+            Some((strs, src)) => socket_addrs(&strs, src)?,
             None => listen.to_vec(),
         };
         let listen_tls = match pick_list(
@@ -79,7 +79,7 @@ impl Streams {
             f.listen_tls.clone(),
             "listen_tls",
         ) {
-            Some((strs, src)) => addresses(&strs, src)?,
+            Some((strs, src)) => socket_addrs(&strs, src)?,
             None if demo && no_tls_files(args, f) => listen
                 .first()
                 .map(|a| SocketAddr::new(a.ip(), if a.port() == 0 { 0 } else { DEMO_TLS_PORT }))
@@ -148,7 +148,7 @@ impl Streams {
             "proxy_protocol",
         ) {
             Some((strs, src)) => {
-                let addrs = addresses(&strs, src)?;
+                let addrs = socket_addrs(&strs, src)?;
                 for (i, a) in addrs.iter().enumerate() {
                     if !listen_tcp.contains(a) && !listen_tls.contains(a) {
                         return Err(invalid(
@@ -234,24 +234,6 @@ impl Streams {
 
 fn no_tls_files(args: &RunArgs, f: &FileConfig) -> bool {
     args.tls_cert.is_none() && args.tls_key.is_none() && f.tls_cert.is_none() && f.tls_key.is_none()
-}
-
-fn addresses(strs: &[String], src: Src) -> Result<Vec<SocketAddr>, ConfigError> {
-    let mut out = Vec::with_capacity(strs.len());
-    for (i, s) in strs.iter().enumerate() {
-        let addr = socket_addr(s, src.item(i))?;
-        if addr.ip().is_multicast() {
-            return Err(invalid(
-                src.item(i),
-                format!("{addr} is a multicast address"),
-            ));
-        }
-        if out.contains(&addr) {
-            return Err(invalid(src.item(i), format!("{addr} is listed twice")));
-        }
-        out.push(addr);
-    }
-    Ok(out)
 }
 
 impl Tls {

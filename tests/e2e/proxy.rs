@@ -5,19 +5,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use super::streams::tcp_addr;
 use super::*;
 use uturn::stream::proxy::encode_v2;
 use uturn::stun::{next_frame, Attribute, Framing, Message, MessageWriter};
-
-/// The `uturn: listening on tcp ADDR` line's address.
-fn tcp_addr(server: &Server) -> SocketAddr {
-    server
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("uturn: listening on tcp "))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no tcp listener in {:?}", server.banner))
-}
 
 fn binding_request() -> Vec<u8> {
     let mut buf = vec![0u8; 64];

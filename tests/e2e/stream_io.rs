@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
 
+use super::streams::tcp_addr;
 use super::*;
 use uturn::stun::{next_frame, Attribute, Framing, Message, MessageWriter, TransactionId};
 
@@ -34,15 +35,6 @@ fn stream_server() -> Server {
         "--metrics",
         "127.0.0.1:0",
     ])
-}
-
-fn tcp_addr(server: &Server) -> SocketAddr {
-    server
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("uturn: listening on tcp "))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no tcp listener in {:?}", server.banner))
 }
 
 fn connect(server: &Server) -> TcpStream {
