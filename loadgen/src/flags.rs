@@ -64,8 +64,11 @@ pub struct Dial {
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     pub transport: Transport,
     /// With --transport tls: verify the server's certificate against the
-    /// CA certificates in this PEM file. Without it any certificate is
-    /// accepted, self-signed included (a benchmark tool, loopback only).
+    /// CA certificates in this PEM file (the server's certificate must name
+    /// it in subjectAltName and must not itself be a CA certificate, which
+    /// `openssl req -x509` makes by default: see the README). Without it
+    /// any certificate is accepted, self-signed included (a benchmark tool,
+    /// loopback only).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// With --transport tls: the server name sent as SNI and, with
