@@ -135,9 +135,10 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         shard_allocs
             .get_or_create(&labels(&[("shard", &shard)]))
             .set(r.gauges.allocations as i64);
+        let totals = r.turn.totals();
         for (dir, n) in [
-            ("client_to_peer", r.turn.to_peer_packets),
-            ("peer_to_client", r.turn.to_client_packets),
+            ("client_to_peer", totals.to_peer_packets),
+            ("peer_to_client", totals.to_client_packets),
         ] {
             shard_packets
                 .get_or_create(&labels(&[("shard", &shard), ("direction", dir)]))
@@ -560,7 +561,6 @@ mod tests {
 
     fn report(index: usize, to_peer: u64, allocations: u64) -> ShardReport {
         let mut turn = Stats {
-            to_peer_packets: to_peer,
             drop_no_permission: 2,
             ..Stats::default()
         };

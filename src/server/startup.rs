@@ -366,12 +366,13 @@ pub(super) fn log_totals(reports: &[ShardReport]) {
         turn.add(&r.turn);
         tracing::debug!(shard = r.index, turn = ?r.turn, io = ?r.io, "shard counters");
     }
+    let totals = turn.totals();
     tracing::info!(
-        allocations_created = turn.allocations_created,
+        allocations_created = totals.allocations_created,
         allocations_expired = turn.allocations_expired,
         allocations_deleted = turn.allocations_deleted,
-        to_peer_packets = turn.to_peer_packets,
-        to_client_packets = turn.to_client_packets,
+        to_peer_packets = totals.to_peer_packets,
+        to_client_packets = totals.to_client_packets,
         rx_datagrams = io.rx_datagrams,
         tx_datagrams = io.tx_datagrams,
         tx_dropped = io.tx_dropped(),

@@ -826,7 +826,7 @@ mod tests {
                 h.step(&Step::decode(&mut r));
                 channels = channels.max(h.relay.gauges(h.now().at).channels);
             }
-            let s = h.relay.stats();
+            let s = h.relay.stats().totals();
             created += s.allocations_created;
             to_peer += s.to_peer_packets;
             to_client += s.to_client_packets;

@@ -45,8 +45,6 @@ impl Relay {
         let family = allocation::family_of(&peer);
         let relay = self.table.token(index, family);
         let len = cd.payload.len();
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += len as u64;
         let t = &mut self.stats.by_transport[five.leg.transport().index()];
         t.to_peer_packets += 1;
         t.to_peer_bytes += len as u64;
@@ -122,8 +120,6 @@ impl Relay {
                 }
             }
         };
-        self.stats.to_client_packets += 1;
-        self.stats.to_client_bytes += len as u64;
         let t = &mut self.stats.by_transport[leg.transport().index()];
         t.to_client_packets += 1;
         t.to_client_bytes += len as u64;

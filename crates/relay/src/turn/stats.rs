@@ -6,13 +6,8 @@ use crate::auth::AuthFailure;
 /// Counters of one shard.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    pub allocations_created: u64,
     pub allocations_expired: u64,
     pub allocations_deleted: u64,
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
     pub drop_malformed: u64,
     pub drop_no_allocation: u64,
     pub drop_no_permission: u64,
@@ -30,11 +25,12 @@ pub struct Stats {
     pub errors_by_code: [u64; ERROR_CODES.len()],
     /// Authenticated Allocate requests refused, by code (see `ERROR_CODES`).
     pub allocations_rejected: [u64; ERROR_CODES.len()],
-    /// Some of the above by the client's transport (`Transport::index`).
+    /// Allocations created and traffic relayed, by the client's transport
+    /// (`Transport::index`); `totals` sums them.
     pub by_transport: [TransportCounts; 3],
 }
 
-/// The counters kept per client transport (their totals are in `Stats`).
+/// The counters kept per client transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransportCounts {
     pub allocations_created: u64,
@@ -64,16 +60,20 @@ impl Stats {
         self.auth_failures_by_reason[failure.index()] += 1;
     }
 
+    /// Allocations created and traffic relayed over every transport.
+    pub fn totals(&self) -> TransportCounts {
+        let mut t = TransportCounts::default();
+        for c in &self.by_transport {
+            t.add(c);
+        }
+        t
+    }
+
     /// Adds `other`'s counters to these.
     pub fn add(&mut self, other: &Stats) {
         let Stats {
-            allocations_created,
             allocations_expired,
             allocations_deleted,
-            to_peer_packets,
-            to_peer_bytes,
-            to_client_packets,
-            to_client_bytes,
             drop_malformed,
             drop_no_allocation,
             drop_no_permission,
@@ -89,19 +89,10 @@ impl Stats {
             by_transport,
         } = other;
         for (a, b) in self.by_transport.iter_mut().zip(by_transport) {
-            a.allocations_created += b.allocations_created;
-            a.to_peer_packets += b.to_peer_packets;
-            a.to_peer_bytes += b.to_peer_bytes;
-            a.to_client_packets += b.to_client_packets;
-            a.to_client_bytes += b.to_client_bytes;
+            a.add(b);
         }
-        self.allocations_created += allocations_created;
         self.allocations_expired += allocations_expired;
         self.allocations_deleted += allocations_deleted;
-        self.to_peer_packets += to_peer_packets;
-        self.to_peer_bytes += to_peer_bytes;
-        self.to_client_packets += to_client_packets;
-        self.to_client_bytes += to_client_bytes;
         self.drop_malformed += drop_malformed;
         self.drop_no_allocation += drop_no_allocation;
         self.drop_no_permission += drop_no_permission;
@@ -128,6 +119,16 @@ impl Stats {
         {
             *a += b;
         }
+    }
+}
+
+impl TransportCounts {
+    fn add(&mut self, o: &TransportCounts) {
+        self.allocations_created += o.allocations_created;
+        self.to_peer_packets += o.to_peer_packets;
+        self.to_peer_bytes += o.to_peer_bytes;
+        self.to_client_packets += o.to_client_packets;
+        self.to_client_bytes += o.to_client_bytes;
     }
 }
 

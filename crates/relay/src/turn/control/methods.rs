@@ -198,7 +198,6 @@ impl Relay {
             perms: Vec::new(),
             channels: Vec::new(),
         });
-        self.stats.allocations_created += 1;
         self.stats.by_transport[five.leg.transport().index()].allocations_created += 1;
         self.observer.event(Event::AllocationCreated {
             user: who.username,
@@ -507,8 +506,6 @@ impl Relay {
             return Answer::Nothing;
         }
         let relay = self.table.token(index, family_of(&peer));
-        self.stats.to_peer_packets += 1;
-        self.stats.to_peer_bytes += payload.len() as u64;
         let t = &mut self.stats.by_transport[five.leg.transport().index()];
         t.to_peer_packets += 1;
         t.to_peer_bytes += payload.len() as u64;
