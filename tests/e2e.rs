@@ -37,6 +37,18 @@ fn lab_server(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// The reference relay flow (tests/common/flow.rs) as `LAB_ARGS`'s user,
+/// over UDP to `server`, relayed on 127.0.0.1.
+fn alice_flow(server: SocketAddr) {
+    full_flow(
+        server,
+        "alice",
+        "wonderland",
+        AuthMode::Legacy,
+        Some(LOOPBACK_V4),
+    );
+}
+
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }

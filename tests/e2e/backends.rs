@@ -56,13 +56,7 @@ fn auto_falls_back_in_one_line_when_io_uring_is_refused() {
             Some("syscall"),
             "errno {errno}"
         );
-        full_flow(
-            server.addr,
-            "alice",
-            "wonderland",
-            AuthMode::Legacy,
-            Some(LOOPBACK_V4),
-        );
+        alice_flow(server.addr);
         let stderr = server.stderr_text();
         let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("io_uring")).collect();
         assert_eq!(
@@ -164,13 +158,7 @@ fn relay_sockets_close_under_traffic() {
         }
         server.assert_alive(&format!("after round {round}"));
     }
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
     let stderr_before_stop = server.stderr_text();
     let st = server
         .stop_with(Signal::SIGTERM)

@@ -377,13 +377,7 @@ fn a_second_instance_on_the_same_address_exits_and_the_first_keeps_its_clients()
         assert_success(&c.refresh(600), &format!("client {i}: Refresh"));
     }
     // A client that arrives now also reaches the first instance.
-    full_flow(
-        first.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(first.addr);
 }
 
 /// SECURITY.md rule 1: a REST credential past its expiry is refused on every

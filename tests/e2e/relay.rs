@@ -26,24 +26,12 @@ fn binding_request_returns_xor_mapped_address() {
 
 fn full_flow_long_term_md5() {
     let server = lab_server(&[]);
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
 }
 
 fn full_flow_single_worker() {
     let server = lab_server(&["--workers", "1"]);
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
 }
 
 fn several_clients_at_once_on_four_workers() {
@@ -53,15 +41,7 @@ fn several_clients_at_once_on_four_workers() {
     let handles: Vec<_> = (0..6)
         .map(|_| {
             let addr = server.addr;
-            std::thread::spawn(move || {
-                full_flow(
-                    addr,
-                    "alice",
-                    "wonderland",
-                    AuthMode::Legacy,
-                    Some(LOOPBACK_V4),
-                )
-            })
+            std::thread::spawn(move || alice_flow(addr))
         })
         .collect();
     for h in handles {

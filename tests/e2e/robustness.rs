@@ -172,13 +172,7 @@ fn malformed_datagrams_then_a_full_flow() {
     server.assert_alive("after malformed datagrams");
 
     // The same server, fresh clients, and the junk client itself: all work.
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
     full_flow(
         server.addr,
         "alice",

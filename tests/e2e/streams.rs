@@ -218,13 +218,7 @@ fn relay_flow_over_tcp_and_tls() {
         stream_flow(&mut c, &format!("{over:?}"));
     }
     // The UDP flow beside them still works.
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
 }
 
 /// The shared reference flow (flow.rs) runs unchanged over both streams.
@@ -461,13 +455,7 @@ fn bytes_that_are_not_turn_close_the_connection() {
     let mut c = TurnClient::tcp(addr, "alice", "wonderland", AuthMode::Legacy);
     assert_binding_works(&mut c, "after the garbage");
     c.allocate();
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
 }
 
 fn a_connection_cut_mid_frame_leaves_the_server_serving() {

@@ -60,13 +60,7 @@ fn a_third_connection_from_one_source_is_closed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // UDP is not limited by it.
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
 }
 
 fn a_connection_without_an_allocation_is_closed_after_auth_timeout() {
@@ -247,13 +241,7 @@ fn a_client_that_never_reads_costs_a_bounded_queue() {
     let rss_before = rss_kib(server.pid());
     let second = flood(FLOOD);
     // Meanwhile others are served, over UDP and TCP.
-    full_flow(
-        server.addr,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-        Some(LOOPBACK_V4),
-    );
+    alice_flow(server.addr);
     let mut other = TurnClient::tcp(tcp_addr(&server), "alice", "wonderland", AuthMode::Legacy);
     stream_flow(&mut other, "another TCP client during the flood");
     let (handled, sent) = second.join().expect("the second flood");
