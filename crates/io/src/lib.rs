@@ -35,6 +35,7 @@ pub mod socket;
 pub mod syscall;
 pub mod uring;
 pub mod wake;
+pub mod xdp;
 
 pub use addr::RawAddr;
 
