@@ -20,6 +20,7 @@ mod operations;
 mod policy;
 mod streams;
 mod summary;
+mod xdp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use self::operations::{Drain, Operations, DEFAULT_DRAIN_TIMEOUT_SECS};
 pub use self::policy::{
     Policy, DEFAULT_MAX_LIFETIME_SECS, DEFAULT_UNAUTH_BURST, DEFAULT_UNAUTH_PER_SECOND,
 };
+pub use self::xdp::{Xdp, XdpChoice, DEFAULT_XDP_ROUTES};
 pub use self::streams::{
     Streams, Tls, DEFAULT_AUTH_TIMEOUT_SECS, DEFAULT_HANDSHAKE_TIMEOUT_SECS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_SEND_QUEUE_BYTES,

@@ -142,6 +142,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "native|epoll|auto")]
     pub io_streams: Option<String>,
 
+    /// The XDP fast path: forward ChannelData of bound channels in the network
+    /// driver, without the socket path (see the README's XDP section). off; auto
+    /// (attach where possible, else one log line says why and sockets carry
+    /// everything); required (start-up fails, exit 2, unless attached to every
+    /// --xdp-interface). Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN. [default: off]
+    #[arg(long, value_name = "off|auto|required")]
+    pub xdp: Option<String>,
+
+    /// An interface clients or peers reach this relay on, for the XDP program
+    /// (repeat for each; replaces the file's xdp_interfaces).
+    #[arg(long, value_name = "NAME")]
+    pub xdp_interface: Vec<String>,
+
+    /// Bound channels the XDP maps hold; channels beyond stay on the socket path.
+    /// [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub xdp_routes: Option<u64>,
+
+    /// Accept generic (SKB) mode XDP on interfaces whose driver has no native XDP:
+    /// it works everywhere but saves far less. [default: false]
+    #[arg(long, value_name = "true|false")]
+    pub xdp_generic: Option<bool>,
+
     /// Log level: trace, debug, info, warn, error or off (or a filter such as
     /// uturn=debug). Overrides RUST_LOG, which overrides the file. Logs go to
     /// standard error. [default: info]

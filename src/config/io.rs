@@ -1,10 +1,12 @@
 //! The data plane's io backend and its batching (`io_backend`,
-//! `io_batch_wait_usecs`, `io_gso`, `io_streams`). Restart-only: each shard
+//! `io_batch_wait_usecs`, `io_gso`, `io_streams`, and the `xdp` keys).
+//! Restart-only: each shard
 //! sets up its driver once.
 
 use std::time::Duration;
 
 use super::file::FileConfig;
+use super::xdp::Xdp;
 use super::{invalid, pick, ConfigError, RunArgs, Src};
 
 pub const DEFAULT_IO_BACKEND: &str = "auto";
@@ -86,6 +88,8 @@ pub struct Io {
     pub gso: bool,
     /// io_uring: TCP and TLS on the ring or through epoll.
     pub streams: StreamIoChoice,
+    /// The XDP fast path.
+    pub xdp: Xdp,
 }
 
 impl Io {
@@ -137,6 +141,7 @@ impl Io {
             batch_wait: Duration::from_micros(batch_us),
             gso: args.io_gso.or(f.io_gso).unwrap_or(DEFAULT_IO_GSO),
             streams,
+            xdp: Xdp::build(args, f)?,
         })
     }
 
@@ -148,6 +153,7 @@ impl Io {
             batch_wait,
             gso,
             streams,
+            xdp,
         } = self;
         let mut keys = Vec::new();
         if *backend != new.backend {
@@ -162,6 +168,7 @@ impl Io {
         if *streams != new.streams {
             keys.push("io_streams");
         }
+        xdp.changed_keys(&new.xdp, &mut keys);
         keys
     }
 }

@@ -95,6 +95,7 @@ impl Config {
              software: {}\n\
              log level: {}, format {}, client details in logs: {}\n\
              io backend: {}, batched waits: {}, UDP GSO: {}, TCP/TLS on io_uring: {}\n\
+             xdp: {}\n\
              metrics: {}\n\
              control socket: {}\n\
              drain: at most {} s, new allocations get {}",
@@ -127,6 +128,7 @@ impl Config {
             },
             if io.gso { "on" } else { "off" },
             io.streams.name(),
+            io.xdp.summary(),
             ops.metrics
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
             ops.control_socket

@@ -615,6 +615,8 @@ fn example_file_documents_every_key() {
     assert!(f.peers.is_some() && f.quotas.is_some() && f.rate_limit.is_some());
     assert!(f.log_format.is_some() && f.log_client_details.is_some() && f.metrics.is_some());
     assert!(f.io_batch_wait_usecs.is_some() && f.io_gso.is_some() && f.io_streams.is_some());
+    assert!(f.xdp.is_some() && f.xdp_interfaces.is_some());
+    assert!(f.xdp_routes.is_some() && f.xdp_generic.is_some());
     assert!(f.listen_tcp.is_some() && f.listen_tls.is_some() && f.tcp.is_some());
     assert!(f.tls_cert.is_some() && f.tls_key.is_some());
     assert!(f.proxy_protocol.is_some() && f.proxy_protocol_from.is_some());
@@ -680,6 +682,11 @@ fn operations_keys_are_checked() {
     assert!(bad("log_format = \"xml\"").starts_with("log_format: "));
     assert!(bad("io_batch_wait_usecs = 10001").starts_with("io_batch_wait_usecs: "));
     assert!(bad("io_streams = \"kqueue\"").starts_with("io_streams: "));
+    assert!(bad("xdp = \"on\"").starts_with("xdp: "));
+    assert!(bad("xdp = \"auto\"").starts_with("xdp_interfaces: "));
+    assert!(bad("xdp_interfaces = [\"eth0/1\"]").starts_with("xdp_interfaces[0]: "));
+    assert!(bad("xdp_interfaces = [\"eth0\", \"eth0\"]").starts_with("xdp_interfaces[1]: "));
+    assert!(bad("xdp_routes = 0").starts_with("xdp_routes: "));
     assert!(bad("metrics = \"localhost\"").starts_with("metrics: "));
     assert!(bad("drain_timeout_secs = 90000").starts_with("drain_timeout_secs: "));
     assert!(bad("alternate_server = \"0.0.0.0:3478\"").starts_with("alternate_server: "));
@@ -755,6 +762,14 @@ fn every_restart_only_key_is_named_in_file_order() {
         "false",
         "--io-streams",
         "native",
+        "--xdp",
+        "auto",
+        "--xdp-interface",
+        "eth1",
+        "--xdp-routes",
+        "1000",
+        "--xdp-generic",
+        "true",
         "--metrics",
         "127.0.0.1:9641",
         "--control-socket",
@@ -776,6 +791,10 @@ fn every_restart_only_key_is_named_in_file_order() {
             "io_batch_wait_usecs",
             "io_gso",
             "io_streams",
+            "xdp",
+            "xdp_interfaces",
+            "xdp_routes",
+            "xdp_generic",
             "metrics",
             "control_socket",
             "log_format",
