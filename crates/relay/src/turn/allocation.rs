@@ -45,6 +45,10 @@ pub(crate) struct Channel {
     pub peer: SocketAddr,
     /// Usable until then; kept (cooling down) for `CHANNEL_COOLDOWN` more.
     pub expires: Instant,
+    /// Its route was handed to the XDP path (an Up recorded, no Down since;
+    /// see `offload.rs`). Always false while offload is off. Fits in the
+    /// padding: a channel stays 56 bytes.
+    pub offloaded: bool,
 }
 
 pub(crate) fn family_of(addr: &SocketAddr) -> AddressFamily {
@@ -168,6 +172,7 @@ impl Allocation {
                     number,
                     peer,
                     expires,
+                    offloaded: false,
                 },
             ),
         }
@@ -359,6 +364,11 @@ impl Table {
         }
     }
 
+    /// Every live allocation, in slot order.
+    pub(crate) fn allocations_mut(&mut self) -> impl Iterator<Item = &mut Allocation> {
+        self.slots.iter_mut().filter_map(|s| s.alloc.as_mut())
+    }
+
     /// `Allocation::revoke` on every allocation; returns the total ended.
     pub(crate) fn revoke(&mut self, allowed: impl Fn(SocketAddr) -> bool, now: Instant) -> usize {
         self.slots
@@ -403,6 +413,8 @@ mod tests {
         // tests/idle_allocation_alloc.rs). 168 bytes on 64-bit Linux; it
         // was 232 with both relay addresses and two credential boxes inline.
         assert!(std::mem::size_of::<Slot>() <= 176);
+        // A channel's XDP flag lives in its padding.
+        assert!(std::mem::size_of::<Channel>() <= 56);
     }
 
     #[test]

@@ -332,12 +332,21 @@ impl Relay {
             Ok(r) => r,
             Err(out) => return out,
         };
+        // Refresh, CreatePermission and ChannelBind move when an allocation's
+        // channel routes end: the XDP path's copy follows (offload.rs).
+        let routed = match msg.method() {
+            Method::Allocate => None,
+            _ => self.routes_before(&five, now.at),
+        };
         let result = match msg.method() {
             Method::Allocate => self.allocate(now, five, msg, &req, &who, scratch, sockets),
             Method::Refresh => self.refresh(now, five, msg, &req, &who, scratch, sockets),
             Method::CreatePermission => self.create_permission(now, five, msg, &req, &who, scratch),
             _ => self.channel_bind(now, five, msg, &req, &who, scratch),
         };
+        if let Some(index) = routed {
+            self.routes_after(index, now.at);
+        }
         match result {
             Ok(n) => Answer::Reply(n),
             Err(Fail::Code(code)) => {

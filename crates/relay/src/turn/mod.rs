@@ -15,6 +15,7 @@ use ports::PortPool;
 use rng::Rng;
 
 pub use event::{Event, Ignore, Observer};
+pub use offload::{Route, RouteChange, RouteKey, Traffic};
 pub use stats::{Gauges, Stats, TransportCounts, ERROR_CODES};
 pub(crate) use transmit::Answer;
 pub use transmit::{Payload, Transmit, Via};
@@ -23,6 +24,7 @@ mod allocation;
 mod control;
 mod data;
 mod event;
+mod offload;
 mod ports;
 mod reply;
 mod rng;
@@ -171,6 +173,8 @@ pub struct Relay {
     next_sweep: Option<Instant>,
     admission: Admission,
     observer: Box<dyn Observer>,
+    /// Route changes for the XDP path (offload.rs), off by default.
+    offload: offload::Offload,
 }
 
 /// Whether new allocations are made.
@@ -204,6 +208,7 @@ impl Relay {
             next_sweep: None,
             admission: Admission::Open,
             observer: Box::new(Ignore),
+            offload: offload::Offload::default(),
         }
     }
 
@@ -245,7 +250,10 @@ impl Relay {
         }
         self.settings = settings;
         let policy = &self.settings.policy;
-        self.table.revoke(|peer| policy.check(peer).is_ok(), now)
+        let ended = self.table.revoke(|peer| policy.check(peer).is_ok(), now);
+        // The XDP path stops relaying to them at the same moment.
+        self.routes_lapsed(now);
+        ended
     }
 
     /// Refuses new allocations from now on (drain): 300 (Try Alternate)
@@ -367,6 +375,8 @@ impl Relay {
             self.delete(index, sockets, "expired");
             self.stats.allocations_expired += 1;
         }
+        // Before the sweep forgets expired permissions and channels.
+        self.routes_lapsed(now.at);
         self.table.sweep(now.at);
         let ports = &mut self.ports;
         self.reservations.retain(|r| {
@@ -425,6 +435,7 @@ impl Relay {
         let Some(alloc) = self.table.remove(index) else {
             return;
         };
+        self.routes_removed(&alloc);
         for (port, token) in alloc.relay_ports.iter().zip(tokens) {
             if let Some(port) = port {
                 sockets.close(token);

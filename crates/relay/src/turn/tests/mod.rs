@@ -14,6 +14,7 @@ use uturn_stun::{attr, Attribute, Class, Message, MessageWriter, Method};
 mod allocate;
 mod data;
 mod events;
+mod offload;
 mod permissions;
 mod security;
 mod streams;
