@@ -40,12 +40,12 @@ pub use self::operations::{Drain, Operations, DEFAULT_DRAIN_TIMEOUT_SECS};
 pub use self::policy::{
     Policy, DEFAULT_MAX_LIFETIME_SECS, DEFAULT_UNAUTH_BURST, DEFAULT_UNAUTH_PER_SECOND,
 };
-pub use self::xdp::{Xdp, XdpChoice, DEFAULT_XDP_ROUTES};
 pub use self::streams::{
     Streams, Tls, DEFAULT_AUTH_TIMEOUT_SECS, DEFAULT_HANDSHAKE_TIMEOUT_SECS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_SEND_QUEUE_BYTES,
     DEMO_TLS_PORT,
 };
+pub use self::xdp::{Xdp, XdpChoice, DEFAULT_XDP_ROUTES};
 use crate::auth::Authenticator;
 pub use crate::logging::LogFormat;
 use crate::policy::PeerPolicy;

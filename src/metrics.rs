@@ -14,7 +14,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use crate::shard::{
     collect_reports, transport_of, CloseReason, ShardHandle, ShardReport, StreamStats,
 };
 use crate::turn::{Stats, Transport, ERROR_CODES};
+
+mod xdp;
 
 /// How long a scrape waits for the shards.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,6 +52,9 @@ pub struct ControlState {
 pub struct StaticInfo {
     pub io_backend: &'static str,
     pub workers: usize,
+    /// The XDP program, when attached (its outcome counters are read at
+    /// every scrape).
+    pub xdp: Option<Arc<Mutex<crate::io::xdp::Program>>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -171,16 +176,6 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     );
 
     // Totals, summed over the shards that answered.
-    let gauge = |v: u64| {
-        let g: Gauge = Gauge::default();
-        g.set(v as i64);
-        g
-    };
-    let counter = |v: u64| {
-        let c: Counter = Counter::default();
-        c.inc_by(v);
-        c
-    };
     reg.register("allocations", "Live allocations", gauge(allocations));
     reg.register("permissions", "Live permissions", gauge(permissions));
     reg.register("channels", "Live channel bindings", gauge(channels));
@@ -311,6 +306,10 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         );
     }
 
+    if let Some(program) = &info.xdp {
+        xdp::register(reg, reports, program);
+    }
+
     let process = root.sub_registry_with_prefix("process");
     if let Some((rss, vsz)) = process_memory() {
         process.register(
@@ -339,6 +338,18 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
 }
 
 /// Resident and virtual size from /proc/self/status (VmRSS, VmSize in kB).
+fn gauge(v: u64) -> Gauge {
+    let g: Gauge = Gauge::default();
+    g.set(v as i64);
+    g
+}
+
+fn counter(v: u64) -> Counter {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    c
+}
+
 /// Adds one shard's stream counters to the totals.
 fn add_streams(total: &mut StreamStats, s: &StreamStats) {
     let StreamStats {
@@ -601,6 +612,7 @@ mod tests {
         let info = StaticInfo {
             io_backend: "uring",
             workers: 3,
+            xdp: None,
         };
         let state = ControlState::default();
         state.reloads_ok.store(2, Ordering::Relaxed);
@@ -672,6 +684,7 @@ mod tests {
         let info = StaticInfo {
             io_backend: "syscall",
             workers: 1,
+            xdp: None,
         };
         let text = render(&[Some(report(0, 1, 1))], &info, &ControlState::default());
         let allowed = [

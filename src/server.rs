@@ -21,6 +21,7 @@ mod control;
 mod control_socket;
 mod shards;
 mod startup;
+mod xdp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub enum ServerError {
     IoUring { key: &'static str, why: String },
     #[error("{key}: TCP and TLS cannot be served on io_uring ({why}); use \"auto\" or \"epoll\"")]
     StreamsOnRing { key: &'static str, why: String },
+    #[error("{key}: the XDP fast path cannot be used: {why}; use \"auto\" or \"off\"")]
+    Xdp { key: &'static str, why: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("cannot read random bytes for the nonce key: {0}")]
@@ -96,6 +99,7 @@ impl ServerError {
                 | ServerError::AddressTaken { .. }
                 | ServerError::IoUring { .. }
                 | ServerError::StreamsOnRing { .. }
+                | ServerError::Xdp { .. }
                 | ServerError::Ports(_)
                 | ServerError::Metrics { .. }
                 | ServerError::ControlSocket { .. }
@@ -189,6 +193,7 @@ fn run_shards(
     let native_streams = choose_stream_io(cfg.io.streams, backend, has_streams, args)?;
     let (stream_bound, demo_tls) = (streams.bound.clone(), streams.demo);
     let slices = port_slices(&network.relay_ports, workers).ok_or(ServerError::Ports(workers))?;
+    let (xdp, xdp_specs) = xdp::attach(cfg, args, &bound)?;
     // Bound before any shard starts, so that a taken path fails start-up cleanly.
     let control_socket = match &cfg.operations.control_socket {
         Some(path) => Some(ControlSocket::bind(path, event_tx).map_err(|source| {
@@ -222,6 +227,7 @@ fn run_shards(
         native_streams,
         listeners,
         streams.specs,
+        xdp_specs,
         slices,
         &settings,
         &ledger,
@@ -234,6 +240,7 @@ fn run_shards(
             let info = StaticInfo {
                 io_backend: backend.name(),
                 workers,
+                xdp: xdp.as_ref().map(|x| Arc::clone(&x.program)),
             };
             match MetricsServer::start(addr, controls.clone(), info, Arc::clone(&state)) {
                 Ok(m) => {
@@ -297,6 +304,8 @@ fn run_shards(
     if let Some(m) = metrics {
         m.stop();
     }
+    // Detaches the XDP program, now that no shard keeps routes in its maps.
+    drop(xdp);
     if let Some(c) = control_socket {
         c.stop();
     }

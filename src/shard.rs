@@ -17,11 +17,14 @@
 //! `RelayToken` (< 2^63), listener `i` by `LISTENER_TAG | i`.
 
 mod control;
+mod offload;
 mod streams;
 mod syscall;
 mod uring;
 
 pub use control::{channel, collect_reports, ShardCommand, ShardControl, ShardHandle};
+use offload::Offload;
+pub use offload::{OffloadSpec, OffloadStats};
 pub use streams::{
     transport_of, CloseReason, StreamLimits, StreamListener, StreamSpec, StreamStats,
 };
@@ -89,6 +92,8 @@ pub struct ShardSpec {
     /// io_uring: serve TCP and TLS on the ring (multishot accept and
     /// receive); else through an epoll instance of their own.
     pub native_streams: bool,
+    /// The XDP fast path's maps, when the program is attached.
+    pub xdp: Option<OffloadSpec>,
 }
 
 /// What a shard hands back when it stops.
@@ -103,6 +108,8 @@ pub struct ShardReport {
     /// Allocations deleted at shutdown.
     pub allocations_at_exit: usize,
     pub streams: StreamStats,
+    /// The XDP routes this shard keeps (all zero without XDP).
+    pub xdp: OffloadStats,
 }
 
 impl ShardReport {
@@ -110,9 +117,11 @@ impl ShardReport {
         index: usize,
         relay: &Relay,
         io: (&IoStats, &StreamStats),
+        offload: Option<&Offload>,
         allocations_at_exit: usize,
     ) -> ShardReport {
         ShardReport {
+            xdp: offload.map(|o| o.stats().clone()).unwrap_or_default(),
             index,
             turn: relay.stats().clone(),
             io: io.0.clone(),
@@ -130,6 +139,7 @@ pub struct Shard {
     relay: Relay,
     control: ShardControl,
     io: Io,
+    offload: Option<Offload>,
 }
 
 /// The io backend a shard drives (see [`Driver`]).
@@ -148,7 +158,19 @@ impl Shard {
                 "too many listen addresses",
             ));
         }
-        let relay = new_relay(&spec);
+        let mut relay = new_relay(&spec);
+        let offload = match spec.xdp {
+            Some(xdp) => {
+                let servers = spec
+                    .listeners
+                    .iter()
+                    .map(UdpSocket::local_addr)
+                    .collect::<io::Result<Vec<_>>>()?;
+                relay.set_offload(true);
+                Some(Offload::new(spec.index, xdp, servers))
+            }
+            None => None,
+        };
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
@@ -173,6 +195,7 @@ impl Shard {
             relay,
             control: spec.control,
             io,
+            offload,
         })
     }
 
@@ -185,10 +208,11 @@ impl Shard {
             relay,
             control,
             io,
+            offload,
         } = self;
         match io {
-            Io::Syscall(io) => drive(index, relay, &control, *io),
-            Io::Uring(io) => drive(index, relay, &control, *io),
+            Io::Syscall(io) => drive(index, relay, &control, *io, offload),
+            Io::Uring(io) => drive(index, relay, &control, *io, offload),
         }
     }
 }
@@ -227,23 +251,50 @@ fn drive<D: Driver>(
     mut relay: Relay,
     control: &ShardControl,
     mut io: D,
+    mut offload: Option<Offload>,
 ) -> ShardReport {
     tracing::debug!(shard = index, backend = D::NAME, "shard running");
     loop {
-        let commands = io.wait(wait_time(&relay, io.next_timer()));
+        let own_timer = earliest(
+            io.next_timer(),
+            offload.as_ref().and_then(Offload::next_timer),
+        );
+        let commands = io.wait(wait_time(&relay, own_timer));
         io.receive(&mut relay);
         if timer_due(&relay, io.next_timer()) {
             io.timeout(&mut relay, now());
         }
         io.end_turn();
-        if commands && read_commands(control, index, &mut relay, &mut io) {
+        let stop = commands && read_commands(control, index, &mut relay, &mut io, &mut offload);
+        // After the commands too: a reload that narrows the peer policy
+        // takes the XDP routes it ends away at once.
+        if let Some(o) = &mut offload {
+            o.turn(&mut relay);
+        }
+        if stop {
             break;
         }
     }
     let allocations_at_exit = relay.allocation_count();
     io.close(&mut relay);
+    if let Some(o) = &mut offload {
+        o.turn(&mut relay);
+    }
     tracing::debug!(shard = index, allocations_at_exit, "shard stopped");
-    ShardReport::new(index, &relay, io.stats(), allocations_at_exit)
+    ShardReport::new(
+        index,
+        &relay,
+        io.stats(),
+        offload.as_ref(),
+        allocations_at_exit,
+    )
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Relay token → socket. Tokens come from the state machine, not from the
@@ -313,10 +364,7 @@ fn now() -> Now {
 
 /// The earlier of the relay's next timer and the driver's.
 fn next_timer(relay: &Relay, driver: Option<Instant>) -> Option<Instant> {
-    match (relay.poll_timeout(), driver) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    earliest(relay.poll_timeout(), driver)
 }
 
 /// How long the loop may wait for io: until the next timer, at most `MAX_WAIT`.
@@ -334,13 +382,20 @@ fn read_commands(
     index: usize,
     relay: &mut Relay,
     io: &mut impl Driver,
+    offload: &mut Option<Offload>,
 ) -> bool {
     loop {
         match control.rx.try_recv() {
             Ok(ShardCommand::Shutdown) | Err(TryRecvError::Disconnected) => return true,
             Ok(ShardCommand::Stats(reply)) => {
+                // What the XDP path forwarded up to now counts in the report.
+                if let Some(o) = offload {
+                    o.turn(relay);
+                    o.poll(relay);
+                }
+                let offload = offload.as_ref();
                 // The asker may have stopped waiting: nothing to do then.
-                let _ = reply.send(ShardReport::new(index, relay, io.stats(), 0));
+                let _ = reply.send(ShardReport::new(index, relay, io.stats(), offload, 0));
             }
             Ok(ShardCommand::Reload(settings, tls)) => {
                 if let Some(config) = tls {

@@ -15,7 +15,9 @@ use super::ServerError;
 use crate::config::Config;
 use crate::io::Backend;
 use crate::policy::AllocationLedger;
-use crate::shard::{Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec};
+use crate::shard::{
+    OffloadSpec, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec,
+};
 use crate::turn::Settings;
 
 /// Sends the shard's index when dropped, also when the thread unwinds.
@@ -44,6 +46,7 @@ pub(super) fn start_shards(
     native_streams: bool,
     mut listeners: Vec<Vec<UdpSocket>>,
     streams: Vec<StreamSpec>,
+    mut xdp: Vec<Option<OffloadSpec>>,
     slices: Vec<RangeInclusive<u16>>,
     settings: &Settings,
     ledger: &Arc<AllocationLedger>,
@@ -81,6 +84,7 @@ pub(super) fn start_shards(
             io_gso: cfg.io.gso,
             streams: streams.next().unwrap_or_else(StreamSpec::none),
             native_streams,
+            xdp: xdp.get_mut(index).and_then(Option::take),
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());

@@ -151,6 +151,13 @@ pub struct Program {
 }
 
 #[cfg(feature = "xdp")]
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.attached()).finish()
+    }
+}
+
+#[cfg(feature = "xdp")]
 impl Program {
     /// Loads the program and attaches it to every interface in `opts`
     /// (native mode, else generic if allowed). All or nothing: on an error
@@ -361,6 +368,7 @@ impl XdpError {
 
 /// Without the `xdp` feature: nothing to load.
 #[cfg(not(feature = "xdp"))]
+#[derive(Debug)]
 pub enum Program {}
 
 #[cfg(not(feature = "xdp"))]
