@@ -362,32 +362,7 @@ fn unit_syscall_filter_allows_what_uturn_uses() {
     let Some(analyze) = systemd_analyze("unit_syscall_filter_allows_what_uturn_uses") else {
         return;
     };
-    let unit = read(UNIT);
-    let filters = unit_values(&unit, "Service", "SystemCallFilter");
-    assert!(!filters.is_empty(), "{UNIT} has no SystemCallFilter=");
-    assert!(
-        !filters[0].starts_with('~'),
-        "{UNIT}: the first SystemCallFilter= should be an allow list"
-    );
-    // An allow list first, then lines that add (no '~') or take away ('~'),
-    // applied in order, as systemd does.
-    let mut allowed = BTreeSet::new();
-    let mut seen = BTreeSet::new();
-    for line in &filters {
-        let (deny, items) = match line.strip_prefix('~') {
-            Some(rest) => (true, rest),
-            None => (false, line.as_str()),
-        };
-        for item in items.split_whitespace() {
-            seen.clear();
-            let set = expand_syscall_set(&analyze, item, &mut seen);
-            if deny {
-                allowed.retain(|s| !set.contains(s));
-            } else {
-                allowed.extend(set);
-            }
-        }
-    }
+    let allowed = allowed_syscalls(&analyze, &read(UNIT));
     let refused: Vec<&str> = SYSCALLS_USED
         .iter()
         .copied()
@@ -397,6 +372,77 @@ fn unit_syscall_filter_allows_what_uturn_uses() {
         refused.is_empty(),
         "{UNIT}: SystemCallFilter= refuses system calls uturn makes: {refused:?}"
     );
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines let through: an
+/// allow list first, then lines that add (no '~') or take away ('~'),
+/// applied in order, as systemd does.
+fn allowed_syscalls(analyze: &Path, unit: &str) -> BTreeSet<String> {
+    let filters = unit_values(unit, "Service", "SystemCallFilter");
+    assert!(!filters.is_empty(), "{UNIT} has no SystemCallFilter=");
+    assert!(
+        !filters[0].starts_with('~'),
+        "{UNIT}: the first SystemCallFilter= should be an allow list"
+    );
+    let mut allowed = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for line in &filters {
+        let (deny, items) = match line.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, line.as_str()),
+        };
+        for item in items.split_whitespace() {
+            seen.clear();
+            let set = expand_syscall_set(analyze, item, &mut seen);
+            if deny {
+                allowed.retain(|s| !set.contains(s));
+            } else {
+                allowed.extend(set);
+            }
+        }
+    }
+    allowed
+}
+
+/// deploy/uturn-xdp.conf: the unit alone refuses bpf(); with the drop-in
+/// (its lines after the unit's, as systemd applies a drop-in) bpf() and
+/// everything uturn already used pass, and the capabilities XDP needs are
+/// granted on top of the unit's.
+#[test]
+fn xdp_drop_in_allows_bpf_and_grants_its_capabilities() {
+    let Some(analyze) = systemd_analyze("xdp_drop_in_allows_bpf_and_grants_its_capabilities")
+    else {
+        return;
+    };
+    let unit = read(UNIT);
+    let drop_in = read("deploy/uturn-xdp.conf");
+    assert!(
+        !allowed_syscalls(&analyze, &unit).contains("bpf"),
+        "{UNIT} already allows bpf(): the drop-in's SystemCallFilter= is not needed"
+    );
+    let both = format!("{unit}\n{drop_in}");
+    let allowed = allowed_syscalls(&analyze, &both);
+    assert!(
+        allowed.contains("bpf"),
+        "the XDP drop-in does not allow bpf()"
+    );
+    for s in SYSCALLS_USED {
+        assert!(allowed.contains(*s), "with the XDP drop-in, {s} is refused");
+    }
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        let caps = unit_values(&drop_in, "Service", key).join(" ");
+        for cap in [
+            "CAP_NET_BIND_SERVICE",
+            "CAP_BPF",
+            "CAP_PERFMON",
+            "CAP_NET_ADMIN",
+        ] {
+            assert!(
+                caps.split_whitespace().any(|c| c == cap),
+                "deploy/uturn-xdp.conf: {key}= lacks {cap}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

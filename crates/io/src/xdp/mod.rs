@@ -328,10 +328,20 @@ fn chain(e: &dyn std::error::Error) -> String {
         }
         next = cause.source();
     }
-    // A verifier log is long; its last lines say why.
-    if s.len() > 600 {
-        let tail: String = s.lines().rev().take(4).collect::<Vec<_>>().join(" / ");
-        s = format!("{} … {tail}", &s[..s.find('\n').unwrap_or(200).min(200)]);
+    // A verifier log is long: its last line that is not a statistic says why.
+    if let Some((head, log)) = s.split_once("Verifier output:") {
+        let why = log
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("processed ")
+                    && !l.starts_with("stack depth")
+                    && !l.starts_with("verification time")
+            })
+            .next_back()
+            .unwrap_or("(no log)");
+        s = format!("{} the verifier says: {why}", head.trim_end());
     }
     s.replace('\n', " ")
 }
