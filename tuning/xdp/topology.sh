@@ -24,6 +24,10 @@
 #   PASS_XDP=1|0      (default 1) a native-mode XDP_PASS program on c0 and p0.
 #   THREADED_NAPI=CPU (default unset) threaded NAPI on rc and rp, their NAPI
 #                     kthreads pinned to CPU.
+#   THREADED_NAPI_ENDS=CPU (default unset) the same on c0 and p0: the
+#                     receive work of the client's and the peer's ends (the
+#                     generator's, in a benchmark) pinned to CPU, so that it
+#                     is not charged to the relay's core when the relay sends.
 #
 # Why TX_CSUM=off. With checksum offload on, a veth hands the packet over as
 # CHECKSUM_PARTIAL: the UDP checksum field holds only the pseudo-header sum,
@@ -138,11 +142,39 @@ EOF
     clang -O2 -g -target bpf -I"/usr/include/$multiarch" -c "$tmp/pass.c" -o "$tmp/pass.o"
 }
 
+# Threaded NAPI (with GRO, which gives a veth its NAPI) on each NS DEV pair,
+# the new napi/DEV-* kthreads pinned to CPU; sets $pinned to "name[pid] ...".
+threaded_napi() {
+    local cpu=$1 ns dev before after pid
+    shift
+    pinned=""
+    while [[ $# -ge 2 ]]; do
+        ns=$1 dev=$2
+        shift 2
+        before=$(napi_threads "$dev" | sort)
+        ip netns exec "$ns" ethtool -K "$dev" gro on >/dev/null
+        ip netns exec "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
+        after=$(napi_threads "$dev" | sort)
+        # This topology's threads are the new ones: other topologies may
+        # have kthreads of the same name.
+        for pid in $(comm -13 <(echo "$before") <(echo "$after")); do
+            taskset -pc "$cpu" "$pid" >/dev/null
+            pinned+="$(cat "/proc/$pid/comm")[$pid] "
+        done
+    done
+    if [[ -z $pinned ]]; then
+        echo "$0: threaded NAPI started no napi/ kthread" >&2
+        exit 1
+    fi
+}
+
 up() {
     local tx_csum=${TX_CSUM:-off} pass_xdp=${PASS_XDP:-1} napi_cpu=${THREADED_NAPI:-}
+    local ends_cpu=${THREADED_NAPI_ENDS:-} pinned
     [[ $tx_csum == off || $tx_csum == on ]] || { echo "$0: TX_CSUM must be off or on" >&2; exit 2; }
     [[ $pass_xdp == 0 || $pass_xdp == 1 ]] || { echo "$0: PASS_XDP must be 0 or 1" >&2; exit 2; }
     [[ -z $napi_cpu || $napi_cpu =~ ^[0-9]+$ ]] || { echo "$0: THREADED_NAPI must be a CPU number" >&2; exit 2; }
+    [[ -z $ends_cpu || $ends_cpu =~ ^[0-9]+$ ]] || { echo "$0: THREADED_NAPI_ENDS must be a CPU number" >&2; exit 2; }
     local ns
     for ns in "$ns_c" "$ns_r" "$ns_p"; do
         if ns_exists "$ns"; then
@@ -212,24 +244,12 @@ up() {
     fi
 
     if [[ -n $napi_cpu ]]; then
-        local dev before after pid pinned=()
-        for dev in rc rp; do
-            before=$(napi_threads "$dev" | sort)
-            ip netns exec "$ns_r" ethtool -K "$dev" gro on >/dev/null
-            ip netns exec "$ns_r" sh -c "echo 1 > /sys/class/net/$dev/threaded"
-            after=$(napi_threads "$dev" | sort)
-            # This topology's threads are the new ones: other topologies
-            # may have kthreads of the same name.
-            for pid in $(comm -13 <(echo "$before") <(echo "$after")); do
-                taskset -pc "$napi_cpu" "$pid" >/dev/null
-                pinned+=("$(cat "/proc/$pid/comm")[$pid]")
-            done
-        done
-        if [[ ${#pinned[@]} -eq 0 ]]; then
-            echo "$0: threaded NAPI on rc and rp started no napi/ kthread" >&2
-            exit 1
-        fi
-        say "THREADED_NAPI=$napi_cpu: GRO and threaded NAPI on rc and rp; pinned to CPU $napi_cpu: ${pinned[*]}"
+        threaded_napi "$napi_cpu" "$ns_r" rc "$ns_r" rp
+        say "THREADED_NAPI=$napi_cpu: GRO and threaded NAPI on rc and rp; pinned to CPU $napi_cpu: $pinned"
+    fi
+    if [[ -n $ends_cpu ]]; then
+        threaded_napi "$ends_cpu" "$ns_c" c0 "$ns_p" p0
+        say "THREADED_NAPI_ENDS=$ends_cpu: GRO and threaded NAPI on c0 and p0; pinned to CPU $ends_cpu: $pinned"
     fi
     trap - ERR
 }
