@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `uturn` binary on loopback, driven by the
-//! synchronous client in `common`. Only 127.0.0.0/8 and ::1 are used.
+//! synchronous client in `common`. Only 127.0.0.0/8 and ::1 are used, apart
+//! from the netns tests, whose addresses live in network namespaces they
+//! make and remove.
 //!
 //! This file holds the helpers; the tests are in tests/e2e/, one file per theme.
 
@@ -158,6 +160,8 @@ mod ipv6;
 mod lifecycle;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/netns.rs"]
+mod netns;
 #[path = "e2e/operations.rs"]
 mod operations;
 #[path = "e2e/policy.rs"]

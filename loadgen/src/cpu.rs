@@ -166,9 +166,16 @@ pub fn core_loads(a: &[CoreTimes], b: &[CoreTimes]) -> Vec<CoreLoad> {
 /// and udp6, matched on local address and port. Tells loss at the
 /// generator's own sockets apart from loss in the server.
 pub fn udp_drops(addrs: &HashSet<SocketAddr>) -> u64 {
+    udp_drops_at("/proc/self/net", addrs)
+}
+
+/// As [`udp_drops`], from the `udp` and `udp6` tables under `net`: a
+/// network namespace's view, such as `/proc/PID/net` (the namespace of
+/// process PID) or `/proc/thread-self/net` (the calling thread's).
+pub fn udp_drops_at(net: &str, addrs: &HashSet<SocketAddr>) -> u64 {
     let mut total = 0;
-    for file in ["/proc/self/net/udp", "/proc/self/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
+    for table in ["udp", "udp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("{net}/{table}")) else {
             continue;
         };
         for line in text.lines().skip(1) {

@@ -25,6 +25,7 @@ mod flags;
 mod flood;
 mod floor;
 mod hold;
+mod netns;
 mod output;
 mod payload;
 mod relay;

@@ -14,6 +14,7 @@ mod certs;
 mod client;
 mod flow;
 mod metrics;
+mod netns;
 mod reply;
 mod stream;
 
@@ -23,6 +24,9 @@ pub use certs::*;
 pub use client::*;
 pub use flow::*;
 pub use metrics::*;
+// The network namespace topology is for the e2e tests only.
+#[allow(unused_imports)]
+pub use netns::*;
 pub use reply::*;
 pub use stream::*;
 
@@ -319,6 +323,20 @@ impl Server {
     }
 
     pub fn try_start(args: &[&str]) -> Result<Server, String> {
+        Server::try_start_via(args, |full| {
+            let mut cmd = Command::new(uturn_bin());
+            cmd.args(full);
+            cmd
+        })
+    }
+
+    /// As [`Server::try_start`], with the command that runs uturn with the
+    /// completed arguments made by `command` (e.g. inside a network
+    /// namespace, see `Topology::start_uturn`).
+    pub fn try_start_via(
+        args: &[&str],
+        command: impl FnOnce(&[String]) -> Command,
+    ) -> Result<Server, String> {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !has_flag(args, "--listen") && !has_flag(args, "--config") {
             full.extend(["--listen".into(), "127.0.0.1:0".into()]);
@@ -342,7 +360,8 @@ impl Server {
         {
             full.extend(["--io-streams".into(), s.into()]);
         }
-        let server = Server::spawn_exact(full)?;
+        let cmd = command(&full);
+        let server = Server::spawn_command(cmd, full)?;
         if let Some(want) = current_backend() {
             if server.io_backend.as_deref() != Some(want) {
                 return Err(server.failure(&format!(

@@ -22,8 +22,8 @@
 //! Two modules serve the load generator (`uturn-loadgen`), so that it needs
 //! no `unsafe` of its own: `client` (batched and GSO sends of generated
 //! traffic, aimed with a [`RawAddr`]) and `process` (clocks, CPU time,
-//! pinning, stop signals). Its receivers and its floor forwarder use
-//! `syscall` like the shards do.
+//! pinning, stop signals, network namespaces). Its receivers and its floor
+//! forwarder use `syscall` like the shards do.
 #![allow(unsafe_code)]
 
 mod addr;

@@ -1,15 +1,19 @@
 //! Process and thread helpers for tools built on this crate (the load
 //! generator and its floor forwarder): the monotonic clock and CPU time,
 //! the timer slack, CPU pinning (of this thread, or of a child before it
-//! executes), a stop flag set by SIGINT/SIGTERM, and signalling a child.
+//! executes), a stop flag set by SIGINT/SIGTERM, signalling a child, and
+//! moving a thread into a network namespace.
 //!
 //! The descriptor limit lives in [`crate::socket`] ([`crate::socket::fd_limit`],
 //! [`crate::socket::raise_fd_limit`]) and the DF bit of relay sockets in
 //! [`crate::socket::udp_relay`].
 
+use std::fs::File;
 use std::io;
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -151,6 +155,40 @@ pub fn signal_pid(pid: u32, sig: libc::c_int) {
 }
 
 // ---------------------------------------------------------------------------
+// Network namespaces.
+
+/// Where the network namespace `name` is: `/run/netns/NAME` (made by `ip
+/// netns add NAME`), or `name` itself when it is a path (`/proc/PID/ns/net`).
+pub fn netns_path(name: &str) -> PathBuf {
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from("/run/netns").join(name)
+    }
+}
+
+/// Moves the calling thread (only it: network namespaces are per thread)
+/// into the network namespace `name` (see [`netns_path`]). Sockets it
+/// creates from then on belong to that namespace for their whole life,
+/// whichever thread uses them later. Needs CAP_SYS_ADMIN.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let path = netns_path(name);
+    let ns = File::open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    // SAFETY: setns takes a descriptor (kept open by `ns` for the call) and
+    // a flag, and touches no memory of ours.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("entering network namespace {}: {e}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Stop signals.
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -218,5 +256,25 @@ mod tests {
             assert!(child.wait().unwrap().success());
         }
         signal_pid(0, libc::SIGTERM); // refused: would signal our group
+    }
+
+    #[test]
+    fn network_namespaces() {
+        assert_eq!(netns_path("uc"), PathBuf::from("/run/netns/uc"));
+        assert_eq!(
+            netns_path("/proc/1/ns/net"),
+            PathBuf::from("/proc/1/ns/net")
+        );
+        let err = enter_netns("/nonexistent/ns").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
+        // The thread's own namespace, on a thread of its own: allowed with
+        // CAP_SYS_ADMIN, refused (EPERM) without.
+        let own = std::thread::spawn(|| enter_netns("/proc/thread-self/ns/net"))
+            .join()
+            .unwrap();
+        if let Err(e) = own {
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! transport the flags chose.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -62,8 +62,18 @@ impl Conn {
 pub struct Connector {
     server: SocketAddr,
     transport: Transport,
-    spread: usize,
+    source: Source,
     tls: Option<TlsClient>,
+}
+
+/// Which local address a client binds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Its loopback address of [`client_addr`], clients spread over this many.
+    Loopback { spread: usize },
+    /// The unspecified address: the route to the server picks the source
+    /// (a client in a network namespace of its own).
+    Route,
 }
 
 impl Connector {
@@ -82,17 +92,40 @@ impl Connector {
         Ok(Connector {
             server: dial.server,
             transport: dial.transport,
-            spread,
+            source: Source::Loopback { spread },
             tls,
         })
     }
 
-    /// Client `index`'s connection, from its address of [`client_addr`]:
-    /// a UDP socket with buffers of about `udp_buf` bytes, or a TCP
-    /// connection being set up (non-blocking; the first bytes sent wait
-    /// until it is, and a TLS ClientHello waits to go out first).
+    /// Clients bind to the unspecified address instead of a loopback one,
+    /// so that the route to the server chooses their source address: for
+    /// clients in a network namespace whose only address faces the server.
+    pub fn source_by_route(mut self) -> Connector {
+        self.source = Source::Route;
+        self
+    }
+
+    /// The local address client `index` binds to (port 0).
+    fn bind_addr(&self, index: u64) -> SocketAddr {
+        match self.source {
+            Source::Loopback { spread } => client_addr(&self.server, index, spread),
+            Source::Route => {
+                let any: IpAddr = match self.server {
+                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+                };
+                SocketAddr::new(any, 0)
+            }
+        }
+    }
+
+    /// Client `index`'s connection, from its address of [`client_addr`]
+    /// (or the route's, see [`Connector::source_by_route`]): a UDP socket
+    /// with buffers of about `udp_buf` bytes, or a TCP connection being set
+    /// up (non-blocking; the first bytes sent wait until it is, and a TLS
+    /// ClientHello waits to go out first).
     pub fn open(&self, index: u64, udp_buf: usize) -> io::Result<Conn> {
-        let bind = client_addr(&self.server, index, self.spread);
+        let bind = self.bind_addr(index);
         if self.transport == Transport::Udp {
             return udp_socket(bind, Some(self.server), udp_buf).map(Conn::Udp);
         }
@@ -113,5 +146,24 @@ impl Connector {
         // A ClientHello goes out as soon as the socket takes it.
         stream.flush()?;
         Ok(Conn::Stream(Box::new(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::RelayArgs;
+
+    #[test]
+    fn clients_bind_to_loopback_or_let_the_route_choose() {
+        let mut dial = RelayArgs::default().target;
+        dial.server = "10.200.1.1:3478".parse().unwrap();
+        let c = Connector::new(&dial, 0).unwrap();
+        assert_eq!(c.bind_addr(1).to_string(), "127.0.0.2:0");
+        let c = c.source_by_route();
+        assert_eq!(c.bind_addr(1).to_string(), "0.0.0.0:0");
+        dial.server = "[fd00:1::1]:3478".parse().unwrap();
+        let c = Connector::new(&dial, 0).unwrap().source_by_route();
+        assert_eq!(c.bind_addr(7).to_string(), "[::]:0");
     }
 }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use uturn_stun::{attr, channel::CHANNEL_MIN, Attribute, Class, Message, MessageWriter, Method};
+use uturn_stun::{
+    attr, channel::CHANNEL_MIN, AddressFamily, Attribute, Class, Message, MessageWriter, Method,
+};
 
 use super::{Conn, MAX_TRIES, STREAM_TIMEOUT, UDP};
 use crate::creds::{key_md5, Auth};
@@ -196,7 +198,15 @@ impl TurnFlow {
         let mut w =
             MessageWriter::new(&mut buf, step.method(), Class::Request, tid).map_err(enc)?;
         match step {
-            Step::Allocate => w.attr(&Attribute::RequestedTransport(UDP)).map_err(enc)?,
+            Step::Allocate => {
+                w.attr(&Attribute::RequestedTransport(UDP)).map_err(enc)?;
+                // RFC 8656 §7.1: without REQUESTED-ADDRESS-FAMILY the relayed
+                // address is IPv4, and an IPv6 peer would then be refused (443).
+                if self.peer.is_ipv6() {
+                    w.attr(&Attribute::RequestedAddressFamily(AddressFamily::V6))
+                        .map_err(enc)?;
+                }
+            }
             Step::Permission => w
                 .xor_address(attr::XOR_PEER_ADDRESS, self.peer)
                 .map_err(enc)?,
@@ -239,5 +249,30 @@ impl TurnFlow {
         self.key = Some(key_md5(user, &realm, password));
         self.realm = Some(realm);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Allocate of a flow towards `peer`, parsed.
+    fn allocate_for(peer: &str) -> Vec<u8> {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let auth = Auth::from_flags(None, None, true).unwrap();
+        let flow = TurnFlow::new(0, Conn::Udp(sock), peer.parse().unwrap(), &auth, None);
+        flow.build(Step::Allocate, &[7; 12]).unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_peer_asks_for_an_ipv6_relayed_address() {
+        let v6 = allocate_for("[fd00:2::2]:9");
+        let m = Message::parse(&v6).unwrap();
+        let family = m.get(attr::REQUESTED_ADDRESS_FAMILY).expect("asked for");
+        assert_eq!(family.value, &[2, 0, 0, 0]);
+        let v4 = allocate_for("10.200.2.2:9");
+        let m = Message::parse(&v4).unwrap();
+        assert!(m.get(attr::REQUESTED_ADDRESS_FAMILY).is_none());
+        assert!(m.get(attr::REQUESTED_TRANSPORT).is_some());
     }
 }

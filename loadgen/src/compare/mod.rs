@@ -239,6 +239,12 @@ pub fn run(args: &CompareArgs, out: &Output) -> anyhow::Result<()> {
     if args.systems.is_empty() {
         bail!("--systems is empty");
     }
+    if args.relay.client_netns.is_some() || args.relay.peer_netns.is_some() {
+        bail!(
+            "compare starts its servers on loopback: --client-netns and --peer-netns are for \
+             relay and sweep (tuning/xdp/bench.sh compares across namespaces)"
+        );
+    }
     let coturn = locate(&args.coturn_bin);
     if args
         .systems

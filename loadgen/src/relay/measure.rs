@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use super::{frame_len, receiver, sender, FlowInfo, RelayArgs, C2P, DRAIN, P2C};
 use crate::client::Conn;
 use crate::cpu;
+use crate::netns;
 use crate::output::{fmt_count, Output};
 use crate::stats;
 
@@ -58,22 +59,33 @@ pub(super) fn measure(
     let threads = args.threads;
     let lanes = sender::lanes(args, flows);
     let rx = receiver::sockets(args, flows, peers);
-    let mut ports: HashSet<SocketAddr> = HashSet::new();
+    let mut peer_ports: HashSet<SocketAddr> = HashSet::new();
     for p in peers {
-        ports.insert(p.local_addr()?);
+        peer_ports.insert(p.local_addr()?);
     }
+    let mut client_ports: HashSet<SocketAddr> = HashSet::new();
     for f in flows {
         if let Conn::Udp(s) = f.client {
-            ports.insert(s.local_addr()?);
+            client_ports.insert(s.local_addr()?);
         }
     }
-    let drops_before = cpu::udp_drops(&ports);
+    let generator_drops = || {
+        drops_in(args.client_netns.as_deref(), &client_ports)
+            + drops_in(args.peer_netns.as_deref(), &peer_ports)
+    };
+    let drops_before = generator_drops();
     let mut server_socks: HashSet<SocketAddr> = flows.iter().map(|f| f.relayed).collect();
     // Over TCP/TLS the server's listener is not a UDP socket.
     if !args.target.transport.is_stream() {
         server_socks.insert(args.target.server);
     }
-    let server_drops_before = cpu::udp_drops(&server_socks);
+    let server_net = server_net(args);
+    let server_drops = || {
+        server_net
+            .as_deref()
+            .map_or(0, |net| cpu::udp_drops_at(net, &server_socks))
+    };
+    let server_drops_before = server_drops();
 
     let total_rate = args.rate.pps().map(|r| r / threads as f64);
     let duration = Duration::from_secs_f64(args.duration);
@@ -195,7 +207,37 @@ pub(super) fn measure(
         b.finish_and_clear();
     }
     let mut m = result?;
-    m.rx_drops = cpu::udp_drops(&ports).saturating_sub(drops_before);
-    m.server_drops = cpu::udp_drops(&server_socks).saturating_sub(server_drops_before);
+    m.rx_drops = generator_drops().saturating_sub(drops_before);
+    m.server_drops = server_drops().saturating_sub(server_drops_before);
+    if server_net.is_none() {
+        m.notes.push(
+            "server socket drops not measured: the server is in another network namespace \
+             (--client-netns) and --server-pid was not given"
+                .into(),
+        );
+    }
     Ok(m)
+}
+
+/// Receive drops at the sockets bound to `addrs` in network namespace `ns`
+/// (this process's own when None), read from inside it; 0 if it cannot be
+/// entered (it was entered to create them, so it can).
+fn drops_in(ns: Option<&str>, addrs: &HashSet<SocketAddr>) -> u64 {
+    match ns {
+        None => cpu::udp_drops(addrs),
+        Some(_) => {
+            netns::within(ns, || Ok(cpu::udp_drops_at("/proc/thread-self/net", addrs))).unwrap_or(0)
+        }
+    }
+}
+
+/// Where the server's UDP sockets are listed: in its own `/proc/PID/net`
+/// when its pid is known (its namespace, whatever ours is), else in ours
+/// when its clients share it; None when neither can be known.
+fn server_net(args: &RelayArgs) -> Option<String> {
+    match (args.server_pid, &args.client_netns) {
+        (Some(pid), _) => Some(format!("/proc/{pid}/net")),
+        (None, None) => Some("/proc/self/net".into()),
+        (None, Some(_)) => None,
+    }
 }

@@ -67,6 +67,7 @@ use crate::client::{self, Conn, Connector, Engine, FlowError, TurnFlow};
 use crate::cpu;
 use crate::creds::Auth;
 use crate::flags::{mask_secret, mask_user, ClientIps, Dial};
+use crate::netns;
 use crate::output::Output;
 use crate::payload;
 pub use report::RelayReport;
@@ -216,12 +217,27 @@ pub struct RelayArgs {
     /// and delivered packets per server-CPU-second.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
-    /// Address the generator's peer sockets are bound on (loopback only).
+    /// Address the generator's peer sockets are bound on, and so the peer
+    /// address the relay is told (loopback only, unless --peer-netns).
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub peer_ip: IpAddr,
     #[command(flatten)]
     #[serde(flatten)]
     pub clients: ClientIps,
+    /// Create the client sockets (one per flow, towards --server) in this
+    /// network namespace: a name of `ip netns` or a path such as
+    /// /proc/PID/ns/net (root needed). They bind to the unspecified
+    /// address, so the namespace's route to --server picks their source
+    /// (--client-ips must stay 0), and --server may be any address. For a
+    /// relay between namespaces joined by veth (tuning/xdp/topology.sh).
+    #[arg(long, value_name = "NAME")]
+    pub client_netns: Option<String>,
+    /// Create the peer sockets in this network namespace (see
+    /// --client-netns). --peer-ip must then be that namespace's address that
+    /// the relay reaches (e.g. 10.200.2.2 or fd00:2::2 in
+    /// tuning/xdp/topology.sh).
+    #[arg(long, value_name = "NAME")]
+    pub peer_netns: Option<String>,
     /// Skip the 401 round and send no credentials (for `floor`, which
     /// answers Allocate/CreatePermission/ChannelBind without them).
     #[arg(long)]
@@ -310,7 +326,10 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         }
     };
     cpu::require_process(args.server_pid)?;
-    let connector = Connector::new(&args.target, args.clients.client_ips)?;
+    let mut connector = Connector::new(&args.target, args.clients.client_ips)?;
+    if args.client_netns.is_some() {
+        connector = connector.source_by_route();
+    }
     let nofile = uturn_io::socket::raise_fd_limit();
     let mut notes = Vec::new();
 
@@ -332,10 +351,12 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
     }
     let sockets = args.flows + npeers;
     let bufsize = (SOCKET_BUFFER_BUDGET / sockets).clamp(128 << 10, 4 << 20);
-    let peers: Vec<UdpSocket> = (0..npeers)
-        .map(|_| client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, bufsize))
-        .collect::<Result<_, _>>()
-        .context("creating peer sockets")?;
+    let peers: Vec<UdpSocket> = netns::within(args.peer_netns.as_deref(), || {
+        (0..npeers)
+            .map(|_| client::udp_socket(SocketAddr::new(args.peer_ip, 0), None, bufsize))
+            .collect::<Result<_, _>>()
+            .context("creating peer sockets")
+    })?;
     let peer_addrs: Vec<SocketAddr> = peers
         .iter()
         .map(|p| p.local_addr())
@@ -349,16 +370,23 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
         args.target.transport.name(),
         auth.describe()
     ));
+    let conns: Vec<Conn> = netns::within(args.client_netns.as_deref(), || {
+        (0..args.flows)
+            .map(|i| {
+                let conn = connector
+                    .open(i as u64, bufsize)
+                    .context("opening client connections")?;
+                if let Some(s) = conn.stream() {
+                    s.set_send_buffer(STREAM_SEND_BUFFER)
+                        .context("sizing a connection's send buffer")?;
+                }
+                Ok(conn)
+            })
+            .collect()
+    })?;
     let mut engine = Engine::new()?;
     let mut slots = Vec::with_capacity(args.flows);
-    for i in 0..args.flows {
-        let conn = connector
-            .open(i as u64, bufsize)
-            .context("opening client connections")?;
-        if let Some(s) = conn.stream() {
-            s.set_send_buffer(STREAM_SEND_BUFFER)
-                .context("sizing a connection's send buffer")?;
-        }
+    for (i, conn) in conns.into_iter().enumerate() {
         let flow = TurnFlow::new(
             i as u64,
             conn,
@@ -425,8 +453,24 @@ pub fn run_relay(args: &RelayArgs, out: &Output, quiet: bool) -> anyhow::Result<
 }
 
 fn validate(args: &RelayArgs) -> anyhow::Result<()> {
-    client::require_loopback("--server", args.target.server.ip())?;
-    client::require_loopback("--peer-ip", args.peer_ip)?;
+    // Outside loopback only from inside a namespace that was named.
+    if args.client_netns.is_none() {
+        client::require_loopback("--server", args.target.server.ip())?;
+    } else if args.clients.client_ips != 0 {
+        anyhow::bail!(
+            "--client-ips spreads clients over loopback addresses; with --client-netns they \
+             use the namespace's address towards --server"
+        );
+    }
+    if args.peer_netns.is_none() {
+        client::require_loopback("--peer-ip", args.peer_ip)?;
+    } else if args.peer_ip.is_loopback() || args.peer_ip.is_unspecified() {
+        anyhow::bail!(
+            "with --peer-netns, --peer-ip must be the peer namespace's address that the relay \
+             reaches (e.g. 10.200.2.2), not {}",
+            args.peer_ip
+        );
+    }
     if args.flows == 0 {
         anyhow::bail!("--flows must be at least 1");
     }
@@ -582,6 +626,36 @@ mod tests {
         assert_eq!(j["user"], "lg:***");
         assert_eq!(j["rest_secret"], "***");
         assert_eq!(j["rate"], 10000.0);
+    }
+
+    #[test]
+    fn a_namespace_lifts_the_loopback_rule_for_its_side_only() {
+        let mut a = RelayArgs::default();
+        a.target.server = "10.200.1.1:3478".parse().unwrap();
+        assert!(
+            validate(&a).is_err(),
+            "a server off loopback without a namespace"
+        );
+        a.client_netns = Some("uc".into());
+        validate(&a).unwrap();
+        a.clients.client_ips = 4;
+        assert!(validate(&a).is_err(), "--client-ips with --client-netns");
+        a.clients.client_ips = 0;
+        a.peer_ip = "10.200.2.2".parse().unwrap();
+        assert!(
+            validate(&a).is_err(),
+            "a peer off loopback without a namespace"
+        );
+        a.peer_netns = Some("up".into());
+        validate(&a).unwrap();
+        a.peer_ip = "127.0.0.1".parse().unwrap();
+        assert!(
+            validate(&a).is_err(),
+            "a loopback peer the relay cannot reach"
+        );
+        let j = serde_json::to_value(&a).unwrap();
+        assert_eq!(j["client_netns"], "uc");
+        assert_eq!(j["peer_netns"], "up");
     }
 
     #[test]
