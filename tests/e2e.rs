@@ -178,3 +178,5 @@ mod stream_io;
 mod streams;
 #[path = "e2e/streams_limits.rs"]
 mod streams_limits;
+#[path = "e2e/xdp.rs"]
+mod xdp;

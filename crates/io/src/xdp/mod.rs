@@ -333,13 +333,12 @@ fn chain(e: &dyn std::error::Error) -> String {
         let why = log
             .lines()
             .map(str::trim)
-            .filter(|l| {
+            .rfind(|l| {
                 !l.is_empty()
                     && !l.starts_with("processed ")
                     && !l.starts_with("stack depth")
                     && !l.starts_with("verification time")
             })
-            .next_back()
             .unwrap_or("(no log)");
         s = format!("{} the verifier says: {why}", head.trim_end());
     }
