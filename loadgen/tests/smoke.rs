@@ -388,6 +388,92 @@ fn floor_forwards_with_its_own_handshake() {
     assert!(num(&r, "delivered") > 0.0, "{r}");
 }
 
+/// The namespaces of `tuning/xdp/topology.sh` (without its XDP program,
+/// which this test does not need), removed on drop.
+struct Topology(String);
+
+impl Topology {
+    /// None (printing why) where namespaces cannot be made here: not root,
+    /// or no iproute2/ethtool; a failure with UTURN_REQUIRE_XDP=1.
+    fn up() -> Option<Topology> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tuning/xdp/topology.sh");
+        let prefix = format!("l{}", std::process::id() % 100_000);
+        let out = Command::new(script)
+            .args(["up", &prefix])
+            .env("PASS_XDP", "0")
+            .output()
+            .expect("run topology.sh");
+        let t = Topology(prefix);
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if std::env::var("UTURN_REQUIRE_XDP").is_ok_and(|v| v == "1") {
+                panic!("topology.sh up failed: {why}");
+            }
+            println!("skipped: topology.sh up failed (root, iproute2 and ethtool needed): {why}");
+            return None;
+        }
+        Some(t)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tuning/xdp/topology.sh");
+        let _ = Command::new(script)
+            .args(["down", &self.0])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// `relay --client-netns --peer-netns` through the floor run in the relay
+/// namespace: every packet crosses two veth pairs, both ways.
+#[test]
+fn relay_across_network_namespaces() {
+    let Some(t) = Topology::up() else {
+        return;
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &format!("{}r", t.0)])
+        .arg(loadgen())
+        .args([
+            "floor",
+            "--listen",
+            "10.200.1.1:0",
+            "--relay-ip",
+            "10.200.2.1",
+        ])
+        .args(["--duration", "30"]);
+    let f = start(cmd, "floor");
+    let pid = f.child.id().to_string();
+    let r = run(&[
+        "relay",
+        "--server",
+        &f.addr,
+        "--no-auth",
+        "--client-netns",
+        &format!("{}c", t.0),
+        "--peer-netns",
+        &format!("{}p", t.0),
+        "--peer-ip",
+        "10.200.2.2",
+        "--flows",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+        "--direction",
+        "both",
+        "--server-pid",
+        &pid,
+    ]);
+    for d in r["per_direction"].as_array().expect("per_direction") {
+        assert!(num(d, "delivered") > 0.0, "{r}");
+    }
+    assert!(r["server_cpu_secs"].is_number(), "{r}");
+}
+
 #[test]
 fn compare_writes_a_report_with_ratios() {
     let out = std::env::temp_dir().join(format!("uturn-loadgen-smoke-{}.md", std::process::id()));

@@ -86,7 +86,7 @@ pub fn netns_list() -> Vec<String> {
 
 impl Topology {
     /// Makes a topology under a prefix no other test of this process uses
-    /// (`u<pid mod 10000><n>`: interface and namespace names must be short);
+    /// (`u<pid mod 10000, 4 digits><n>`: namespace names must stay short);
     /// `name_hint` names the test in the skip message. Panics if the script
     /// fails although root, `ip netns` and clang are there.
     pub fn up(name_hint: &str) -> Option<Topology> {
@@ -104,7 +104,8 @@ impl Topology {
             );
         }
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("u{}{n}", std::process::id() % 10_000);
+        // Four digits of the PID, then the count: never the same prefix twice.
+        let prefix = format!("u{:04}{n}", std::process::id() % 10_000);
         let mut c = Command::new(script());
         c.args(["up", &prefix]);
         let out = run_bounded(c, SCRIPT_TIMEOUT);
