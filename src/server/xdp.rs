@@ -36,6 +36,7 @@ pub(super) fn attach(
         interfaces: x.interfaces.clone(),
         routes: x.routes,
         allow_generic: x.generic,
+        learning: None,
     })
     .and_then(|program| {
         let per_shard = slot_ranges(x.routes, workers)
@@ -67,6 +68,7 @@ pub(super) fn attach(
         .join(", ");
     tracing::info!(
         routes = x.routes,
+        next_hops = program.learning().name(),
         "XDP fast path attached to {attached}: ChannelData of bound channels is forwarded \
          in the driver"
     );

@@ -28,6 +28,10 @@ use crate::turn::{Relay, RouteChange, RouteKey, Traffic};
 
 /// How often the counters of installed routes are read back.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the learned next hops are forgotten, so that a changed route
+/// or neighbour is learned again from the socket path (at the cost of one
+/// datagram per direction and route through the sockets).
+const FORGET_HOPS: Duration = Duration::from_secs(30);
 
 /// What a shard gets from the loader: its handle on the maps and its own
 /// range of counter slots.
@@ -64,6 +68,7 @@ pub struct Offload {
     installed: HashMap<RouteKey, Installed>,
     changes: Vec<crate::turn::RouteChange>,
     next_poll: Option<Instant>,
+    next_forget: Instant,
     stats: OffloadStats,
     /// Whether a refused update has been logged (once per shard).
     warned: bool,
@@ -85,6 +90,7 @@ impl Offload {
             installed: HashMap::new(),
             changes: Vec::new(),
             next_poll: None,
+            next_forget: Instant::now() + FORGET_HOPS,
             stats: OffloadStats::default(),
             warned: false,
         }
@@ -119,9 +125,16 @@ impl Offload {
 
     /// Reads every installed route's counters and accounts what is new.
     pub fn poll(&mut self, relay: &mut Relay) {
+        let forget = self.next_forget <= Instant::now();
+        if forget {
+            self.next_forget = Instant::now() + FORGET_HOPS;
+        }
         for (key, entry) in &mut self.installed {
             if let Ok(now) = self.routes.traffic(entry.route.slot) {
                 account(relay, key, &mut entry.seen, now);
+            }
+            if forget {
+                let _ = self.routes.forget_hops(entry.route.slot);
             }
         }
         self.next_poll = (!self.installed.is_empty()).then(|| Instant::now() + POLL);

@@ -17,10 +17,14 @@
 //
 // Next hops: bpf_fib_lookup() refuses to work unless IP forwarding is
 // enabled on the ingress interface, and a relay must not be a router. So
-// the program learns each side's link-layer next hop from that side's own
-// packets (ingress interface, our MAC, their MAC) and sends the other
-// direction there. Until both sides of a channel have been seen, its
-// packets take the socket path, which also primes the neighbour tables.
+// the next hop toward each side of a channel is learned from the socket
+// path: `uturn_learn`, on the egress of the same interfaces (TCX, Linux
+// 6.6+), reads the interface and MAC addresses the kernel's routing and
+// neighbour tables chose for the relay's own datagram to that client or
+// peer. The first datagram of a channel in each direction therefore takes
+// the socket path, and the ones after it are forwarded here. On kernels
+// without TCX links, `learn_ingress` makes the XDP program learn each side
+// from that side's own packets instead (the way they came in).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -138,6 +142,11 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+// Set by the loader: learn next hops from arriving packets (no TCX).
+volatile const __u8 learn_ingress = 0;
+
+// TC_ACT_UNSPEC, which TCX calls TCX_NEXT: let the packet go on as it is.
+#define TC_NEXT (-1)
 #define ETH_LEN 14
 #define IP4_LEN 20
 #define IP6_LEN 40
@@ -331,18 +340,26 @@ static __always_inline int same_mac(const __u8 *a, const __u8 *b)
 	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
 }
 
-static __always_inline void learn(struct hop *h, struct xdp_md *ctx)
+// Records that `theirs` is reached from `ours` on `ifindex` (written only
+// when it changed, to keep the cache line shared).
+static __always_inline void learn(struct hop *h, __u32 ifindex, const __u8 *ours,
+				  const __u8 *theirs)
+{
+	if (h->ifindex == ifindex && same_mac(h->theirs, theirs) && same_mac(h->ours, ours))
+		return;
+	__builtin_memcpy(h->theirs, theirs, ETH_ALEN);
+	__builtin_memcpy(h->ours, ours, ETH_ALEN);
+	h->ifindex = ifindex;
+}
+
+// learn_ingress: the sender of this packet is reached back the way it came.
+static __always_inline void learn_from(struct hop *h, struct xdp_md *ctx)
 {
 	struct ethhdr *eth = (void *)(long)ctx->data;
 
-	if ((void *)(eth + 1) > (void *)(long)ctx->data_end)
+	if (!learn_ingress || (void *)(eth + 1) > (void *)(long)ctx->data_end)
 		return;
-	if (h->ifindex == ctx->ingress_ifindex &&
-	    same_mac(h->theirs, eth->h_source) && same_mac(h->ours, eth->h_dest))
-		return;
-	__builtin_memcpy(h->theirs, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(h->ours, eth->h_dest, ETH_ALEN);
-	h->ifindex = ctx->ingress_ifindex;
+	learn(h, ctx->ingress_ifindex, eth->h_dest, eth->h_source);
 }
 
 // Writes fresh Ethernet, IP and UDP headers at the (moved) head of the
@@ -519,7 +536,7 @@ static __always_inline int client_to_peer(struct xdp_md *ctx, struct parsed *p)
 	hp = bpf_map_lookup_elem(&hops, &r->slot);
 	if (!hp)
 		return pass(PASS_HOP_UNKNOWN);
-	learn(&hp->client, ctx);
+	learn_from(&hp->client, ctx);
 	if (hp->peer.ifindex == 0)
 		return pass(PASS_HOP_UNKNOWN);
 	if (!r->v4 && p->v4 && p->check == 0)
@@ -567,7 +584,7 @@ static __always_inline int peer_to_client(struct xdp_md *ctx, struct parsed *p)
 	hp = bpf_map_lookup_elem(&hops, &r->slot);
 	if (!hp)
 		return pass(PASS_HOP_UNKNOWN);
-	learn(&hp->peer, ctx);
+	learn_from(&hp->peer, ctx);
 	if (hp->client.ifindex == 0)
 		return pass(PASS_HOP_UNKNOWN);
 	if (!r->v4 && p->v4 && p->check == 0)
@@ -621,6 +638,78 @@ int uturn_relay(struct xdp_md *ctx)
 	if (rc >= 0)
 		return rc;
 	return peer_to_client(ctx, &p);
+}
+
+// On the egress of the relay's interfaces: learns where the kernel sends
+// the socket path's datagrams to a bound channel's client (ChannelData
+// from a listen address) or peer (from a relayed address). Never changes
+// or holds a packet.
+SEC("classifier")
+int uturn_learn(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u8 src[16], dst[16];
+	struct udphdr *udp;
+	struct route *r;
+	struct hops *hp;
+
+	if ((void *)(eth + 1) > end)
+		return TC_NEXT;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)ip + IP4_LEN + UDP_LEN > end || ip->protocol != IPPROTO_UDP ||
+		    ip->ihl != 5)
+			return TC_NEXT;
+		map_v4(src, ip->saddr);
+		map_v4(dst, ip->daddr);
+		udp = (void *)ip + IP4_LEN;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)ip6 + IP6_LEN + UDP_LEN > end || ip6->nexthdr != IPPROTO_UDP)
+			return TC_NEXT;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
+		udp = (void *)ip6 + IP6_LEN;
+	} else {
+		return TC_NEXT;
+	}
+	if ((void *)(udp + 1) > end)
+		return TC_NEXT;
+	__u8 *payload = (void *)(udp + 1);
+
+	if ((void *)(payload + CHANNEL_LEN) <= end && (payload[0] & 0xc0) == 0x40) {
+		struct client_key key = {};
+
+		__builtin_memcpy(key.client_ip, dst, 16);
+		__builtin_memcpy(key.server_ip, src, 16);
+		key.client_port = udp->dest;
+		key.server_port = udp->source;
+		key.channel = *(__be16 *)payload;
+		r = bpf_map_lookup_elem(&to_peer, &key);
+		if (r) {
+			hp = bpf_map_lookup_elem(&hops, &r->slot);
+			if (hp)
+				learn(&hp->client, skb->ifindex, eth->h_source, eth->h_dest);
+			return TC_NEXT;
+		}
+	}
+	struct peer_key key = {};
+
+	__builtin_memcpy(key.peer_ip, dst, 16);
+	__builtin_memcpy(key.relay_ip, src, 16);
+	key.peer_port = udp->dest;
+	key.relay_port = udp->source;
+	r = bpf_map_lookup_elem(&to_client, &key);
+	if (r) {
+		hp = bpf_map_lookup_elem(&hops, &r->slot);
+		if (hp)
+			learn(&hp->peer, skb->ifindex, eth->h_source, eth->h_dest);
+	}
+	return TC_NEXT;
 }
 
 // A program that passes everything, for the far ends of veth test links

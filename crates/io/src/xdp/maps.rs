@@ -187,6 +187,15 @@ impl Routes {
         Ok(())
     }
 
+    /// Forgets the next hops learned for `slot`: the next datagram each way
+    /// takes the socket path and teaches them again (so that a changed
+    /// route or neighbour is followed).
+    pub fn forget_hops(&mut self, slot: u32) -> Result<(), XdpError> {
+        self.hops
+            .set(slot, Hops::default(), 0)
+            .map_err(XdpError::map("hops"))
+    }
+
     /// Removes both directions of `route` (absent entries are fine).
     pub fn remove(&mut self, route: &Route) {
         let _ = self.to_peer.remove(&route.client_key());

@@ -98,6 +98,32 @@ pub struct Options {
     pub routes: u32,
     /// Whether generic mode is acceptable where native is refused.
     pub allow_generic: bool,
+    /// How next hops are learned (None: from the socket path where the
+    /// kernel has TCX links, else from arriving packets).
+    pub learning: Option<Learning>,
+}
+
+/// Where the program learns the next hop toward a channel's client or
+/// peer (it cannot ask the FIB: `bpf_fib_lookup` needs IP forwarding on).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Learning {
+    /// From the socket path's own datagrams to that side, on the egress of
+    /// the same interfaces (a TC program attached by TCX link, Linux 6.6+):
+    /// exactly the interface and MAC addresses the kernel's routing and
+    /// neighbour tables chose.
+    Egress,
+    /// From that side's arriving packets (the way they came in): for
+    /// kernels without TCX, where a TC program would outlive the process.
+    Ingress,
+}
+
+impl Learning {
+    pub fn name(self) -> &'static str {
+        match self {
+            Learning::Egress => "from the socket path's sends",
+            Learning::Ingress => "from arriving packets",
+        }
+    }
 }
 
 /// Why the program could not be loaded or used: one line for the log.
@@ -145,6 +171,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 pub struct Program {
     // Declared first so that the links are closed before the program.
     links: Vec<(String, Mode, aya::programs::links::FdLink)>,
+    // Held, never read: dropping them detaches the learner.
+    _learn_links: Vec<aya::programs::links::FdLink>,
+    learning: Learning,
     maps: [aya::maps::MapData; 4],
     stats: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     _ebpf: aya::Ebpf,
@@ -165,7 +194,17 @@ impl Program {
     pub fn load(opts: &Options) -> Result<Program, XdpError> {
         let object = object()?;
         links_supported()?;
+        let learning = opts.learning.unwrap_or_else(|| {
+            use aya::util::KernelVersion;
+            if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+                Learning::Egress
+            } else {
+                Learning::Ingress
+            }
+        });
+        let learn_ingress = u8::from(learning == Learning::Ingress);
         let mut ebpf = aya::EbpfLoader::new()
+            .override_global("learn_ingress", &learn_ingress, true)
             .map_max_entries("to_peer", opts.routes)
             .map_max_entries("to_client", opts.routes)
             .map_max_entries("hops", opts.routes)
@@ -197,6 +236,10 @@ impl Program {
                 })?;
             links.push((name.clone(), mode, fd_link));
         }
+        let learn_links = match learning {
+            Learning::Egress => attach_learner(&mut ebpf, &opts.interfaces)?,
+            Learning::Ingress => Vec::new(),
+        };
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or(XdpError::NotBuilt("the object lacks one of its maps"))
@@ -220,10 +263,17 @@ impl Program {
             .map_err(XdpError::map("stats"))?;
         Ok(Program {
             links,
+            _learn_links: learn_links,
+            learning,
             maps,
             stats,
             _ebpf: ebpf,
         })
+    }
+
+    /// How next hops are learned.
+    pub fn learning(&self) -> Learning {
+        self.learning
     }
 
     /// The interfaces and how the program is attached to each.
@@ -308,6 +358,49 @@ fn attach(
         })
         .named(name)),
     }
+}
+
+/// Attaches `uturn_learn` to the egress of every interface, through TCX
+/// links (owned by this process, like the XDP ones).
+#[cfg(feature = "xdp")]
+fn attach_learner(
+    ebpf: &mut aya::Ebpf,
+    interfaces: &[String],
+) -> Result<Vec<aya::programs::links::FdLink>, XdpError> {
+    use aya::programs::tc::{TcAttachOptions, TcAttachType};
+    use aya::programs::{LinkOrder, SchedClassifier};
+    let learner: &mut SchedClassifier = ebpf
+        .program_mut("uturn_learn")
+        .ok_or(XdpError::NotBuilt(
+            "the object lacks the uturn_learn program",
+        ))?
+        .try_into()
+        .map_err(|e| kernel("load the next-hop learner", e, |_| ""))?;
+    learner
+        .load()
+        .map_err(|e| kernel("load the next-hop learner", e, privileges_hint))?;
+    let mut links = Vec::new();
+    for name in interfaces {
+        let id = learner
+            .attach_with_options(
+                name,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| {
+                kernel("attach the next-hop learner (TCX)", e, privileges_hint).named(name)
+            })?;
+        let link = learner
+            .take_link(id)
+            .map_err(|e| kernel("keep the TCX link", e, |_| ""))?;
+        links.push(
+            aya::programs::links::FdLink::try_from(link).map_err(|_| XdpError::Kernel {
+                what: "attach the next-hop learner through a link",
+                why: format!("{name}: the kernel attached it through netlink"),
+            })?,
+        );
+    }
+    Ok(links)
 }
 
 #[cfg(feature = "xdp")]
