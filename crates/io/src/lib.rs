@@ -19,6 +19,9 @@
 //! offers it (see [`uring::probe`]). Both count into [`IoStats`]. Socket
 //! creation lives in `socket` and is shared by all backends.
 //!
+//! `xdp` loads and attaches the XDP fast path (`xdp/relay.bpf.c`, built by
+//! build.rs with clang) and gives each shard a handle on its maps.
+//!
 //! Two modules serve the load generator (`uturn-loadgen`), so that it needs
 //! no `unsafe` of its own: `client` (batched and GSO sends of generated
 //! traffic, aimed with a [`RawAddr`]) and `process` (clocks, CPU time,
