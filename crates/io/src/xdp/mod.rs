@@ -18,6 +18,7 @@
 //! Privileges: loading needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_PERFMON for
 //! pointer arithmetic on packets, attaching needs CAP_NET_ADMIN.
 use std::net::SocketAddr;
+#[cfg(feature = "xdp")]
 use std::os::fd::AsFd;
 
 #[cfg(feature = "xdp")]
@@ -410,6 +411,7 @@ fn is_permission(e: &aya::programs::ProgramError) -> bool {
 }
 
 /// The error and its sources, on one line.
+#[cfg(feature = "xdp")]
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut next = e.source();
@@ -438,6 +440,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s.replace('\n', " ")
 }
 
+#[cfg(feature = "xdp")]
 fn privileges_hint(m: &str) -> &'static str {
     if m.contains("Operation not permitted") || m.contains("Permission denied") {
         " (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root; see the README's XDP section)"
@@ -446,6 +449,7 @@ fn privileges_hint(m: &str) -> &'static str {
     }
 }
 
+#[cfg(feature = "xdp")]
 fn kernel(
     what: &'static str,
     e: impl std::error::Error,
@@ -456,6 +460,7 @@ fn kernel(
     XdpError::Kernel { what, why }
 }
 
+#[cfg(feature = "xdp")]
 impl XdpError {
     fn named(self, name: &str) -> XdpError {
         match self {
