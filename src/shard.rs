@@ -390,8 +390,7 @@ fn read_commands(
             Ok(ShardCommand::Stats(reply)) => {
                 // What the XDP path forwarded up to now counts in the report.
                 if let Some(o) = offload {
-                    o.turn(relay);
-                    o.poll(relay);
+                    o.refresh_for_report(relay);
                 }
                 let offload = offload.as_ref();
                 // The asker may have stopped waiting: nothing to do then.

@@ -7,8 +7,9 @@
 //! an Up installs (or updates) both map entries of the channel under a
 //! counter slot of this shard's own range; a Down removes them, reads the
 //! slot's counters a last time and frees it. While routes are installed,
-//! their counters are read back every `POLL` (and before every metrics
-//! report), and what the program forwarded is handed to
+//! their counters are read back every `POLL`, `POLL_CHUNK` routes per loop
+//! turn (each read is a system call), and before a metrics report, and
+//! what the program forwarded is handed to
 //! `Relay::offloaded`, so `uturn_packets_total` and `uturn_bytes_total`
 //! count it as the socket path would have.
 //!
@@ -28,6 +29,14 @@ use crate::turn::{Relay, RouteChange, RouteKey, Traffic};
 
 /// How often the counters of installed routes are read back.
 const POLL: Duration = Duration::from_secs(1);
+/// Routes whose counters are read in one loop turn: a read is a system
+/// call, so a pass over tens of thousands of routes is spread over turns
+/// instead of stalling the shard for all of them at once.
+const POLL_CHUNK: usize = 1024;
+/// Up to this many routes, a metrics report reads them all first (exact
+/// counters); beyond, it reports what the last pass read (at most `POLL`
+/// plus a pass old).
+const POLL_ALL_FOR_REPORT: usize = 4096;
 /// How often the learned next hops are forgotten, so that a changed route
 /// or neighbour is learned again from the socket path (at the cost of one
 /// datagram per direction and route through the sockets).
@@ -68,6 +77,10 @@ pub struct Offload {
     installed: HashMap<RouteKey, Installed>,
     changes: Vec<crate::turn::RouteChange>,
     next_poll: Option<Instant>,
+    /// The routes the current pass has yet to read (empty between passes).
+    sweep: Vec<RouteKey>,
+    /// Whether the current pass also forgets the learned next hops.
+    sweep_forgets: bool,
     next_forget: Instant,
     stats: OffloadStats,
     /// Whether a refused update has been logged (once per shard).
@@ -90,6 +103,8 @@ impl Offload {
             installed: HashMap::new(),
             changes: Vec::new(),
             next_poll: None,
+            sweep: Vec::new(),
+            sweep_forgets: false,
             next_forget: Instant::now() + FORGET_HOPS,
             stats: OffloadStats::default(),
             warned: false,
@@ -100,9 +115,14 @@ impl Offload {
         &self.stats
     }
 
-    /// When the counters are next due to be read (None with no route).
+    /// When the counters are next due to be read (None with no route; now
+    /// while a pass is under way).
     pub fn next_timer(&self) -> Option<Instant> {
-        self.next_poll
+        if self.sweep.is_empty() {
+            self.next_poll
+        } else {
+            Some(Instant::now())
+        }
     }
 
     /// Applies the relay's route changes to the maps, and reads the
@@ -117,27 +137,52 @@ impl Offload {
             }
         }
         self.changes = changes;
-        if self.next_poll.is_some_and(|t| t <= Instant::now()) {
-            self.poll(relay);
+        if self.sweep.is_empty() && self.next_poll.is_some_and(|t| t <= Instant::now()) {
+            self.start_pass();
         }
+        self.read_some(POLL_CHUNK, relay);
         self.stats.routes = self.installed.len() as u64;
     }
 
-    /// Reads every installed route's counters and accounts what is new.
-    pub fn poll(&mut self, relay: &mut Relay) {
-        let forget = self.next_forget <= Instant::now();
-        if forget {
-            self.next_forget = Instant::now() + FORGET_HOPS;
-        }
-        for (key, entry) in &mut self.installed {
-            if let Ok(now) = self.routes.traffic(entry.route.slot) {
-                account(relay, key, &mut entry.seen, now);
+    /// Before a metrics report: what the program forwarded up to now, exact
+    /// while there are few routes (see `POLL_ALL_FOR_REPORT`).
+    pub fn refresh_for_report(&mut self, relay: &mut Relay) {
+        self.turn(relay);
+        if self.installed.len() <= POLL_ALL_FOR_REPORT {
+            if self.sweep.is_empty() {
+                self.start_pass();
             }
-            if forget {
+            self.read_some(usize::MAX, relay);
+        }
+    }
+
+    /// Starts a pass over every installed route (and schedules the next).
+    fn start_pass(&mut self) {
+        let now = Instant::now();
+        self.sweep.extend(self.installed.keys().copied());
+        self.sweep_forgets = self.next_forget <= now;
+        if self.sweep_forgets {
+            self.next_forget = now + FORGET_HOPS;
+        }
+        self.next_poll = (!self.installed.is_empty()).then(|| now + POLL);
+    }
+
+    /// Reads the counters of up to `most` routes of the current pass and
+    /// accounts what is new.
+    fn read_some(&mut self, most: usize, relay: &mut Relay) {
+        let from = self.sweep.len().saturating_sub(most);
+        for key in self.sweep.drain(from..) {
+            // Gone since the pass began: `down` accounted it already.
+            let Some(entry) = self.installed.get_mut(&key) else {
+                continue;
+            };
+            if let Ok(now) = self.routes.traffic(entry.route.slot) {
+                account(relay, &key, &mut entry.seen, now);
+            }
+            if self.sweep_forgets {
                 let _ = self.routes.forget_hops(entry.route.slot);
             }
         }
-        self.next_poll = (!self.installed.is_empty()).then(|| Instant::now() + POLL);
     }
 
     fn up(&mut self, key: RouteKey, expires: Instant) {
@@ -211,6 +256,7 @@ impl Offload {
         self.stats.removed_total += 1;
         if self.installed.is_empty() {
             self.next_poll = None;
+            self.sweep.clear();
         }
     }
 
