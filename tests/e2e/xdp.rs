@@ -283,10 +283,11 @@ fn routes_end_with_refresh_0_and_with_expiry() {
     let p = peer(&t, PEER_V4.into());
     assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
     prime(&mut c, &p, 0x4000, relayed);
+    let primed = scrape(&t, &server);
     assert_success(&c.refresh(0), "Refresh 0");
-    p.send_to(b"after refresh 0", relayed);
-    c.expect_nothing_relayed("peer datagram after Refresh 0");
+    expect_nothing_either_way(&mut c, &p, 0x4000, relayed, "after Refresh 0");
     let m = scrape(&t, &server);
+    assert_forwarded_nothing(&primed, &m);
     assert_eq!(value(&m, "uturn_xdp_routes"), 0);
     assert_eq!(value(&m, "uturn_xdp_routes_removed_total"), 1);
 
@@ -299,20 +300,31 @@ fn routes_end_with_refresh_0_and_with_expiry() {
     let live = scrape(&t, &server);
     assert_eq!(value(&live, "uturn_xdp_routes"), 1);
     std::thread::sleep(Duration::from_secs(3).saturating_sub(made.elapsed()) + QUIET);
-    p.send_to(b"after expiry", relayed);
-    c.expect_nothing_relayed("peer datagram after expiry");
-    c.send_channel(0x4001, b"after expiry", false);
-    assert!(p.recv(QUIET).is_none(), "ChannelData relayed after expiry");
+    expect_nothing_either_way(&mut c, &p, 0x4001, relayed, "after expiry");
     let gone = scrape(&t, &server);
     assert_eq!(value(&gone, "uturn_xdp_routes"), 0);
-    assert_eq!(
-        outcome(&gone, "forwarded_to_client"),
-        outcome(&live, "forwarded_to_client")
-    );
-    assert_eq!(
-        outcome(&gone, "forwarded_to_peer"),
-        outcome(&live, "forwarded_to_peer")
-    );
+    assert_forwarded_nothing(&live, &gone);
+}
+
+/// Neither the peer's datagram nor the client's ChannelData gets through.
+fn expect_nothing_either_way(
+    c: &mut TurnClient,
+    p: &Peer,
+    number: u16,
+    relayed: SocketAddr,
+    when: &str,
+) {
+    p.send_to(b"too late", relayed);
+    c.expect_nothing_relayed(&format!("peer datagram {when}"));
+    c.send_channel(number, b"too late", false);
+    assert!(p.recv(QUIET).is_none(), "ChannelData relayed {when}");
+}
+
+/// The program forwarded nothing between the two scrapes.
+fn assert_forwarded_nothing(before: &str, after: &str) {
+    for o in ["forwarded_to_client", "forwarded_to_peer"] {
+        assert_eq!(outcome(after, o), outcome(before, o), "{o}");
+    }
 }
 
 /// The program itself refuses a route past its expiry, before anyone removes
@@ -412,22 +424,9 @@ fn a_reload_that_refuses_the_peer_takes_its_route_away() {
         }
         assert!(Instant::now() < deadline, "the reload was not applied");
     }
-    p.send_to(b"refused now", relayed);
-    c.expect_nothing_relayed("peer datagram after the policy refused it");
-    c.send_channel(0x4000, b"refused now", false);
-    assert!(
-        p.recv(QUIET).is_none(),
-        "ChannelData relayed to a refused peer"
-    );
+    expect_nothing_either_way(&mut c, &p, 0x4000, relayed, "to a refused peer");
     let after = scrape(&t, &server);
-    assert_eq!(
-        outcome(&after, "forwarded_to_client"),
-        outcome(&before, "forwarded_to_client")
-    );
-    assert_eq!(
-        outcome(&after, "forwarded_to_peer"),
-        outcome(&before, "forwarded_to_peer")
-    );
+    assert_forwarded_nothing(&before, &after);
 }
 
 #[test]
