@@ -101,7 +101,7 @@ enum outcome {
 	PASS_PADDED,		// ChannelData with padding over UDP
 	PASS_IP_OPTIONS,	// IPv4 options, fragments, IPv6 extension headers
 	PASS_NO_CHECKSUM,	// IPv4 without a UDP checksum, leaving as IPv6
-	PASS_HOP_UNKNOWN,	// the other side's next hop not learned yet
+	PASS_HOP_UNKNOWN,	// the next hop toward the destination not learned yet
 	PASS_MTU,		// the rewritten packet would not fit the egress MTU
 	PASS_ADJUST_FAILED,	// the kernel refused to move the packet's head
 	OUTCOMES,
