@@ -113,25 +113,10 @@ impl Relay {
             }
             return;
         }
+        // Nothing is handed over yet, so every route is an Up.
         let (cfg, changes) = (&self.cfg, &mut self.offload.changes);
         for a in self.table.allocations_mut() {
-            let Allocation {
-                five,
-                relay_ports,
-                expires,
-                perms,
-                channels,
-                ..
-            } = a;
-            for c in channels.iter_mut() {
-                let Some(key) = route_key(cfg, five, relay_ports, c) else {
-                    continue;
-                };
-                if let Some(expires) = route_end(*expires, perms, c) {
-                    changes.push(RouteChange::Up(Route { key, expires }));
-                    c.offloaded = true;
-                }
-            }
+            sync(cfg, a, None, |_, _| false, changes);
         }
     }
 
@@ -191,7 +176,7 @@ impl Relay {
         };
         let before = &self.offload.before;
         let moved = |number, expires| !before.contains(&(number, expires));
-        sync(&self.cfg, a, now, moved, &mut self.offload.changes);
+        sync(&self.cfg, a, Some(now), moved, &mut self.offload.changes);
     }
 
     /// A Down for every route handed over that the socket path no longer
@@ -205,7 +190,7 @@ impl Relay {
         let (cfg, changes) = (&self.cfg, &mut self.offload.changes);
         for a in self.table.allocations_mut() {
             // Time only ends routes: none of the live ones has moved.
-            sync(cfg, a, now, |_, _| false, changes);
+            sync(cfg, a, Some(now), |_, _| false, changes);
         }
     }
 
@@ -226,11 +211,12 @@ impl Relay {
 
 /// Brings what was handed over of `a`'s routes up to date at `now`: an Up
 /// for each live route not handed over yet or whose expiry `moved`, a Down
-/// for each handed over that is no longer live.
+/// for each handed over that is no longer live. Without a `now`, every
+/// route with a permission counts as live (its expiry goes with it).
 fn sync(
     cfg: &TurnConfig,
     a: &mut Allocation,
-    now: Instant,
+    now: Option<Instant>,
     moved: impl Fn(u16, Instant) -> bool,
     changes: &mut Vec<RouteChange>,
 ) {
@@ -246,7 +232,7 @@ fn sync(
         let Some(key) = route_key(cfg, five, relay_ports, c) else {
             continue;
         };
-        match route_end(*expires, perms, c).filter(|&e| now < e) {
+        match route_end(*expires, perms, c).filter(|&e| now.map_or(true, |now| now < e)) {
             Some(expires) if !c.offloaded || moved(c.number, expires) => {
                 changes.push(RouteChange::Up(Route { key, expires }));
                 c.offloaded = true;
