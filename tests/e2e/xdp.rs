@@ -78,6 +78,17 @@ fn prime(c: &mut TurnClient, p: &Peer, number: u16, relayed: SocketAddr) {
     expect_channel(c, number, b"hello client");
 }
 
+/// An IPv4 client with an allocation and channel 0x4000 bound to an IPv4
+/// peer, primed (see [`prime`]): the client, the peer, the relayed address.
+fn primed_channel(t: &Topology, server: &Server) -> (TurnClient, Peer, SocketAddr) {
+    let mut c = client(t, CLIENT_V4.into(), server.addr);
+    let relayed = c.allocate();
+    let p = peer(t, PEER_V4.into());
+    assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
+    prime(&mut c, &p, 0x4000, relayed);
+    (c, p, relayed)
+}
+
 fn expect_channel(c: &mut TurnClient, number: u16, want: &[u8]) {
     match c.recv_relayed(WAIT) {
         Some(Relayed::Channel { number: n, data }) if n == number && data == want => {}
@@ -137,11 +148,7 @@ fn channel_data_is_forwarded_in_the_driver_both_ways() {
         return;
     };
     let server = xdp_uturn(&t, &[]);
-    let mut c = client(&t, CLIENT_V4.into(), server.addr);
-    let relayed = c.allocate();
-    let p = peer(&t, PEER_V4.into());
-    assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
-    prime(&mut c, &p, 0x4000, relayed);
+    let (mut c, p, relayed) = primed_channel(&t, &server);
 
     let before = scrape(&t, &server);
     assert_eq!(value(&before, "uturn_xdp_routes"), 1);
@@ -225,11 +232,7 @@ fn what_is_not_a_bound_channel_stays_on_the_sockets() {
         return;
     };
     let server = xdp_uturn(&t, &[]);
-    let mut c = client(&t, CLIENT_V4.into(), server.addr);
-    let relayed = c.allocate();
-    let p = peer(&t, PEER_V4.into());
-    assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
-    prime(&mut c, &p, 0x4000, relayed);
+    let (mut c, p, relayed) = primed_channel(&t, &server);
     let before = scrape(&t, &server);
 
     // A Send indication goes through the control path.
@@ -278,11 +281,7 @@ fn routes_end_with_refresh_0_and_with_expiry() {
     let server = xdp_uturn(&t, &["--max-lifetime", "3"]);
 
     // Refresh 0: the allocation and its route go at once.
-    let mut c = client(&t, CLIENT_V4.into(), server.addr);
-    let relayed = c.allocate();
-    let p = peer(&t, PEER_V4.into());
-    assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
-    prime(&mut c, &p, 0x4000, relayed);
+    let (mut c, p, relayed) = primed_channel(&t, &server);
     let primed = scrape(&t, &server);
     assert_success(&c.refresh(0), "Refresh 0");
     expect_nothing_either_way(&mut c, &p, 0x4000, relayed, "after Refresh 0");
@@ -404,11 +403,7 @@ fn a_reload_that_refuses_the_peer_takes_its_route_away() {
     };
     std::fs::write(&path, file(PEER_NET_V4)).unwrap();
     let server = xdp_uturn(&t, &["--config", path.to_str().unwrap()]);
-    let mut c = client(&t, CLIENT_V4.into(), server.addr);
-    let relayed = c.allocate();
-    let p = peer(&t, PEER_V4.into());
-    assert_success(&c.channel_bind(0x4000, p.addr), "ChannelBind");
-    prime(&mut c, &p, 0x4000, relayed);
+    let (mut c, p, relayed) = primed_channel(&t, &server);
     let before = scrape(&t, &server);
     assert_eq!(value(&before, "uturn_xdp_routes"), 1);
 
