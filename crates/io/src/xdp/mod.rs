@@ -152,14 +152,8 @@ impl XdpError {
     #[cfg(feature = "xdp")]
     fn map(name: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
         move |e| XdpError::Kernel {
-            what: match name {
-                "to_peer" => "use map to_peer",
-                "to_client" => "use map to_client",
-                "hops" => "use map hops",
-                "traffic" => "use map traffic",
-                _ => "use map stats",
-            },
-            why: e.to_string(),
+            what: "use the XDP program's maps",
+            why: format!("{name}: {e}"),
         }
     }
 }
@@ -293,7 +287,7 @@ impl Program {
                     what: "duplicate a map descriptor",
                     why: e.to_string(),
                 })?;
-            aya::maps::MapData::from_fd(fd).map_err(XdpError::map("traffic"))
+            aya::maps::MapData::from_fd(fd).map_err(XdpError::map("a duplicated descriptor"))
         };
         let [a, b, c, d] = &self.maps;
         Routes::new(dup(a)?, dup(b)?, dup(c)?, dup(d)?)
