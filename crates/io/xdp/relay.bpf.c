@@ -153,21 +153,19 @@ volatile const __u8 learn_ingress = 0;
 #define UDP_LEN 8
 #define CHANNEL_LEN 4
 
-static __always_inline int pass(__u32 why)
-{
-	__u64 *n = bpf_map_lookup_elem(&stats, &why);
-
-	if (n)
-		*n += 1;
-	return XDP_PASS;
-}
-
 static __always_inline void count(__u32 what)
 {
 	__u64 *n = bpf_map_lookup_elem(&stats, &what);
 
 	if (n)
 		*n += 1;
+}
+
+// Counts why a packet goes up to the socket path, and lets it go.
+static __always_inline int pass(__u32 why)
+{
+	count(why);
+	return XDP_PASS;
 }
 
 // One's-complement arithmetic for the incremental UDP checksum (RFC 1624):
