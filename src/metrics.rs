@@ -32,6 +32,7 @@ use crate::shard::{
 };
 use crate::turn::{Stats, Transport, ERROR_CODES};
 
+mod tcp;
 mod xdp;
 
 /// How long a scrape waits for the shards.
@@ -306,6 +307,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         );
     }
 
+    tcp::register(reg, reports);
     if let Some(program) = &info.xdp {
         xdp::register(reg, reports, program);
     }
@@ -364,8 +366,10 @@ fn add_streams(total: &mut StreamStats, s: &StreamStats) {
         tx_queue_full,
         to_peer_sent,
         to_peer_failed,
+        data_connections,
     } = s;
     for t in 0..2 {
+        total.data_connections[t] += data_connections[t];
         total.accepted[t] += accepted[t];
         total.refused_total[t] += refused_total[t];
         total.refused_per_source[t] += refused_per_source[t];

@@ -20,14 +20,18 @@ mod control;
 mod offload;
 mod streams;
 mod syscall;
+mod tcp;
 mod uring;
 
-pub use control::{channel, collect_reports, ShardCommand, ShardControl, ShardHandle};
+pub use control::{
+    channel, channels, collect_reports, Letter, ShardCommand, ShardControl, ShardHandle,
+};
 use offload::Offload;
 pub use offload::{OffloadSpec, OffloadStats};
 pub use streams::{
     transport_of, CloseReason, StreamLimits, StreamListener, StreamSpec, StreamStats,
 };
+pub use tcp::TcpStats;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -62,6 +66,8 @@ const LISTENER_TAG: u64 = 1 << 63;
 const WAKE_TAG: u64 = LISTENER_TAG | 1 << 62;
 /// The tag of the shard's stream poller (TCP and TLS sockets).
 const STREAMS_TAG: u64 = LISTENER_TAG | 1 << 61;
+/// The tag of the shard's TCP relay poller (RFC 6062).
+const TCP_TAG: u64 = LISTENER_TAG | 1 << 60;
 
 /// The receive/send geometry of the syscall backend.
 pub const LAYOUT: BatchLayout = BatchLayout {
@@ -110,6 +116,8 @@ pub struct ShardReport {
     pub streams: StreamStats,
     /// The XDP routes this shard keeps (all zero without XDP).
     pub xdp: OffloadStats,
+    /// TCP allocations' pipes (RFC 6062).
+    pub tcp: TcpStats,
 }
 
 impl ShardReport {
@@ -117,10 +125,12 @@ impl ShardReport {
         index: usize,
         relay: &Relay,
         io: (&IoStats, &StreamStats),
+        tcp: &TcpStats,
         offload: Option<&Offload>,
         allocations_at_exit: usize,
     ) -> ShardReport {
         ShardReport {
+            tcp: tcp.clone(),
             xdp: offload.map(|o| o.stats().clone()).unwrap_or_default(),
             index,
             turn: relay.stats().clone(),
@@ -171,11 +181,14 @@ impl Shard {
             }
             None => None,
         };
+        let tcp = tcp::TcpPeers::new(spec.index, Arc::clone(&spec.streams.ledger))?;
+        relay.set_shard(spec.index);
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
                 spec.listeners,
                 streams::EpollStreams::new(spec.index, spec.streams)?,
+                tcp,
                 &spec.control,
                 &spec.turn,
             )?)),
@@ -183,6 +196,7 @@ impl Shard {
                 spec.index,
                 spec.listeners,
                 spec.streams,
+                tcp,
                 spec.native_streams,
                 &spec.control,
                 &spec.turn,
@@ -243,6 +257,13 @@ trait Driver {
     fn next_timer(&self) -> Option<Instant>;
     /// New TLS connections use `config` from now on.
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>);
+    /// The TCP relay's counters (RFC 6062).
+    fn tcp_stats(&self) -> &TcpStats;
+    /// Letters for other shards made since the last call (RFC 6062 data
+    /// connections that landed here for another shard's allocation).
+    fn take_letters(&mut self) -> Vec<(usize, Letter)>;
+    /// A letter from another shard.
+    fn letter(&mut self, relay: &mut Relay, letter: Letter);
 }
 
 /// The shard loop, the same on every backend.
@@ -266,6 +287,12 @@ fn drive<D: Driver>(
         }
         io.end_turn();
         let stop = commands && read_commands(control, index, &mut relay, &mut io, &mut offload);
+        if commands {
+            while let Some(letter) = control.mail.try_recv() {
+                io.letter(&mut relay, letter);
+            }
+        }
+        post_letters(control, index, &mut relay, &mut io);
         // After the commands too: a reload that narrows the peer policy
         // takes the XDP routes it ends away at once.
         if let Some(o) = &mut offload {
@@ -285,9 +312,29 @@ fn drive<D: Driver>(
         index,
         &relay,
         io.stats(),
+        io.tcp_stats(),
         offload.as_ref(),
         allocations_at_exit,
     )
+}
+
+/// Sends the letters this turn made. A ConnectionBind for a shard that
+/// does not exist is answered here (400: no such connection). Another
+/// letter that cannot go (the shard has stopped, or its mailbox is full)
+/// lets go of what it holds: a data connection is closed.
+fn post_letters(control: &ShardControl, index: usize, relay: &mut Relay, io: &mut impl Driver) {
+    for (to, letter) in io.take_letters() {
+        match control.mail.send(to, letter) {
+            Ok(()) => {}
+            Err(letter @ Letter::Bind { .. }) if to != index => io.letter(relay, letter),
+            Err(letter) => {
+                tracing::debug!(shard = index, to, "letter to another shard not delivered");
+                if let Letter::Adopt { data, .. } = letter {
+                    tcp::refuse(data);
+                }
+            }
+        }
+    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -394,7 +441,14 @@ fn read_commands(
                 }
                 let offload = offload.as_ref();
                 // The asker may have stopped waiting: nothing to do then.
-                let _ = reply.send(ShardReport::new(index, relay, io.stats(), offload, 0));
+                let _ = reply.send(ShardReport::new(
+                    index,
+                    relay,
+                    io.stats(),
+                    io.tcp_stats(),
+                    offload,
+                    0,
+                ));
             }
             Ok(ShardCommand::Reload(settings, tls)) => {
                 if let Some(config) = tls {

@@ -178,5 +178,7 @@ mod stream_io;
 mod streams;
 #[path = "e2e/streams_limits.rs"]
 mod streams_limits;
+#[path = "e2e/tcp_alloc.rs"]
+mod tcp_alloc;
 #[path = "e2e/xdp.rs"]
 mod xdp;

@@ -12,3 +12,4 @@ pub mod proxy;
 pub mod reader;
 pub mod relay;
 pub mod seeds;
+pub mod tcp;

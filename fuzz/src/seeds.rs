@@ -389,6 +389,38 @@ pub fn relay() -> Vec<(String, Vec<u8>)> {
 /// Seeds of `proxy_header`: headers a balancer sends (written by
 /// `encode_v2` and by hand), some followed by the stream, and a few that
 /// must be refused.
+/// `tcp_alloc`: Connect, the outcome, a bind; a peer connecting in with
+/// and without a permission; timeouts; a refused peer; garbage binds.
+pub fn tcp_alloc() -> Vec<(String, Vec<u8>)> {
+    vec![
+        // Connect to 198.51.100.7:80, connected, bound.
+        (
+            "connect-bind".into(),
+            vec![0, 0, 0, 80, 0, 1, 0, 1, 4, 0, 1],
+        ),
+        // Connect, failed; Connect to the metadata address.
+        (
+            "connect-fail-refused".into(),
+            vec![0, 1, 0, 80, 0, 1, 0, 0, 0, 5, 0, 80, 0],
+        ),
+        // A peer in without, then with a permission, then bound.
+        (
+            "accept".into(),
+            vec![2, 1, 0, 0, 9, 3, 0, 0, 1, 2, 1, 0, 0, 9, 4, 0, 1],
+        ),
+        // Connect, connected, 39 s pass: closed for want of a bind.
+        (
+            "bind-timeout".into(),
+            vec![0, 1, 0, 80, 0, 1, 0, 1, 7, 39, 4, 0, 1],
+        ),
+        // Garbage on a data connection, then the allocation deleted.
+        (
+            "garbage-delete".into(),
+            vec![5, 4, 0, 1, 0, 0, 0, 0, 0, 0, 8, 9],
+        ),
+    ]
+}
+
 pub fn proxy_header() -> Vec<(String, Vec<u8>)> {
     use uturn_stream::proxy::{encode_v2, SIGNATURE};
     let encoded = |source: &str, destination: &str, tail: &[u8]| {
@@ -488,6 +520,9 @@ mod tests {
         }
         for (_, s) in proxy_header() {
             crate::proxy::run(&s);
+        }
+        for (_, s) in tcp_alloc() {
+            crate::tcp::run(&s);
         }
     }
 

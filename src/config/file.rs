@@ -111,6 +111,10 @@ pub(super) struct FileQuotas {
     pub allocations_per_user: Option<u32>,
     pub total_allocations: Option<u32>,
     pub permissions_per_allocation: Option<u32>,
+    /// TCP allocations (RFC 6062): peer connections at once, and those of
+    /// them not yet bound to a data connection.
+    pub peer_connections_per_allocation: Option<u32>,
+    pub pending_connections_per_allocation: Option<u32>,
     pub channels_per_allocation: Option<u32>,
 }
 

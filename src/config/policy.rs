@@ -108,6 +108,16 @@ fn quotas(f: &FileConfig) -> Result<Quotas, ConfigError> {
             d.channels_per_allocation,
             "quotas.channels_per_allocation",
         )?,
+        peer_connections_per_allocation: at_least_one(
+            q.and_then(|q| q.peer_connections_per_allocation),
+            d.peer_connections_per_allocation,
+            "quotas.peer_connections_per_allocation",
+        )?,
+        pending_connections_per_allocation: at_least_one(
+            q.and_then(|q| q.pending_connections_per_allocation),
+            d.pending_connections_per_allocation,
+            "quotas.pending_connections_per_allocation",
+        )?,
     })
 }
 

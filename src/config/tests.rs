@@ -182,7 +182,8 @@ unauth_burst = 9
             allocations_per_user: 3,
             total_allocations: 100,
             permissions_per_allocation: 5,
-            channels_per_allocation: 6
+            channels_per_allocation: 6,
+            ..Quotas::default()
         }
     );
     assert_eq!(

@@ -65,13 +65,12 @@ pub(super) fn start_shards(
     let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(workers);
     let mut controls: Vec<ShardHandle> = Vec::with_capacity(workers);
     let mut streams = streams.into_iter();
+    let mut channels = crate::shard::channels(workers)
+        .map_err(|source| ServerError::Start { index: 0, source })?
+        .into_iter();
     for (index, ports) in slices.into_iter().enumerate() {
-        let (control_tx, control) = match crate::shard::channel() {
-            Ok(c) => c,
-            Err(source) => {
-                stop(shutdown, &controls, handles);
-                return Err(ServerError::Start { index, source });
-            }
+        let Some((control_tx, control)) = channels.next() else {
+            break;
         };
         let spec = ShardSpec {
             index,

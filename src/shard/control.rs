@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::tcp::DataConn;
 use super::ShardReport;
 use crate::io::wake::WakeFd;
-use crate::turn::Settings;
+use crate::turn::{ConnectionId, Settings, Transport};
 
 /// What the control thread can ask of a shard.
 pub enum ShardCommand {
@@ -55,19 +56,104 @@ pub struct ShardHandle {
 pub struct ShardControl {
     pub(super) rx: Receiver<ShardCommand>,
     pub(super) wake: Arc<WakeFd>,
+    /// Letters from the other shards (RFC 6062 data connections).
+    pub(super) mail: Mailbox,
 }
 
-/// A command channel and its wake-up descriptor.
+/// What shards send each other: an RFC 6062 data connection lands on
+/// whichever shard the kernel picks, while its peer connection lives on the
+/// shard that owns the allocation (the one its CONNECTION-ID names).
+pub enum Letter {
+    /// A data connection's ConnectionBind, for the owner to decide; `conn`
+    /// names the connection on shard `from`.
+    Bind {
+        from: usize,
+        conn: u64,
+        transport: Transport,
+        msg: Vec<u8>,
+    },
+    /// The owner's answer, to send on connection `conn`; bound when `id`.
+    Bound {
+        conn: u64,
+        reply: Vec<u8>,
+        id: Option<ConnectionId>,
+    },
+    /// A bound data connection, for the owner's TCP relay.
+    Adopt { id: ConnectionId, data: DataConn },
+    /// A data connection bound to peer connection `id` closed before it
+    /// could be handed over: the owner closes the peer connection.
+    Unbound { id: ConnectionId },
+}
+
+/// Letters may wait per shard; more are refused (and what they carry let
+/// go: a ConnectionBind unanswered, a data connection closed).
+const MAILBOX: usize = 1024;
+
+/// A shard's letters in, and the way to every shard's.
+pub struct Mailbox {
+    rx: Receiver<Letter>,
+    to: Vec<(Sender<Letter>, Arc<WakeFd>)>,
+}
+
+impl Mailbox {
+    /// Sends `letter` to shard `to` and wakes it; gives it back when it
+    /// cannot be sent.
+    pub(super) fn send(&self, to: usize, letter: Letter) -> Result<(), Letter> {
+        let Some((tx, wake)) = self.to.get(to) else {
+            return Err(letter);
+        };
+        match tx.try_send(letter) {
+            Ok(()) => {
+                wake.wake();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+
+    pub(super) fn try_recv(&self) -> Option<Letter> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Command channels for `n` shards, with mailboxes between them.
+pub fn channels(n: usize) -> io::Result<Vec<(ShardHandle, ShardControl)>> {
+    let mut wakes = Vec::with_capacity(n);
+    let mut letters = Vec::with_capacity(n);
+    for _ in 0..n {
+        wakes.push(Arc::new(WakeFd::new()?));
+        letters.push(crossbeam_channel::bounded::<Letter>(MAILBOX));
+    }
+    let to: Vec<(Sender<Letter>, Arc<WakeFd>)> = letters
+        .iter()
+        .zip(&wakes)
+        .map(|((tx, _), w)| (tx.clone(), Arc::clone(w)))
+        .collect();
+    Ok(letters
+        .into_iter()
+        .zip(wakes)
+        .map(|((_, rx), wake)| {
+            let (tx, crx) = crossbeam_channel::bounded(QUEUE);
+            (
+                ShardHandle {
+                    tx,
+                    wake: Arc::clone(&wake),
+                },
+                ShardControl {
+                    rx: crx,
+                    wake,
+                    mail: Mailbox { rx, to: to.clone() },
+                },
+            )
+        })
+        .collect())
+}
+
+/// A command channel and its wake-up descriptor, for one shard alone.
 pub fn channel() -> io::Result<(ShardHandle, ShardControl)> {
-    let wake = Arc::new(WakeFd::new()?);
-    let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-    Ok((
-        ShardHandle {
-            tx,
-            wake: Arc::clone(&wake),
-        },
-        ShardControl { rx, wake },
-    ))
+    channels(1)?
+        .pop()
+        .ok_or_else(|| io::Error::other("no channel"))
 }
 
 impl ShardHandle {

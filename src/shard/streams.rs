@@ -29,6 +29,7 @@ mod conn;
 mod epoll;
 mod ring;
 
+pub(super) use conn::RemoteBind;
 pub(super) use epoll::EpollStreams;
 pub(super) use ring::RingStreams;
 
@@ -164,6 +165,9 @@ pub struct StreamStats {
     pub tls_handshakes_failed: u64,
     /// Frames to clients dropped because their send queue was full.
     pub tx_queue_full: u64,
+    /// Connections that became RFC 6062 data connections (bound by
+    /// ConnectionBind and handed to the TCP relay).
+    pub data_connections: [u64; 2],
     /// Frames from stream clients forwarded to peers, and those a relay
     /// socket refused.
     pub to_peer_sent: u64,

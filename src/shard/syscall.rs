@@ -11,15 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::streams::{EpollStreams, PeerSockets, StreamStats};
+use super::tcp::{self, TcpPeers, TcpStats};
+use super::Letter;
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tag_via, tx_bytes, Driver, Inbound,
-    RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, STREAMS_TAG, WAKE_TAG,
+    RelayMap, ShardControl, BATCH, LAYOUT, LISTENER_TAG, STREAMS_TAG, TCP_TAG, WAKE_TAG,
 };
 use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
 use crate::io::wake::WakeFd;
 use crate::io::IoStats;
-use crate::turn::{Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via};
+use crate::turn::{
+    ConnectionId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
+};
 
 /// Batches read from one ready socket before moving on to the next (fairness;
 /// epoll is level-triggered, so a socket with more data comes back).
@@ -52,7 +56,28 @@ impl RelaySockets for ShardSockets {
                 tracing::debug!(token = token.0, error = %e, "epoll delete failed");
             }
             self.closing.push(sock);
+        } else {
+            // A TCP allocation's listener.
+            super::tcp::close_listener(token);
         }
+    }
+
+    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
+        super::tcp::listen(addr, token)
+    }
+
+    fn connect_tcp(
+        &mut self,
+        _token: RelayToken,
+        id: ConnectionId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    ) -> io::Result<()> {
+        super::tcp::connect(id, from, peer)
+    }
+
+    fn close_tcp(&mut self, id: ConnectionId) {
+        super::tcp::close(id);
     }
 }
 
@@ -78,6 +103,11 @@ pub(super) struct SyscallIo {
     streams: EpollStreams,
     /// The stream poller was ready in the last wait.
     streams_ready: bool,
+    /// TCP allocations (RFC 6062), and whether their poller was ready.
+    tcp: TcpPeers,
+    tcp_ready: bool,
+    /// Letters for other shards made this turn.
+    letters: Vec<(usize, Letter)>,
 }
 
 impl SyscallIo {
@@ -85,6 +115,7 @@ impl SyscallIo {
         index: usize,
         listeners: Vec<UdpSocket>,
         streams: EpollStreams,
+        tcp: TcpPeers,
         control: &ShardControl,
         turn: &TurnConfig,
     ) -> io::Result<SyscallIo> {
@@ -95,6 +126,7 @@ impl SyscallIo {
         poller.add(control.wake.as_fd(), WAKE_TAG)?;
         if streams.is_active() {
             poller.add(streams.fd(), STREAMS_TAG)?;
+            poller.add(tcp.fd(), TCP_TAG)?;
         }
         Ok(SyscallIo {
             index,
@@ -110,6 +142,9 @@ impl SyscallIo {
             wake: Arc::clone(&control.wake),
             streams,
             streams_ready: false,
+            tcp,
+            tcp_ready: false,
+            letters: Vec::new(),
         })
     }
 
@@ -169,6 +204,37 @@ impl SyscallIo {
         }
     }
 
+    /// The TCP relay's turn: data connections bound this turn join their
+    /// peer connections, the state machine's requests are served, readiness
+    /// handled (when `ready`), and what goes to control connections queued.
+    fn tcp_turn(&mut self, relay: &mut Relay, ready: bool) {
+        let detached = self.streams.take_detached();
+        tcp::route_detached(
+            self.index,
+            relay,
+            &mut self.tcp,
+            detached,
+            &mut self.letters,
+        );
+        for b in self.streams.take_remote() {
+            let letter = Letter::Bind {
+                from: self.index,
+                conn: b.conn,
+                transport: b.transport,
+                msg: b.msg,
+            };
+            self.letters.push((b.owner, letter));
+        }
+        self.tcp.poll(relay, now(), ready);
+        let out = self.tcp.take_out();
+        if !out.is_empty() {
+            for (conn, bytes) in out {
+                self.streams.send(conn, &bytes);
+            }
+            self.streams.flush(relay, &mut self.sockets);
+        }
+    }
+
     /// Queues the send caused by datagram `i`.
     fn queue(&mut self, i: usize, t: Transmit) {
         let fd = socket_of(t.via, &self.listeners, &self.sockets.relays).map(|s| s.as_fd());
@@ -210,6 +276,7 @@ impl Driver for SyscallIo {
             match self.events.key(e) {
                 WAKE_TAG => {}
                 STREAMS_TAG => self.streams_ready = true,
+                TCP_TAG => self.tcp_ready = true,
                 key => self.drain(relay, key),
             }
         }
@@ -218,11 +285,38 @@ impl Driver for SyscallIo {
         }
         // What this turn queued for stream clients, one write each.
         self.streams.flush(relay, &mut self.sockets);
+        let ready = std::mem::take(&mut self.tcp_ready);
+        self.tcp_turn(relay, ready);
     }
 
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
         relay.handle_timeout(now, &mut self.sockets);
         self.streams.sweep(relay, &mut self.sockets, now);
+        self.tcp_turn(relay, false);
+    }
+
+    fn tcp_stats(&self) -> &TcpStats {
+        self.tcp.stats()
+    }
+
+    fn take_letters(&mut self) -> Vec<(usize, Letter)> {
+        std::mem::take(&mut self.letters)
+    }
+
+    fn letter(&mut self, relay: &mut Relay, letter: Letter) {
+        let streams = &mut self.streams;
+        tcp::letter(
+            self.index,
+            relay,
+            &mut self.tcp,
+            letter,
+            &mut self.letters,
+            |conn, reply, id| streams.answer_bind(conn, reply, id),
+        );
+        // An answer to send, a data connection to hand on: now, not at
+        // the next event.
+        self.streams.flush(relay, &mut self.sockets);
+        self.tcp_turn(relay, false);
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -245,6 +339,7 @@ impl Driver for SyscallIo {
     fn close(&mut self, relay: &mut Relay) {
         self.streams.close_all(relay, &mut self.sockets);
         relay.close_all(&mut self.sockets);
+        self.tcp.close_all(relay);
         self.batch.flush();
         self.sockets.closing.clear();
         self.sockets.relays.clear();

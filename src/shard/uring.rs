@@ -15,16 +15,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::streams::{EpollStreams, PeerSockets, RingStreams, StreamSpec, StreamStats};
+use super::tcp::{self, TcpPeers, TcpStats};
+use super::Letter;
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tx_bytes, Driver, Inbound, RelayMap,
     ShardControl, LISTENER_TAG, RECV_CAPACITY,
 };
 use crate::io::socket::{fd_limit, udp_relay};
+use crate::io::syscall::{Events, Poller};
 use crate::io::uring::{PeerOut, RingMode, SockId, SocketCtl, Uring, UringConfig};
 use crate::io::IoStats;
 use crate::turn::{
-    Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
-    PEER_HEADROOM, PEER_TAILROOM,
+    ConnectionId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
+    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Provided receive buffers per shard (about 2 KiB each).
@@ -106,7 +109,28 @@ impl RelaySockets for UringSockets<'_> {
             // Datagrams already received for it are dropped from now on;
             // the descriptor closes once no request refers to it.
             self.ctl.close(id);
+        } else {
+            // A TCP allocation's listener.
+            super::tcp::close_listener(token);
         }
+    }
+
+    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
+        super::tcp::listen(addr, token)
+    }
+
+    fn connect_tcp(
+        &mut self,
+        _token: RelayToken,
+        id: ConnectionId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    ) -> io::Result<()> {
+        super::tcp::connect(id, from, peer)
+    }
+
+    fn close_tcp(&mut self, id: ConnectionId) {
+        super::tcp::close(id);
     }
 }
 
@@ -137,6 +161,24 @@ impl RelaySockets for RingSockets<'_> {
 
     fn close(&mut self, token: RelayToken) {
         self.relay_sockets().close(token);
+    }
+
+    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
+        super::tcp::listen(addr, token)
+    }
+
+    fn connect_tcp(
+        &mut self,
+        _token: RelayToken,
+        id: ConnectionId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    ) -> io::Result<()> {
+        super::tcp::connect(id, from, peer)
+    }
+
+    fn close_tcp(&mut self, id: ConnectionId) {
+        super::tcp::close(id);
     }
 }
 
@@ -177,7 +219,19 @@ pub(super) struct UringIo {
     /// Datagrams completed by the last wait.
     received: usize,
     streams: Streams,
+    /// TCP allocations (RFC 6062).
+    tcp: TcpPeers,
+    /// What the ring watches for readability: the TCP relay's poller and,
+    /// when streams are not on the ring, the stream engine's.
+    watched: Poller,
+    watched_events: Events,
+    /// Letters for other shards made this turn.
+    letters: Vec<(usize, Letter)>,
 }
+
+/// Keys in `UringIo::watched`.
+const WATCH_STREAMS: u64 = 1;
+const WATCH_TCP: u64 = 2;
 
 /// How a uring shard serves TCP and TLS.
 enum Streams {
@@ -195,6 +249,7 @@ impl UringIo {
         index: usize,
         listeners: Vec<UdpSocket>,
         streams: StreamSpec,
+        tcp: TcpPeers,
         native: bool,
         control: &ShardControl,
         turn: &TurnConfig,
@@ -220,16 +275,22 @@ impl UringIo {
             ids.push(io.ctl().add(l, LISTENER_TAG | i as u64)?);
         }
         io.watch_wake(Arc::clone(&control.wake));
+        let watched = Poller::new()?;
+        let active = !streams.listeners.is_empty();
         let streams = if native {
             Streams::Native(RingStreams::new(index, streams, &mut io)?)
         } else {
             let streams = EpollStreams::new(index, streams)?;
             if streams.is_active() {
-                // `streams` lives as long as the ring (both are this driver's).
-                io.watch_readable(streams.fd().as_raw_fd());
+                watched.add(streams.fd(), WATCH_STREAMS)?;
             }
             Streams::Watched(streams)
         };
+        if active {
+            watched.add(tcp.fd(), WATCH_TCP)?;
+            // `watched` lives as long as the ring (both are this driver's).
+            io.watch_readable(std::os::fd::AsFd::as_fd(&watched).as_raw_fd());
+        }
         Ok(UringIo {
             index,
             io,
@@ -237,6 +298,10 @@ impl UringIo {
             relays: relay_map(turn),
             received: 0,
             streams,
+            tcp,
+            watched,
+            watched_events: Events::with_capacity(4),
+            letters: Vec::new(),
         })
     }
 
@@ -249,6 +314,68 @@ impl UringIo {
             return;
         };
         self.io.send(i, sock, t.to, tx_bytes(t.payload));
+    }
+
+    /// Which watched pollers are ready: (streams, TCP relay).
+    fn watched_ready(&mut self) -> (bool, bool) {
+        if !self.io.take_watch() {
+            return (false, false);
+        }
+        let n = self
+            .watched
+            .wait(&mut self.watched_events, Duration::ZERO)
+            .unwrap_or(0);
+        let keys = (0..n).map(|e| self.watched_events.key(e));
+        keys.fold((false, false), |(s, t), k| {
+            (s || k == WATCH_STREAMS, t || k == WATCH_TCP)
+        })
+    }
+
+    /// The TCP relay's turn (as the syscall backend's `tcp_turn`).
+    fn tcp_turn(&mut self, relay: &mut Relay, ready: bool) {
+        let (detached, remote) = match &mut self.streams {
+            Streams::Native(s) => (s.take_detached(&mut self.io), s.take_remote()),
+            Streams::Watched(s) => (s.take_detached(), s.take_remote()),
+        };
+        tcp::route_detached(
+            self.index,
+            relay,
+            &mut self.tcp,
+            detached,
+            &mut self.letters,
+        );
+        for b in remote {
+            let letter = Letter::Bind {
+                from: self.index,
+                conn: b.conn,
+                transport: b.transport,
+                msg: b.msg,
+            };
+            self.letters.push((b.owner, letter));
+        }
+        self.tcp.poll(relay, now(), ready);
+        let out = self.tcp.take_out();
+        if out.is_empty() {
+            return;
+        }
+        match &mut self.streams {
+            Streams::Native(s) => {
+                for (conn, bytes) in out {
+                    s.send(conn, &bytes);
+                }
+                s.flush(&mut self.io, &mut self.relays, relay);
+            }
+            Streams::Watched(s) => {
+                for (conn, bytes) in out {
+                    s.send(conn, &bytes);
+                }
+                let mut sockets = UringSockets {
+                    ctl: self.io.ctl(),
+                    relays: &mut self.relays,
+                };
+                s.flush(relay, &mut sockets);
+            }
+        }
     }
 
     /// The relay sockets, as the state machine sees them.
@@ -310,23 +437,60 @@ impl Driver for UringIo {
                 None => {}
             }
         }
+        let (streams_ready, tcp_ready) = self.watched_ready();
         match &mut self.streams {
             Streams::Native(s) => {
                 s.handle(&mut self.io, &mut self.relays, relay, at);
                 s.flush(&mut self.io, &mut self.relays, relay);
             }
             Streams::Watched(s) => {
-                let ready = self.io.take_watch();
                 let mut sockets = UringSockets {
                     ctl: self.io.ctl(),
                     relays: &mut self.relays,
                 };
-                if ready {
+                if streams_ready {
                     s.poll(relay, &mut sockets, at);
                 }
                 s.flush(relay, &mut sockets);
             }
         }
+        self.tcp_turn(relay, tcp_ready);
+    }
+
+    fn tcp_stats(&self) -> &TcpStats {
+        self.tcp.stats()
+    }
+
+    fn take_letters(&mut self) -> Vec<(usize, Letter)> {
+        std::mem::take(&mut self.letters)
+    }
+
+    fn letter(&mut self, relay: &mut Relay, letter: Letter) {
+        let streams = &mut self.streams;
+        tcp::letter(
+            self.index,
+            relay,
+            &mut self.tcp,
+            letter,
+            &mut self.letters,
+            |conn, reply, id| match streams {
+                Streams::Native(s) => s.answer_bind(conn, reply, id),
+                Streams::Watched(s) => s.answer_bind(conn, reply, id),
+            },
+        );
+        // An answer to send, a data connection to hand on: now, not at
+        // the next event.
+        match &mut self.streams {
+            Streams::Native(s) => s.flush(&mut self.io, &mut self.relays, relay),
+            Streams::Watched(s) => {
+                let mut sockets = UringSockets {
+                    ctl: self.io.ctl(),
+                    relays: &mut self.relays,
+                };
+                s.flush(relay, &mut sockets);
+            }
+        }
+        self.tcp_turn(relay, false);
     }
 
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
@@ -341,6 +505,7 @@ impl Driver for UringIo {
                 s.sweep(relay, &mut sockets, now);
             }
         }
+        self.tcp_turn(relay, false);
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -377,6 +542,7 @@ impl Driver for UringIo {
             }
         }
         relay.close_all(&mut self.sockets());
+        self.tcp.close_all(relay);
         if !self.io.shutdown(DRAIN) {
             tracing::warn!(
                 shard = self.index,

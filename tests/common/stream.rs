@@ -208,6 +208,24 @@ impl StreamLink {
         None
     }
 
+    /// The next `n` bytes as they are (an RFC 6062 data connection carries
+    /// no frames), within `limit`; None if they did not all come.
+    #[allow(dead_code)] // tests/e2e only
+    pub fn read_exact_raw(&mut self, n: usize, limit: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + limit;
+        for _ in 0..1_000_000 {
+            if self.buf.len() >= n {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.closed.is_some() || left.is_zero() {
+                return None;
+            }
+            self.fill(left);
+        }
+        None
+    }
+
     /// Reads (and throws away) until the server closes the connection or
     /// `limit` passes; how it closed, if it did. Frames read on the way are
     /// returned too.

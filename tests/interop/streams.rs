@@ -118,7 +118,30 @@ fn aioice_over_tcp_and_tls_through_uturn() {
     server_alive_check(&server);
 }
 
+fn turnutils_uclient_tcp_allocations_through_uturn() {
+    // -T: TCP allocations (RFC 6062) on a TCP control connection; -y: the
+    // clients are each other's peers, so each pair is joined by a Connect
+    // from one relayed address to the other's, announced there by a
+    // ConnectionAttempt, and both sides bound by data connections (which
+    // land on either shard). Every message must come back.
+    let t = "turnutils_uclient_tcp_allocations_through_uturn";
+    let Some(uclient) = tool(t, "turnutils_uclient") else {
+        return;
+    };
+    let Some((server, tcp, _tls, _cert)) = uturn_for_interop_streams(t) else {
+        return;
+    };
+    let mut cmd = Command::new(&uclient);
+    cmd.args(["-T", "-t", "-y", "-m", "2", "-n", "50", "-l", "120", "-z", "5"])
+        .args(STATIC_CREDS)
+        .args(["-p", &tcp.port().to_string()])
+        .arg(tcp.ip().to_string());
+    run_uclient_expect_all(cmd, 100, "uturn, TCP allocations");
+    server_alive_check(&server);
+}
+
 on_every_stream_io!(
     turnutils_uclient_over_tcp_and_tls_through_uturn,
+    turnutils_uclient_tcp_allocations_through_uturn,
     aioice_over_tcp_and_tls_through_uturn,
 );

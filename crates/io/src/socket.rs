@@ -3,7 +3,7 @@
 //! allocation).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -144,6 +144,41 @@ pub fn udp_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<UdpSocket>
 
 /// The soft limit on open file descriptors (RLIMIT_NOFILE), or a large
 /// number when it cannot be read or is unlimited.
+/// A TCP allocation's listener on its relayed address (RFC 6062),
+/// non-blocking. SO_REUSEPORT, so that connections to peers can leave from
+/// the same address (`tcp_relay_connect`).
+pub fn tcp_relay_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let s = tcp_relay_socket(addr)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// A non-blocking connection from a TCP allocation's relayed address
+/// `from` to `peer` (RFC 6062 §5.2), under way: it is writable once made
+/// or failed.
+pub fn tcp_relay_connect(from: SocketAddr, peer: SocketAddr) -> io::Result<TcpStream> {
+    let s = tcp_relay_socket(peer)?;
+    s.bind(&from.into())?;
+    match s.connect(&peer.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+fn tcp_relay_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 pub fn fd_limit() -> usize {
     match nofile() {
         Some(lim) => limit_to_usize(lim.rlim_cur),

@@ -97,6 +97,30 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_MOD, fd, key, stream_events(write))
     }
 
+    /// Starts watching a socket for readability (with hang-up) only when
+    /// `read`, and writability only when `write` (a socket whose reader
+    /// waits for room elsewhere watches neither, but still hears errors).
+    pub fn add_interest(
+        &self,
+        fd: BorrowedFd<'_>,
+        key: u64,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, key, interest(read, write))
+    }
+
+    /// Changes what a socket added with `add_interest` is watched for.
+    pub fn modify_interest(
+        &self,
+        fd: BorrowedFd<'_>,
+        key: u64,
+        read: bool,
+        write: bool,
+    ) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, key, interest(read, write))
+    }
+
     fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, key: u64, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: key };
         // SAFETY: both descriptors are open for the duration of the call; `ev`
@@ -154,6 +178,17 @@ impl AsFd for Poller {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epfd.as_fd()
     }
+}
+
+fn interest(read: bool, write: bool) -> u32 {
+    let mut e = 0;
+    if read {
+        e |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+    }
+    if write {
+        e |= libc::EPOLLOUT as u32;
+    }
+    e
 }
 
 fn stream_events(write: bool) -> u32 {

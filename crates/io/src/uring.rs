@@ -283,6 +283,7 @@ impl Uring {
                 files: (0..cfg.files).map(|_| FileSlot::free()).collect(),
                 free: (0..cfg.files).rev().collect(),
                 closing: Vec::with_capacity(64),
+                detached: Vec::new(),
                 rearm: Vec::with_capacity(64),
                 recv_hdr,
                 streams: rx_stream.is_some(),

@@ -28,6 +28,8 @@ pub const PASSWORD_ALGORITHM: u16 = 0x001D;
 pub const USERHASH: u16 = 0x001E;
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const RESERVATION_TOKEN: u16 = 0x0022;
+/// RFC 6062 §6.2.
+pub const CONNECTION_ID: u16 = 0x002A;
 // Comprehension-optional (0x8000–0xFFFF)
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;
@@ -68,6 +70,7 @@ pub fn is_known(typ: u16) -> bool {
             | USERHASH
             | XOR_MAPPED_ADDRESS
             | RESERVATION_TOKEN
+            | CONNECTION_ID
             | PASSWORD_ALGORITHMS
             | ALTERNATE_DOMAIN
             | SOFTWARE
@@ -179,6 +182,8 @@ pub enum Attribute<'a> {
     RequestedTransport(u8),
     DontFragment,
     ReservationToken(&'a [u8; 8]),
+    /// RFC 6062 §6.2: names one peer data connection.
+    ConnectionId(u32),
     Icmp {
         typ: u8,
         code: u8,
@@ -299,6 +304,8 @@ impl<'a> Attribute<'a> {
             }
             // RFC 8656 §18.10: RESERVATION-TOKEN is 8 bytes.
             RESERVATION_TOKEN => Attribute::ReservationToken(v.try_into().map_err(|_| bad)?),
+            // RFC 6062 §6.2: a 32-bit value.
+            CONNECTION_ID => Attribute::ConnectionId(u32::from_be_bytes(fixed::<4>(v).ok_or(bad)?)),
             // RFC 8656 §18.13: 16 reserved bits, type, code, 32 bits of error data.
             ICMP => {
                 let [_, _, t, c, d0, d1, d2, d3] = fixed::<8>(v).ok_or(bad)?;
@@ -344,6 +351,7 @@ impl<'a> Attribute<'a> {
             Attribute::RequestedTransport(_) => REQUESTED_TRANSPORT,
             Attribute::DontFragment => DONT_FRAGMENT,
             Attribute::ReservationToken(_) => RESERVATION_TOKEN,
+            Attribute::ConnectionId(_) => CONNECTION_ID,
             Attribute::Icmp { .. } => ICMP,
             Attribute::Unknown { typ, .. } => *typ,
         }
@@ -482,6 +490,7 @@ mod tests {
             USERHASH,
             XOR_MAPPED_ADDRESS,
             RESERVATION_TOKEN,
+            CONNECTION_ID,
             PASSWORD_ALGORITHMS,
             ALTERNATE_DOMAIN,
             SOFTWARE,
@@ -662,6 +671,12 @@ mod tests {
             Ok(Attribute::ReservationToken(&[1; 8]))
         );
         bad(RESERVATION_TOKEN, &[1; 7]);
+        assert_eq!(
+            dec(CONNECTION_ID, &[0, 0, 1, 2]),
+            Ok(Attribute::ConnectionId(0x0102))
+        );
+        bad(CONNECTION_ID, &[1; 3]);
+        bad(CONNECTION_ID, &[1; 8]);
         assert_eq!(dec(DONT_FRAGMENT, &[]), Ok(Attribute::DontFragment));
         bad(DONT_FRAGMENT, &[0]);
         assert_eq!(dec(USERHASH, &[9; 32]), Ok(Attribute::UserHash(&[9; 32])));

@@ -36,6 +36,10 @@ pub enum Method {
     Data,
     CreatePermission,
     ChannelBind,
+    /// RFC 6062 §6.1: TCP allocations.
+    Connect,
+    ConnectionBind,
+    ConnectionAttempt,
     /// Any other 12-bit method value.
     Other(u16),
 }

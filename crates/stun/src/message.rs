@@ -25,6 +25,9 @@ impl Method {
             0x007 => Method::Data,
             0x008 => Method::CreatePermission,
             0x009 => Method::ChannelBind,
+            0x00A => Method::Connect,
+            0x00B => Method::ConnectionBind,
+            0x00C => Method::ConnectionAttempt,
             other => Method::Other(other),
         }
     }
@@ -38,6 +41,9 @@ impl Method {
             Method::Data => 0x007,
             Method::CreatePermission => 0x008,
             Method::ChannelBind => 0x009,
+            Method::Connect => 0x00A,
+            Method::ConnectionBind => 0x00B,
+            Method::ConnectionAttempt => 0x00C,
             Method::Other(v) => v & 0x0FFF,
         }
     }
@@ -297,6 +303,14 @@ mod tests {
         assert_eq!(message_type(Method::Data, Class::Indication), 0x0017);
         assert_eq!(message_type(Method::Send, Class::Indication), 0x0016);
         assert_eq!(message_type(Method::ChannelBind, Class::Success), 0x0109);
+        // RFC 6062 §6.1: Connect, ConnectionBind, ConnectionAttempt.
+        assert_eq!(message_type(Method::Connect, Class::Request), 0x000A);
+        assert_eq!(message_type(Method::ConnectionBind, Class::Error), 0x011B);
+        assert_eq!(
+            message_type(Method::ConnectionAttempt, Class::Indication),
+            0x001C
+        );
+        assert_eq!(Method::from_u16(0x00B), Method::ConnectionBind);
         for m in 0..0x1000u16 {
             for c in [
                 Class::Request,

@@ -183,6 +183,7 @@ impl<'b> MessageWriter<'b> {
             Attribute::RequestedTransport(p) => self.first_byte(typ, p),
             Attribute::DontFragment => self.raw(typ, &[]),
             Attribute::ReservationToken(v) => self.raw(typ, v),
+            Attribute::ConnectionId(id) => self.raw(typ, &id.to_be_bytes()),
             Attribute::Icmp { typ: t, code, data } => {
                 let [d0, d1, d2, d3] = data.to_be_bytes();
                 self.raw(typ, &[0, 0, t, code, d0, d1, d2, d3])

@@ -199,6 +199,8 @@ impl Harness {
                 total_allocations: 4,
                 permissions_per_allocation: 3,
                 channels_per_allocation: 2,
+                peer_connections_per_allocation: 2,
+                pending_connections_per_allocation: 1,
             }
         } else {
             Quotas {
@@ -206,6 +208,8 @@ impl Harness {
                 total_allocations: 16,
                 permissions_per_allocation: 16,
                 channels_per_allocation: 16,
+                peer_connections_per_allocation: 16,
+                pending_connections_per_allocation: 8,
             }
         };
         let rate = if s.low_rate { 2 } else { 10_000 };

@@ -22,9 +22,12 @@ mod frames;
 use frames::FrameOut;
 
 use super::{CloseReason, PeerSockets, StreamLimits, StreamStats, SWEEP};
+use crate::shard::tcp::DataConn;
 use crate::stream::proxy::{self, ProxyHeader};
 use crate::stream::{ConnLedger, Deframer, Refused, SendQueue};
-use crate::turn::{ConnId, Leg, Now, Relay, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM};
+use crate::turn::{
+    ConnId, ConnectionId, Leg, Now, Relay, Transport, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+};
 use uturn_stun::framing::MAX_FRAME_LEN;
 
 /// Plaintext taken out of a TLS session at a time.
@@ -65,6 +68,20 @@ struct Conn<S> {
     deadline: Option<Instant>,
     /// Listed in `Conns::dirty`.
     dirty: bool,
+    /// Bound as a data connection to this peer connection (RFC 6062): it
+    /// leaves the stream side once its answer has been handed on.
+    data_bind: Option<ConnectionId>,
+    /// Its ConnectionBind went to another shard: nothing more is read
+    /// until the answer comes (`answer_bind`).
+    awaiting_bind: bool,
+}
+
+/// A ConnectionBind for the shard that owns its CONNECTION-ID.
+pub(in crate::shard) struct RemoteBind {
+    pub(in crate::shard) owner: usize,
+    pub(in crate::shard) conn: u64,
+    pub(in crate::shard) transport: Transport,
+    pub(in crate::shard) msg: Vec<u8>,
 }
 
 impl<S> Conn<S> {
@@ -102,6 +119,34 @@ pub(super) struct Closed<S> {
     pub(super) last: Vec<u8>,
 }
 
+/// A data connection taken out by `detach`.
+pub(super) struct Detached<S> {
+    pub(super) io: S,
+    pub(super) tls: Option<Box<ServerConnection>>,
+    pub(super) counted: Option<IpAddr>,
+    pub(super) ledger: Arc<ConnLedger>,
+    pub(super) id: ConnectionId,
+}
+
+impl<S> Detached<S> {
+    /// The data connection, over the socket `sock` makes of the handle.
+    pub(super) fn into_data(
+        self,
+        sock: impl FnOnce(S) -> std::net::TcpStream,
+    ) -> (ConnectionId, DataConn) {
+        (
+            self.id,
+            DataConn {
+                sock: sock(self.io),
+                ledger: self.ledger,
+                tls: self.tls,
+                counted: self.counted,
+                first: Vec::new(),
+            },
+        )
+    }
+}
+
 /// A connection's key: its slot and the slot's generation.
 pub(super) fn key(id: u32, generation: u32) -> u64 {
     u64::from(generation) << 32 | u64::from(id)
@@ -129,6 +174,8 @@ pub(super) struct Conns<S> {
     scratch: Vec<u8>,
     stats: StreamStats,
     next_sweep: Option<Instant>,
+    /// ConnectionBinds for other shards, made this turn.
+    remote: Vec<RemoteBind>,
 }
 
 impl<S> Conns<S> {
@@ -151,6 +198,7 @@ impl<S> Conns<S> {
             scratch: vec![0; MAX_REPLY],
             stats: StreamStats::default(),
             next_sweep: None,
+            remote: Vec::new(),
         }
     }
 
@@ -355,6 +403,8 @@ impl<S> Conns<S> {
             out: SendQueue::new(self.limits.send_queue),
             deadline: Some(now + wait),
             dirty: false,
+            data_bind: None,
+            awaiting_bind: false,
         }));
         self.stats.accepted[t] += 1;
         self.stats.open[t] += 1;
@@ -388,6 +438,7 @@ impl<S> Conns<S> {
             jbuf,
             scratch,
             stats,
+            remote,
             ..
         } = self;
         let Some(conn) = slots
@@ -396,6 +447,11 @@ impl<S> Conns<S> {
         else {
             return Ok(());
         };
+        if conn.data_bind.is_some() || conn.awaiting_bind {
+            // Bound, on its way to the TCP relay: bytes before the answer
+            // went are dropped (RFC 6062 §5.4: the client waits for it).
+            return Ok(());
+        }
         let mut start = PEER_HEADROOM;
         if conn.phase == Phase::Proxy {
             start += proxy_header(conn, &buf[start..end], ledger, limits, *index, now.at)?;
@@ -405,6 +461,8 @@ impl<S> Conns<S> {
         }
         let mut out = FrameOut {
             id,
+            shard: *index,
+            remote,
             jbuf,
             scratch,
             stats,
@@ -526,6 +584,73 @@ impl<S> Conns<S> {
         if let Some(conn) = self.conn_mut(id) {
             conn.out.release(n);
         }
+    }
+
+    /// The ConnectionBinds for other shards made since the last call.
+    pub(super) fn take_remote(&mut self) -> Vec<RemoteBind> {
+        std::mem::take(&mut self.remote)
+    }
+
+    /// Another shard's answer to the ConnectionBind of connection `key`:
+    /// queued for the client, and when `id`, the connection is bound.
+    /// False when the connection has gone meanwhile.
+    pub(super) fn answer_bind(&mut self, key: u64, reply: &[u8], id: Option<ConnectionId>) -> bool {
+        let Some(slot) = self.live(key) else {
+            return false;
+        };
+        let Some(conn) = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.conn.as_deref_mut())
+        else {
+            return false;
+        };
+        conn.awaiting_bind = false;
+        if !conn.out.push(reply) {
+            self.stats.tx_queue_full += 1;
+        }
+        if id.is_some() {
+            conn.data_bind = id;
+            conn.deadline = None;
+        }
+        self.mark_dirty(slot);
+        true
+    }
+
+    /// Whether connection `id` is a bound data connection (its answer may
+    /// still be queued).
+    pub(super) fn is_bound(&self, id: u32) -> bool {
+        self.slots
+            .get(id as usize)
+            .and_then(|s| s.conn.as_deref())
+            .is_some_and(|c| c.data_bind.is_some())
+    }
+
+    /// The peer connection connection `id` is bound to, once its answer
+    /// has been handed on (nothing left to send): it may be detached.
+    pub(super) fn bound_and_sent(&self, id: u32) -> Option<ConnectionId> {
+        let c = self.slots.get(id as usize)?.conn.as_deref()?;
+        c.data_bind.filter(|_| !c.has_output() && c.out.held() == 0)
+    }
+
+    /// Takes bound data connection `id` out of the stream side: its
+    /// handle, its TLS session, and the count it holds against the
+    /// connection limits (which goes with it).
+    pub(super) fn detach(&mut self, id: u32) -> Option<Detached<S>> {
+        let slot = self.slots.get_mut(id as usize)?;
+        let bound = slot.conn.as_deref()?.data_bind?;
+        let conn = slot.conn.take()?;
+        self.free.push(id);
+        let t = conn.transport();
+        self.stats.open[t] = self.stats.open[t].saturating_sub(1);
+        self.stats.data_connections[t] += 1;
+        Some(Detached {
+            io: conn.io,
+            tls: conn.tls,
+            counted: conn.counted,
+            ledger: Arc::clone(&self.ledger),
+            id: bound,
+        })
     }
 
     /// Checks deadlines: the connections past their handshake deadline, or

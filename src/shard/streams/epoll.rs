@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use super::conn::{Closed, Conns};
 use super::{CloseReason, PeerSockets, StreamListener, StreamSpec, StreamStats};
 use crate::io::syscall::{Events, Poller};
+use crate::shard::tcp::DataConn;
+use crate::turn::ConnectionId;
 use crate::turn::{ConnId, Now, Relay, PEER_HEADROOM, PEER_TAILROOM};
 
 /// Bytes read from a socket at a time.
@@ -53,6 +55,8 @@ pub(in crate::shard) struct EpollStreams {
     conns: Conns<EpollConn>,
     /// Read buffer: headroom, `READ_CHUNK`, tailroom.
     rbuf: Vec<u8>,
+    /// Data connections bound this turn, for the TCP relay.
+    detached: Vec<(ConnectionId, DataConn)>,
 }
 
 impl EpollStreams {
@@ -68,6 +72,7 @@ impl EpollStreams {
             listeners: spec.listeners,
             conns: Conns::new(index, spec.limits, spec.ledger, spec.tls),
             rbuf: vec![0; PEER_HEADROOM + READ_CHUNK + PEER_TAILROOM],
+            detached: Vec::new(),
         })
     }
 
@@ -137,13 +142,46 @@ impl EpollStreams {
         self.conns.send(id, bytes);
     }
 
-    /// Writes what this turn queued, one write per connection.
+    /// Writes what this turn queued, one write per connection; a data
+    /// connection whose ConnectionBind answer has gone leaves.
     pub(in crate::shard) fn flush(&mut self, relay: &mut Relay, sockets: &mut impl PeerSockets) {
         while let Some(id) = self.conns.next_dirty() {
             if let Err(why) = self.write_out(id) {
                 self.close(id, why, relay, sockets);
+                continue;
+            }
+            if self.conns.bound_and_sent(id).is_some() {
+                self.detach(id);
             }
         }
+    }
+
+    /// The data connections bound since the last call.
+    pub(in crate::shard) fn take_detached(&mut self) -> Vec<(ConnectionId, DataConn)> {
+        std::mem::take(&mut self.detached)
+    }
+
+    fn detach(&mut self, id: u32) {
+        let Some(d) = self.conns.detach(id) else {
+            return;
+        };
+        let _ = self.poller.delete(d.io.sock.as_fd());
+        self.detached.push(d.into_data(|io| io.sock));
+    }
+
+    /// ConnectionBinds for other shards made since the last call.
+    pub(in crate::shard) fn take_remote(&mut self) -> Vec<super::RemoteBind> {
+        self.conns.take_remote()
+    }
+
+    /// Another shard's answer to a ConnectionBind (see `Conns::answer_bind`).
+    pub(in crate::shard) fn answer_bind(
+        &mut self,
+        key: u64,
+        reply: &[u8],
+        id: Option<ConnectionId>,
+    ) -> bool {
+        self.conns.answer_bind(key, reply, id)
     }
 
     /// Closes the connections past their deadlines.

@@ -12,12 +12,15 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use super::conn::{Closed, Conns};
+use super::conn::{Closed, Conns, Detached};
 use super::{CloseReason, StreamSpec, StreamStats};
 use crate::io::uring::{SockId, StreamChunk, StreamEvent, Uring};
+use crate::shard::tcp::DataConn;
 use crate::shard::uring::RingSockets;
 use crate::shard::RelayMap;
+use crate::turn::ConnectionId;
 use crate::turn::{ConnId, Now, Relay};
+use std::collections::HashMap;
 
 /// Marks a listener's tag on the ring.
 const LISTENER_KEY: u64 = 1 << 63;
@@ -33,6 +36,11 @@ pub(in crate::shard) struct RingStreams {
     index: usize,
     listeners: Vec<ListenerKind>,
     conns: Conns<SockId>,
+    /// Data connections leaving the ring, by tag, until it hands their
+    /// descriptors back.
+    leaving: HashMap<u64, Detached<SockId>>,
+    /// Data connections bound and handed back, for the TCP relay.
+    detached: Vec<(ConnectionId, DataConn)>,
 }
 
 impl RingStreams {
@@ -55,6 +63,8 @@ impl RingStreams {
             index,
             listeners,
             conns: Conns::new(index, spec.limits, spec.ledger, spec.tls),
+            leaving: HashMap::new(),
+            detached: Vec::new(),
         })
     }
 
@@ -135,11 +145,53 @@ impl RingStreams {
             let Some(&sock) = self.conns.io(id) else {
                 continue;
             };
+            if self.conns.is_bound(id) {
+                // A data connection: its answer goes as the ring's last
+                // send on it, then the descriptor comes back.
+                let mut last = Vec::new();
+                let _ = self.conns.fill(id, &mut last);
+                let Some(key) = self.conns.key_of(id) else {
+                    continue;
+                };
+                if let Some(d) = self.conns.detach(id) {
+                    self.leaving.insert(key, d);
+                    io.detach_stream(sock, last);
+                }
+                continue;
+            }
             let conns = &mut self.conns;
             if let Some(Err(why)) = io.stream_send(sock, |buf| conns.fill(id, buf)) {
                 self.close(io, relays, relay, id, why);
             }
         }
+    }
+
+    /// The data connections the ring has handed back since the last call.
+    pub(in crate::shard) fn take_detached(
+        &mut self,
+        io: &mut Uring,
+    ) -> Vec<(ConnectionId, DataConn)> {
+        for (tag, sock) in io.take_detached() {
+            if let Some(d) = self.leaving.remove(&tag) {
+                self.detached.push(d.into_data(|_| sock));
+            }
+        }
+        std::mem::take(&mut self.detached)
+    }
+
+    /// ConnectionBinds for other shards made since the last call.
+    pub(in crate::shard) fn take_remote(&mut self) -> Vec<super::RemoteBind> {
+        self.conns.take_remote()
+    }
+
+    /// Another shard's answer to a ConnectionBind (see `Conns::answer_bind`).
+    pub(in crate::shard) fn answer_bind(
+        &mut self,
+        key: u64,
+        reply: &[u8],
+        id: Option<ConnectionId>,
+    ) -> bool {
+        self.conns.answer_bind(key, reply, id)
     }
 
     /// Closes the connections past their deadlines.

@@ -79,6 +79,9 @@ pub(super) struct FileSlot {
     /// A stream's receive has not been armed yet (the first one waits for
     /// readiness: nothing has been sent on a new connection).
     pub(super) fresh: bool,
+    /// Closing, but the descriptor goes back to the program instead of
+    /// being closed (`Uring::detach_stream`).
+    pub(super) keep: bool,
 }
 
 impl FileSlot {
@@ -94,6 +97,7 @@ impl FileSlot {
             sends: 0,
             out: None,
             fresh: false,
+            keep: false,
         }
     }
 }
@@ -115,6 +119,9 @@ pub struct SocketCtl {
     pub(super) files: Vec<FileSlot>,
     pub(super) free: Vec<u32>,
     pub(super) closing: Vec<u32>,
+    /// Streams detached (`Uring::detach_stream`) whose requests have all
+    /// completed: their tags and descriptors, handed back to the program.
+    pub(super) detached: Vec<(u64, OwnedFd)>,
     pub(super) rearm: Vec<u32>,
     /// The `msghdr` every multishot receive is armed with (name area length
     /// only); the kernel reads it when the request is issued.
@@ -361,8 +368,12 @@ impl SocketCtl {
             self.closing.swap_remove(i);
             match self.ring.submitter().register_files_update(slot, &[-1]) {
                 Ok(_) => {
-                    // Dropping the socket closes the descriptor.
-                    self.files[slot as usize] = FileSlot::free();
+                    // Dropping the socket closes the descriptor, unless the
+                    // program takes it back.
+                    let f = std::mem::replace(&mut self.files[slot as usize], FileSlot::free());
+                    if let (true, Owned::Fd(fd)) = (f.keep, f.sock) {
+                        self.detached.push((f.tag, fd));
+                    }
                     self.free.push(slot);
                 }
                 Err(e) => {

@@ -367,6 +367,27 @@ impl Uring {
         self.ctl.push_stream_send(id.0, true);
     }
 
+    /// As `close_stream`, but the descriptor is not closed: once no request
+    /// refers to it (after `last` has gone), `take_detached` hands it back
+    /// with the connection's tag. For a connection that leaves the ring for
+    /// another plumbing (an RFC 6062 data connection).
+    pub fn detach_stream(&mut self, id: SockId, last: Vec<u8>) {
+        if let Some(f) = self.ctl.files.get_mut(id.0 as usize) {
+            if f.state == SlotState::Open && f.kind == SlotKind::Stream {
+                f.keep = true;
+            }
+        }
+        self.close_stream(id, last);
+    }
+
+    /// The connections detached earlier whose requests have all completed.
+    pub fn take_detached(&mut self) -> Vec<(u64, TcpStream)> {
+        std::mem::take(&mut self.ctl.detached)
+            .into_iter()
+            .map(|(tag, fd)| (tag, TcpStream::from(fd)))
+            .collect()
+    }
+
     pub(super) fn on_accept(&mut self, slot: u32, res: i32, flags: u32) {
         let Some(f) = self.ctl.files.get_mut(slot as usize) else {
             self.ctl.stats.ring_errors += 1;

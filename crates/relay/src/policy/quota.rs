@@ -11,6 +11,11 @@ pub struct Quotas {
     pub total_allocations: u32,
     pub permissions_per_allocation: u32,
     pub channels_per_allocation: u32,
+    /// TCP allocations (RFC 6062): peer connections at once, and of those
+    /// the ones not yet bound to a data connection (connecting, or waiting
+    /// for the client's ConnectionBind).
+    pub peer_connections_per_allocation: u32,
+    pub pending_connections_per_allocation: u32,
 }
 
 impl Default for Quotas {
@@ -20,6 +25,8 @@ impl Default for Quotas {
             total_allocations: 10_000,
             permissions_per_allocation: 32,
             channels_per_allocation: 32,
+            peer_connections_per_allocation: 16,
+            pending_connections_per_allocation: 8,
         }
     }
 }

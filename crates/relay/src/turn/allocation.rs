@@ -117,6 +117,8 @@ pub(crate) struct Allocation {
     pub family_error: Option<u16>,
     pub perms: Vec<Permission>,
     pub channels: Vec<Channel>,
+    /// A TCP allocation's peer connections (RFC 6062); None for UDP.
+    pub tcp: Option<Box<super::tcp::TcpConns>>,
 }
 
 impl Allocation {
@@ -346,6 +348,14 @@ impl Table {
         self.slots.get_mut(index as usize)?.alloc.as_mut()
     }
 
+    /// The slot of the allocation owning a relay socket, if the token is
+    /// still current.
+    pub(crate) fn index_of_token(&self, token: RelayToken) -> Option<u32> {
+        let (index, gen, _) = split_token(token);
+        let slot = self.slots.get(index as usize)?;
+        (slot.gen == gen && slot.alloc.is_some()).then_some(index)
+    }
+
     /// The allocation owning a relay socket, if the token is still current.
     pub(crate) fn by_token(&self, token: RelayToken) -> Option<(&Allocation, usize)> {
         let (index, gen, fam) = split_token(token);
@@ -413,6 +423,7 @@ mod tests {
         // tests/idle_allocation_alloc.rs). 168 bytes on 64-bit Linux; it
         // was 232 with both relay addresses and two credential boxes inline.
         assert!(std::mem::size_of::<Slot>() <= 176);
+        // (176 with the TCP allocation pointer.)
         // A channel's XDP flag lives in its padding.
         assert!(std::mem::size_of::<Channel>() <= 56);
     }
@@ -457,6 +468,7 @@ mod tests {
             family_error: None,
             perms: Vec::new(),
             channels: Vec::new(),
+            tcp: None,
         };
         // More than reserved: the look-up grows and still finds everything.
         let idx: Vec<u32> = (0..10).map(|p| t.insert(alloc(p))).collect();

@@ -29,8 +29,10 @@ const MAX_PEERS: usize = 16;
 const MAX_UNKNOWN: usize = 16;
 /// Ports tried before giving up with 508.
 const BIND_ATTEMPTS: usize = 16;
-/// UDP, the only REQUESTED-TRANSPORT served (RFC 8656 §7.2).
+/// REQUESTED-TRANSPORT values served: UDP (RFC 8656 §7.2), and TCP on a
+/// TCP or TLS control connection (RFC 6062 §5.1).
 const PROTO_UDP: u8 = 17;
+const PROTO_TCP: u8 = 6;
 
 /// The attributes of a request the relay acts on, decoded once. Only the
 /// trusted view is read (RFC 8489 §14.5: what follows MESSAGE-INTEGRITY is
@@ -118,7 +120,7 @@ impl<'a> Request<'a> {
 }
 
 /// Why a handler did not produce a success response.
-enum Fail {
+pub(super) enum Fail {
     /// Answer with this error code (signed).
     Code(Code),
     /// 300 (Try Alternate) naming this server (signed), when draining.
@@ -165,7 +167,11 @@ impl Relay {
             (Class::Request, Method::Binding) => self.binding(now, five, &msg, scratch),
             (
                 Class::Request,
-                Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind,
+                Method::Allocate
+                | Method::Refresh
+                | Method::CreatePermission
+                | Method::ChannelBind
+                | Method::Connect,
             ) => self.authenticated(now, five, &msg, scratch, sockets),
             (Class::Indication, Method::Send) => self.send_indication(now, five, &msg),
             (Class::Request, _) => {
@@ -205,7 +211,7 @@ impl Relay {
     }
 
     /// Builds a response with `body`, then SOFTWARE, integrity and FINGERPRINT.
-    fn write<'b>(
+    pub(super) fn write<'b>(
         &mut self,
         body: impl FnOnce(&'b mut [u8]) -> Result<MessageWriter<'b>, EncodeError>,
         signer: Option<&Authenticated<'_>>,
@@ -342,7 +348,18 @@ impl Relay {
             Method::Allocate => self.allocate(now, five, msg, &req, &who, scratch, sockets),
             Method::Refresh => self.refresh(now, five, msg, &req, &who, scratch, sockets),
             Method::CreatePermission => self.create_permission(now, five, msg, &req, &who, scratch),
-            _ => self.channel_bind(now, five, msg, &req, &who, scratch),
+            Method::ChannelBind => self.channel_bind(now, five, msg, &req, &who, scratch),
+            // Answered when the connection is made or fails (tcp.rs).
+            Method::Connect => {
+                let peers: Vec<SocketAddr> = req.peers().collect();
+                let tid = *msg.transaction_id();
+                match self.connect(now, five, &peers, req.fingerprint, &tid, &who, sockets) {
+                    Ok(()) => return Answer::Nothing,
+                    Err(f) => Err(f),
+                }
+            }
+            // Only the methods listed in `control` come here.
+            _ => Err(Fail::Code(Code::BadRequest)),
         };
         if let Some(index) = routed {
             self.routes_after(index, now.at);
@@ -382,7 +399,7 @@ impl Relay {
         }
     }
 
-    fn auth_error(
+    pub(super) fn auth_error(
         &mut self,
         now: Now,
         five: FiveTuple,
@@ -431,7 +448,7 @@ impl Relay {
 
     /// The allocation a request acts on, checked against the credentials
     /// that made it (RFC 8656 §7.3: 437 without one, 441 for other credentials).
-    fn owned_allocation(
+    pub(super) fn owned_allocation(
         &self,
         now: Now,
         five: &FiveTuple,

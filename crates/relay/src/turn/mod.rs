@@ -16,7 +16,8 @@ use rng::Rng;
 
 pub use event::{Event, Ignore, Observer};
 pub use offload::{Route, RouteChange, RouteKey, Traffic};
-pub use stats::{Gauges, Stats, TransportCounts, ERROR_CODES};
+pub use stats::{Gauges, Stats, TcpCounts, TransportCounts, ERROR_CODES};
+pub use tcp::{peek_connection_bind, Bind, ConnectionId, BIND_TIMEOUT, MAX_SHARDS};
 pub(crate) use transmit::Answer;
 pub use transmit::{Payload, Transmit, Via};
 
@@ -29,6 +30,7 @@ mod ports;
 mod reply;
 mod rng;
 mod stats;
+mod tcp;
 #[cfg(test)]
 mod tests;
 mod transmit;
@@ -110,8 +112,36 @@ pub trait RelaySockets {
         token: RelayToken,
         dont_fragment: bool,
     ) -> std::io::Result<()>;
-    /// Closes the socket bound for `token`.
+    /// Closes the socket bound for `token` (a TCP allocation's: its
+    /// listener).
     fn close(&mut self, token: RelayToken);
+
+    /// RFC 6062: listens for peers' TCP connections on `addr`, a TCP
+    /// allocation's relayed address, tagging them with `token`; they are
+    /// offered to `Relay::tcp_accepted`. The io layer that cannot (the
+    /// default) makes TCP allocations fail with 508.
+    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> std::io::Result<()> {
+        let _ = (addr, token);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    /// RFC 6062: starts a TCP connection from `from` (the relayed address
+    /// of `token`'s listener) to `peer`, named `id`; its outcome goes to
+    /// `Relay::tcp_connected`. An error answers the Connect with 447 at once.
+    fn connect_tcp(
+        &mut self,
+        token: RelayToken,
+        id: ConnectionId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    ) -> std::io::Result<()> {
+        let _ = (token, id, from, peer);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    /// RFC 6062: closes peer connection `id`, and the client data
+    /// connection bound to it if there is one.
+    fn close_tcp(&mut self, id: ConnectionId) {
+        let _ = id;
+    }
 }
 
 /// What one shard's state machine is built with and keeps until a restart:
@@ -175,6 +205,10 @@ pub struct Relay {
     observer: Box<dyn Observer>,
     /// Route changes for the XDP path (offload.rs), off by default.
     offload: offload::Offload,
+    /// The shard index CONNECTION-IDs carry (tcp.rs).
+    shard: u32,
+    /// TCP allocations' peer connections: CONNECTION-ID → allocation slot.
+    tcp_ids: std::collections::HashMap<u32, u32>,
 }
 
 /// Whether new allocations are made.
@@ -209,6 +243,8 @@ impl Relay {
             admission: Admission::Open,
             observer: Box::new(Ignore),
             offload: offload::Offload::default(),
+            shard: 0,
+            tcp_ids: std::collections::HashMap::new(),
         }
     }
 
@@ -375,6 +411,17 @@ impl Relay {
             self.delete(index, sockets, "expired");
             self.stats.allocations_expired += 1;
         }
+        // Peer connections whose ConnectionBind is overdue.
+        if !self.tcp_ids.is_empty() {
+            let tcp: Vec<u32> = self
+                .table
+                .indices()
+                .filter(|&i| self.table.get(i).is_some_and(|a| a.tcp.is_some()))
+                .collect();
+            for index in tcp {
+                self.tcp_sweep(index, now.at, sockets);
+            }
+        }
         // Before the sweep forgets expired permissions and channels.
         self.routes_lapsed(now.at);
         self.table.sweep(now.at);
@@ -436,6 +483,7 @@ impl Relay {
             return;
         };
         self.routes_removed(&alloc);
+        Self::tcp_release(&mut self.tcp_ids, alloc.tcp.as_deref(), sockets);
         for (port, token) in alloc.relay_ports.iter().zip(tokens) {
             if let Some(port) = port {
                 sockets.close(token);

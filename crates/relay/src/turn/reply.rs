@@ -18,6 +18,8 @@ pub(crate) enum Code {
     WrongCredentials,
     UnsupportedTransport,
     PeerAddressFamilyMismatch,
+    ConnectionAlreadyExists,
+    ConnectionFailure,
     AllocationQuotaReached,
     InsufficientCapacity,
 }
@@ -36,6 +38,8 @@ impl Code {
             Code::WrongCredentials => 441,
             Code::UnsupportedTransport => 442,
             Code::PeerAddressFamilyMismatch => 443,
+            Code::ConnectionAlreadyExists => 446,
+            Code::ConnectionFailure => 447,
             Code::AllocationQuotaReached => 486,
             Code::InsufficientCapacity => 508,
         }
@@ -54,6 +58,8 @@ impl Code {
             Code::WrongCredentials => "Wrong Credentials",
             Code::UnsupportedTransport => "Unsupported Transport Protocol",
             Code::PeerAddressFamilyMismatch => "Peer Address Family Mismatch",
+            Code::ConnectionAlreadyExists => "Connection Already Exists",
+            Code::ConnectionFailure => "Connection Timeout or Failure",
             Code::AllocationQuotaReached => "Allocation Quota Reached",
             Code::InsufficientCapacity => "Insufficient Capacity",
         }

@@ -28,6 +28,36 @@ pub struct Stats {
     /// Allocations created and traffic relayed, by the client's transport
     /// (`Transport::index`); `totals` sums them.
     pub by_transport: [TransportCounts; 3],
+    /// TCP allocations' peer connections (RFC 6062).
+    pub tcp: TcpCounts,
+}
+
+/// What became of TCP allocations' peer connections (RFC 6062).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounts {
+    /// Connect requests whose connection was made, and those that failed.
+    pub connected: u64,
+    pub connect_failed: u64,
+    /// Peers that connected in and were announced (ConnectionAttempt).
+    pub attempts: u64,
+    /// Peers that connected in and were closed at once (no permission, a
+    /// refused peer, the allocation's limits).
+    pub refused: u64,
+    /// ConnectionBind requests that bound a data connection.
+    pub bound: u64,
+    /// Peer connections closed because no ConnectionBind came in time.
+    pub bind_timeouts: u64,
+}
+
+impl TcpCounts {
+    fn add(&mut self, o: &TcpCounts) {
+        self.connected += o.connected;
+        self.connect_failed += o.connect_failed;
+        self.attempts += o.attempts;
+        self.refused += o.refused;
+        self.bound += o.bound;
+        self.bind_timeouts += o.bind_timeouts;
+    }
 }
 
 /// The counters kept per client transport.
@@ -41,8 +71,8 @@ pub struct TransportCounts {
 }
 
 /// The error codes counted in `Stats::errors_by_code`, in order.
-pub const ERROR_CODES: [u16; 13] = [
-    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+pub const ERROR_CODES: [u16; 15] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 508,
 ];
 
 impl Stats {
@@ -87,7 +117,9 @@ impl Stats {
             errors_by_code,
             allocations_rejected,
             by_transport,
+            tcp,
         } = other;
+        self.tcp.add(tcp);
         for (a, b) in self.by_transport.iter_mut().zip(by_transport) {
             a.add(b);
         }

@@ -3,15 +3,19 @@
 //! out the same way; then what the relay answers to a peer or onto the
 //! connection's own queue.
 
-use super::{Conn, StreamStats};
+use super::{key, Conn, RemoteBind, StreamStats};
 use crate::shard::streams::{CloseReason, PeerSockets};
 use crate::stream::Frame;
-use crate::turn::{Now, Payload, Relay, Via, PEER_HEADROOM};
+use crate::turn::{peek_connection_bind, Now, Payload, Relay, Via, PEER_HEADROOM};
 
 /// Where frames from a client go: the relay, then a peer or the client's
 /// own queue.
 pub(super) struct FrameOut<'a> {
     pub(super) id: u32,
+    /// This shard's index (CONNECTION-IDs name their shard).
+    pub(super) shard: usize,
+    /// ConnectionBinds for another shard to decide (RFC 6062).
+    pub(super) remote: &'a mut Vec<RemoteBind>,
     pub(super) jbuf: &'a mut [u8],
     pub(super) scratch: &'a mut [u8],
     pub(super) stats: &'a mut StreamStats,
@@ -50,6 +54,44 @@ impl FrameOut<'_> {
                 Frame::Done => return Ok(()),
                 Frame::Invalid(_) => return Err(CloseReason::InvalidFrame),
             };
+            let frame = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
+            if conn.data_bind.is_none()
+                && peek_connection_bind(frame).is_some()
+                && !relay.has_allocation(now.at, conn.leg, conn.client)
+            {
+                // RFC 6062 §5.4: a data connection's ConnectionBind. Once it
+                // is bound, what follows the answer is the peer's bytes, not
+                // frames: the connection leaves the stream side after this
+                // turn's flush (bytes sent before the answer came are the
+                // client's mistake, and dropped).
+                if let Some(Some(id)) = peek_connection_bind(frame) {
+                    if id.shard() != self.shard {
+                        // The allocation lives on another shard: it decides,
+                        // and the answer comes back by letter.
+                        conn.awaiting_bind = true;
+                        self.remote.push(RemoteBind {
+                            owner: id.shard(),
+                            conn: key(self.id, conn.generation),
+                            transport: conn.leg.transport(),
+                            msg: frame.to_vec(),
+                        });
+                        return Ok(());
+                    }
+                }
+                let b = relay.connection_bind(now, conn.leg.transport(), frame, self.scratch);
+                if let Some(n) = b.reply {
+                    if conn.out.push(&self.scratch[..n]) {
+                        self.mark(conn);
+                    }
+                }
+                if let Some(id) = b.bound {
+                    conn.data_bind = Some(id);
+                    conn.deadline = None;
+                    self.mark(conn);
+                    return Ok(());
+                }
+                continue;
+            }
             let Some(t) =
                 relay.handle_client(now, conn.leg, conn.client, buf, len, self.scratch, sockets)
             else {

@@ -6,6 +6,23 @@ use crate::policy::PeerPolicy;
 use crate::turn::{Event, Observer, RelayToken, Stats};
 use uturn_stun::channel::{CHANNEL_MAX, CHANNEL_MIN};
 
+/// What a relayed address is served by.
+#[derive(Copy, Clone)]
+enum Kind {
+    Udp { dont_fragment: bool },
+    Tcp,
+}
+
+impl Kind {
+    fn new(tcp: bool, dont_fragment: bool) -> Kind {
+        if tcp {
+            Kind::Tcp
+        } else {
+            Kind::Udp { dont_fragment }
+        }
+    }
+}
+
 impl Relay {
     /// RFC 8656 §7.2.
     #[allow(clippy::too_many_arguments)]
@@ -51,11 +68,25 @@ impl Relay {
                 _ => Code::InsufficientCapacity.into(),
             });
         }
-        match req.transport {
+        let tcp = match req.transport {
             None => return Err(Code::BadRequest.into()),
-            Some(PROTO_UDP) => {}
+            Some(PROTO_UDP) => false,
+            Some(PROTO_TCP) => {
+                // RFC 6062 §5.1: only on a TCP or TLS control connection,
+                // and none of the UDP-only attributes. One family: a peer
+                // connection leaves from the one relayed address.
+                if !five.leg.is_stream()
+                    || req.dont_fragment
+                    || req.even_port.is_some()
+                    || req.reservation.is_some()
+                    || req.additional_family.is_some()
+                {
+                    return Err(Code::BadRequest.into());
+                }
+                true
+            }
             Some(_) => return Err(Code::UnsupportedTransport.into()),
-        }
+        };
         // RFC 8656 §7.2: RESERVATION-TOKEN excludes EVEN-PORT and both family attributes.
         if req.reservation.is_some()
             && (req.even_port.is_some()
@@ -141,7 +172,7 @@ impl Relay {
                 primary_ip,
                 parity,
                 token(primary),
-                req.dont_fragment,
+                Kind::new(tcp, req.dont_fragment),
                 sockets,
             ),
         };
@@ -178,7 +209,7 @@ impl Relay {
                     ip,
                     Parity::Any,
                     token(AddressFamily::V6),
-                    req.dont_fragment,
+                    Kind::new(false, req.dont_fragment),
                     sockets,
                 ) {
                     Some(addr) => relay_ports[1] = NonZeroU16::new(addr.port()),
@@ -197,6 +228,7 @@ impl Relay {
             family_error: family_error.map(|c| c.number()),
             perms: Vec::new(),
             channels: Vec::new(),
+            tcp: tcp.then(Box::default),
         });
         self.stats.by_transport[five.leg.transport().index()].allocations_created += 1;
         self.observer.event(Event::AllocationCreated {
@@ -208,26 +240,31 @@ impl Relay {
         self.allocate_success(now, index, msg, who, req.fingerprint, scratch)
     }
 
-    fn relay_ip(&self, family: AddressFamily) -> Option<std::net::IpAddr> {
+    pub(in crate::turn) fn relay_ip(&self, family: AddressFamily) -> Option<std::net::IpAddr> {
         match family {
             AddressFamily::V4 => self.cfg.relay_v4.map(Into::into),
             AddressFamily::V6 => self.cfg.relay_v6.map(Into::into),
         }
     }
 
-    /// Binds a relay socket on a free port of this shard's slice.
+    /// Binds a relay socket (a UDP socket, or a TCP allocation's
+    /// listener) on a free port of this shard's slice.
     fn bind_relay(
         &mut self,
         ip: std::net::IpAddr,
         parity: Parity,
         token: RelayToken,
-        dont_fragment: bool,
+        kind: Kind,
         sockets: &mut impl RelaySockets,
     ) -> Option<SocketAddr> {
         for _ in 0..BIND_ATTEMPTS {
             let port = self.ports.pick(&mut self.rng, parity)?;
             let addr = SocketAddr::new(ip, port);
-            match sockets.bind(addr, token, dont_fragment) {
+            let bound = match kind {
+                Kind::Udp { dont_fragment } => sockets.bind(addr, token, dont_fragment),
+                Kind::Tcp => sockets.listen_tcp(addr, token),
+            };
+            match bound {
                 Ok(()) => {
                     self.ports.mark(port);
                     return Some(addr);
@@ -319,7 +356,7 @@ impl Relay {
     /// one policy choke point (403). SECURITY.md rule 8.
     /// Refusals by the policy are counted here. An associated function so
     /// that callers can hold `a` (borrowed from the table) at the same time.
-    fn check_peer(
+    pub(in crate::turn) fn check_peer(
         policy: &PeerPolicy,
         stats: &mut Stats,
         observer: &mut dyn Observer,
@@ -418,6 +455,10 @@ impl Relay {
             return Err(Code::BadRequest.into());
         }
         let peer = req.peers().next().ok_or(Code::BadRequest)?;
+        if self.table.get(index).is_some_and(|a| a.tcp.is_some()) {
+            // RFC 6062 §5.1: a TCP allocation has no channels.
+            return Err(Code::BadRequest.into());
+        }
         let perm_limit = self.settings.quotas.permissions_per_allocation as usize;
         let chan_limit = self.settings.quotas.channels_per_allocation as usize;
         {
@@ -487,6 +528,11 @@ impl Relay {
             self.stats.drop_no_allocation += 1;
             return Answer::Nothing;
         };
+        if a.tcp.is_some() {
+            // RFC 6062: a TCP allocation relays through its connections only.
+            self.stats.drop_malformed += 1;
+            return Answer::Nothing;
+        }
         match Self::check_peer(
             &self.settings.policy,
             &mut self.stats,

@@ -77,15 +77,20 @@ fn second_allocate_on_a_live_five_tuple_is_437() {
 }
 
 #[test]
-fn requested_transport_is_required_and_only_udp_served() {
+fn requested_transport_is_required_and_only_udp_and_tcp_served() {
     let mut h = Harness::new();
     let mut c = Client::new(C1, md5("alice", "alice-pw"));
     let r = c.request(&mut h, Method::Allocate, &|_| {});
     assert_eq!(r.code(), Some(400));
     let r = c.request(&mut h, Method::Allocate, &|w| {
-        w.u32(attr::REQUESTED_TRANSPORT, 6 << 24).unwrap()
+        w.u32(attr::REQUESTED_TRANSPORT, 132 << 24).unwrap()
     });
     assert_eq!(r.code(), Some(442));
+    // RFC 6062 §5.1: TCP over a UDP control leg is 400 (tests/tcp.rs).
+    let r = c.request(&mut h, Method::Allocate, &|w| {
+        w.u32(attr::REQUESTED_TRANSPORT, 6 << 24).unwrap()
+    });
+    assert_eq!(r.code(), Some(400));
     assert_eq!(h.relay.allocation_count(), 0);
 }
 

@@ -18,6 +18,7 @@ mod offload;
 mod permissions;
 mod security;
 mod streams;
+mod tcp;
 
 pub(crate) const REALM: &str = "test.realm";
 pub(crate) const SECRET: &str = "rest-secret-1";
@@ -34,6 +35,11 @@ pub(crate) struct FakeSockets {
     pub closed: Vec<RelayToken>,
     /// Sockets bound with the don't-fragment flag.
     pub df: Vec<SocketAddr>,
+    /// TCP allocations' listeners, connections asked for (token, id,
+    /// from, to), and peer connections closed.
+    pub listening: HashMap<RelayToken, SocketAddr>,
+    pub connects: Vec<(RelayToken, ConnectionId, SocketAddr, SocketAddr)>,
+    pub closed_tcp: Vec<ConnectionId>,
 }
 
 impl RelaySockets for FakeSockets {
@@ -49,7 +55,25 @@ impl RelaySockets for FakeSockets {
     }
     fn close(&mut self, token: RelayToken) {
         self.bound.remove(&token);
+        self.listening.remove(&token);
         self.closed.push(token);
+    }
+    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> std::io::Result<()> {
+        self.listening.insert(token, addr);
+        Ok(())
+    }
+    fn connect_tcp(
+        &mut self,
+        token: RelayToken,
+        id: ConnectionId,
+        from: SocketAddr,
+        peer: SocketAddr,
+    ) -> std::io::Result<()> {
+        self.connects.push((token, id, from, peer));
+        Ok(())
+    }
+    fn close_tcp(&mut self, id: ConnectionId) {
+        self.closed_tcp.push(id);
     }
 }
 

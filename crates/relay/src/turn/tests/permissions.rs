@@ -139,6 +139,7 @@ fn quotas_per_user_total_permissions_channels() {
         total_allocations: 3,
         permissions_per_allocation: 2,
         channels_per_allocation: 1,
+        ..Quotas::default()
     };
     let mut h = Harness::with(Opts {
         quotas,

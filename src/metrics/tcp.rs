@@ -1,0 +1,75 @@
+//! The `uturn_tcp_*` family: TCP allocations (RFC 6062), their peer
+//! connections and the bytes relayed between peer and data connections.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::{gauge, labels, Labels};
+use crate::shard::{ShardReport, TcpStats};
+use crate::turn::TcpCounts;
+
+pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
+    let mut io = TcpStats::default();
+    let mut turn = TcpCounts::default();
+    for r in reports.iter().flatten() {
+        io.to_peer_bytes += r.tcp.to_peer_bytes;
+        io.to_client_bytes += r.tcp.to_client_bytes;
+        io.peer_connections += r.tcp.peer_connections;
+        io.pipes += r.tcp.pipes;
+        io.orphans += r.tcp.orphans;
+        let t = &r.turn.tcp;
+        turn.connected += t.connected;
+        turn.connect_failed += t.connect_failed;
+        turn.attempts += t.attempts;
+        turn.refused += t.refused;
+        turn.bound += t.bound;
+        turn.bind_timeouts += t.bind_timeouts;
+    }
+    let bytes: Family<Labels, Counter> = Family::default();
+    for (dir, n) in [
+        ("to_peer", io.to_peer_bytes),
+        ("to_client", io.to_client_bytes),
+    ] {
+        bytes
+            .get_or_create(&labels(&[("direction", dir)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "tcp_relay_bytes",
+        "Bytes relayed between TCP allocations' peer connections and their clients' data connections",
+        bytes,
+    );
+    reg.register(
+        "tcp_peer_connections",
+        "TCP allocations' peer connections open now (connecting, waiting for a ConnectionBind, or bound)",
+        gauge(io.peer_connections),
+    );
+    reg.register(
+        "tcp_data_connections",
+        "Client data connections bound to a peer connection now",
+        gauge(io.pipes),
+    );
+    let outcomes: Family<Labels, Counter> = Family::default();
+    for (what, n) in [
+        ("connected", turn.connected),
+        ("connect_failed", turn.connect_failed),
+        ("peer_announced", turn.attempts),
+        ("peer_refused", turn.refused),
+        ("bound", turn.bound),
+        ("bind_timeout", turn.bind_timeouts),
+        ("data_connection_orphaned", io.orphans),
+    ] {
+        outcomes
+            .get_or_create(&labels(&[("outcome", what)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "tcp_connections",
+        "TCP allocations' peer connections by outcome: Connect made or failed (447), a peer that \
+         connected in announced (ConnectionAttempt) or refused (no permission, refused peer, \
+         limits), bound by a ConnectionBind, closed for want of one within 30 s, or a data \
+         connection whose peer connection had gone",
+        outcomes,
+    );
+}

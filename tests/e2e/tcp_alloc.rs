@@ -1,0 +1,320 @@
+//! TCP allocations (RFC 6062) against the real server: Connect, peers that
+//! connect in, ConnectionBind on data connections that land on either
+//! shard, bytes relayed both ways as they are, and the peer policy on the
+//! Connect path.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use super::streams::{cert_files, client, tcp_addr, Over};
+use super::*;
+use uturn::stun::{Attribute, Message};
+
+/// REQUESTED-TRANSPORT TCP.
+const TRANSPORT_TCP: [u8; 4] = [6, 0, 0, 0];
+
+/// Allocates for TCP on `c` (a stream client); returns the relayed address.
+fn tcp_allocate(c: &mut TurnClient) -> SocketAddr {
+    c.challenge(Method::Allocate);
+    let r = c.request(Method::Allocate, |w| {
+        w.raw(attr::REQUESTED_TRANSPORT, &TRANSPORT_TCP)
+    });
+    assert_success(&r, "TCP Allocate");
+    r.xor_addr(attr::XOR_RELAYED_ADDRESS)
+        .expect("XOR-RELAYED-ADDRESS")
+}
+
+fn connection_id(msg: &Message<'_>) -> u32 {
+    let raw = msg.get(attr::CONNECTION_ID).expect("CONNECTION-ID");
+    match Attribute::decode(raw, msg.transaction_id()) {
+        Ok(Attribute::ConnectionId(id)) => id,
+        other => panic!("bad CONNECTION-ID: {other:?}"),
+    }
+}
+
+/// Connect to `peer`; the reply.
+fn connect(c: &mut TurnClient, peer: SocketAddr) -> Reply {
+    c.request(Method::Connect, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, peer)
+    })
+}
+
+/// Opens a data connection to `server` and binds it to `id` with `c`'s
+/// credentials (its nonce is the control connection's). Returns the
+/// connection, ready for raw bytes, and the answer.
+fn data_connection(server: SocketAddr, c: &TurnClient, id: u32) -> (TcpStream, Reply) {
+    let mut s = TcpStream::connect_timeout(&server, WAIT).expect("data connection");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let req = c.build(
+        Method::ConnectionBind,
+        Class::Request,
+        &TurnClient::new_tid(),
+        true,
+        |w| w.u32(attr::CONNECTION_ID, id),
+    );
+    s.write_all(&req).unwrap();
+    let mut head = [0u8; 20];
+    s.read_exact(&mut head).expect("ConnectionBind answer");
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("ConnectionBind answer body");
+    let mut bytes = head.to_vec();
+    bytes.extend_from_slice(&body);
+    (s, Reply { bytes })
+}
+
+/// `n` bytes of a pattern that shows a lost or reordered stretch.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes `bytes` on `from` (on a thread) and reads as many from `to`.
+fn carries(from: &TcpStream, to: &mut TcpStream, bytes: &[u8], what: &str) {
+    let mut w = from.try_clone().unwrap();
+    let out = bytes.to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&out));
+    let mut got = vec![0u8; bytes.len()];
+    to.set_read_timeout(Some(WAIT)).unwrap();
+    to.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    writer.join().unwrap().unwrap();
+    assert!(got == bytes, "{what}: bytes differ");
+}
+
+/// Expects `s` to be closed by the other side within `WAIT`.
+fn assert_closed(s: &mut TcpStream, what: &str) {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: not closed: {other:?}"),
+    }
+}
+
+fn lab() -> Server {
+    lab_server(&["--listen-tcp", "127.0.0.1:0"])
+}
+
+/// Connect to six peers: their connections leave from the relayed address,
+/// each is bound by a data connection (which lands on one shard or the
+/// other: the server runs two), and 200 KB go each way on each.
+fn connect_and_relay_both_ways() {
+    let server = lab();
+    let mut c = client(&server, None, Over::Tcp);
+    let relayed = tcp_allocate(&mut c);
+    for round in 0..6u8 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_addr = listener.local_addr().unwrap();
+        let r = connect(&mut c, peer_addr);
+        assert_success(&r, "Connect");
+        let id = connection_id(&r.msg());
+        let (mut peer, from) = listener.accept().unwrap();
+        assert_eq!(
+            from, relayed,
+            "the peer connection leaves from the relayed address"
+        );
+        // RFC 6062 §5.2: the same peer again while it lives: 446.
+        assert_error(&connect(&mut c, peer_addr), &[446], "a second Connect");
+        let (mut data, answer) = data_connection(tcp_addr(&server), &c, id);
+        assert_success(&answer, "ConnectionBind");
+        c.check_signed(&answer);
+        carries(&data, &mut peer, &pattern(200_000, round), "client → peer");
+        carries(
+            &peer,
+            &mut data,
+            &pattern(200_000, round ^ 0x55),
+            "peer → client",
+        );
+        // Either end closing ends both.
+        if round % 2 == 0 {
+            drop(peer);
+            assert_closed(&mut data, "data connection after the peer closed");
+        } else {
+            drop(data);
+            assert_closed(&mut peer, "peer connection after the client closed");
+        }
+    }
+}
+
+/// A peer connecting in is announced only with a permission; the client
+/// binds it and bytes flow. Without one it is closed at once.
+fn peers_connect_in_with_a_permission_only() {
+    let server = lab();
+    let mut c = client(&server, None, Over::Tcp);
+    let relayed = tcp_allocate(&mut c);
+    let mut refused = TcpStream::connect_timeout(&relayed, WAIT).expect("connect in");
+    assert_closed(&mut refused, "a peer without a permission");
+    assert!(
+        c.recv_raw(QUIET).is_none(),
+        "no ConnectionAttempt without a permission"
+    );
+    assert_success(
+        &c.create_permission(&[sa("127.0.0.1:1")]),
+        "CreatePermission",
+    );
+    let mut peer = TcpStream::connect_timeout(&relayed, WAIT).expect("connect in");
+    let ind = c.recv_raw(WAIT).expect("ConnectionAttempt");
+    let msg = Message::parse(&ind).expect("STUN");
+    assert_eq!(
+        (msg.method(), msg.class()),
+        (Method::ConnectionAttempt, Class::Indication)
+    );
+    let announced = Reply { bytes: ind.clone() }.xor_addr(attr::XOR_PEER_ADDRESS);
+    assert_eq!(announced, Some(peer.local_addr().unwrap()));
+    let id = connection_id(&msg);
+    // Bytes the peer sends before the bind wait for it.
+    peer.write_all(b"early").unwrap();
+    let (mut data, answer) = data_connection(tcp_addr(&server), &c, id);
+    assert_success(&answer, "ConnectionBind");
+    let mut early = [0u8; 5];
+    data.read_exact(&mut early).unwrap();
+    assert_eq!(&early, b"early");
+    carries(&data, &mut peer, &pattern(50_000, 7), "client → peer");
+    carries(&peer, &mut data, &pattern(50_000, 9), "peer → client");
+    // The control connection's end ends the allocation and every pipe.
+    drop(c);
+    assert_closed(
+        &mut peer,
+        "peer connection after the control connection closed",
+    );
+    assert_closed(
+        &mut data,
+        "data connection after the control connection closed",
+    );
+}
+
+/// SECURITY.md rule 8: Connect goes through the same choke point as
+/// CreatePermission; nothing is connected to a refused peer.
+fn connect_is_refused_to_denied_peers() {
+    let server = lab();
+    let mut c = client(&server, None, Over::Tcp);
+    tcp_allocate(&mut c);
+    for peer in [
+        "10.0.0.1:80",
+        "192.168.1.1:80",
+        "172.16.0.1:80",
+        "169.254.169.254:80",
+        "100.64.0.1:80",
+        "0.0.0.0:80",
+        "224.0.0.1:80",
+        "255.255.255.255:80",
+    ] {
+        assert_error(
+            &connect(&mut c, sa(peer)),
+            &[403],
+            &format!("Connect {peer}"),
+        );
+    }
+    // IPv6 forms of loopback on an IPv4 allocation: 443 (or 403).
+    for peer in ["[::ffff:127.0.0.1]:80", "[::1]:80", "[64:ff9b::7f00:1]:80"] {
+        assert_error(
+            &connect(&mut c, sa(peer)),
+            &[403, 443],
+            &format!("Connect {peer}"),
+        );
+    }
+    // Without --allow-peer, loopback is refused like the rest.
+    let strict = Server::start(&[
+        "--realm",
+        REALM,
+        "--user",
+        "alice:wonderland",
+        "--listen-tcp",
+        "127.0.0.1:0",
+    ]);
+    let mut s = client(&strict, None, Over::Tcp);
+    tcp_allocate(&mut s);
+    for peer in ["127.0.0.1:80", "127.0.0.2:80"] {
+        assert_error(
+            &connect(&mut s, sa(peer)),
+            &[403],
+            &format!("Connect {peer}, default policy"),
+        );
+    }
+    // A peer that refuses the connection: 447.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert_error(&connect(&mut c, closed), &[447], "Connect to a closed port");
+}
+
+/// ConnectionBind with an unknown id, or on a control connection: 400; a
+/// TCP allocation on UDP: 400.
+fn connection_bind_errors() {
+    let server = lab();
+    let mut c = client(&server, None, Over::Tcp);
+    tcp_allocate(&mut c);
+    let (_, answer) = data_connection(tcp_addr(&server), &c, 0x1234_5678);
+    assert_error(&answer, &[400], "ConnectionBind to an unknown id");
+    let r = c.request(Method::ConnectionBind, |w| w.u32(attr::CONNECTION_ID, 1));
+    assert_error(&r, &[400], "ConnectionBind on the control connection");
+    let mut u = TurnClient::new(server.addr, "alice", "wonderland", AuthMode::Legacy);
+    u.challenge(Method::Allocate);
+    let r = u.request(Method::Allocate, |w| {
+        w.raw(attr::REQUESTED_TRANSPORT, &TRANSPORT_TCP)
+    });
+    assert_error(&r, &[400], "a TCP allocation over UDP");
+}
+
+/// Over TLS: the control and data connections are TLS, the peer leg TCP.
+fn connect_and_relay_over_tls() {
+    let ca = TestCa::new();
+    let (_cert, cert_path, key_path) = cert_files(&ca);
+    let server = lab_server(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let mut c = client(&server, Some(&ca), Over::Tls);
+    let relayed = tcp_allocate(&mut c);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = connect(&mut c, listener.local_addr().unwrap());
+    assert_success(&r, "Connect over TLS");
+    let id = connection_id(&r.msg());
+    let (mut peer, from) = listener.accept().unwrap();
+    assert_eq!(from, relayed);
+    let mut d = TurnClient::tls(
+        server.tls[0],
+        &ca.pem,
+        "alice",
+        "wonderland",
+        AuthMode::Legacy,
+    );
+    d.set_challenge(c.realm.clone(), c.nonce.clone(), None);
+    let req = d.build(
+        Method::ConnectionBind,
+        Class::Request,
+        &TurnClient::new_tid(),
+        true,
+        |w| w.u32(attr::CONNECTION_ID, id),
+    );
+    let answer = d.transact(&req).expect("ConnectionBind answer");
+    assert_success(&answer, "ConnectionBind over TLS");
+    let payload = pattern(30_000, 3);
+    d.send_raw(&payload);
+    let mut got = vec![0u8; payload.len()];
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert!(got == payload, "client → peer over TLS");
+    peer.write_all(&payload).unwrap();
+    let back = d
+        .stream()
+        .read_exact_raw(payload.len(), WAIT)
+        .expect("peer → client over TLS");
+    assert!(back == payload, "peer → client over TLS");
+}
+
+on_every_stream_io!(
+    connect_and_relay_both_ways,
+    peers_connect_in_with_a_permission_only,
+    connect_is_refused_to_denied_peers,
+    connection_bind_errors,
+    connect_and_relay_over_tls,
+);
