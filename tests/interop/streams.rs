@@ -132,10 +132,12 @@ fn turnutils_uclient_tcp_allocations_through_uturn() {
         return;
     };
     let mut cmd = Command::new(&uclient);
-    cmd.args(["-T", "-t", "-y", "-m", "2", "-n", "50", "-l", "120", "-z", "5"])
-        .args(STATIC_CREDS)
-        .args(["-p", &tcp.port().to_string()])
-        .arg(tcp.ip().to_string());
+    cmd.args([
+        "-T", "-t", "-y", "-m", "2", "-n", "50", "-l", "120", "-z", "5",
+    ])
+    .args(STATIC_CREDS)
+    .args(["-p", &tcp.port().to_string()])
+    .arg(tcp.ip().to_string());
     run_uclient_expect_all(cmd, 100, "uturn, TCP allocations");
     server_alive_check(&server);
 }
