@@ -17,12 +17,15 @@
 //! `RelayToken` (< 2^63), listener `i` by `LISTENER_TAG | i`.
 
 mod control;
+mod dtls;
 mod offload;
 mod streams;
 mod syscall;
 mod uring;
 
 pub use control::{channel, collect_reports, ShardCommand, ShardControl, ShardHandle};
+use dtls::DtlsSessions;
+pub use dtls::{DtlsSpec, DtlsStats};
 use offload::Offload;
 pub use offload::{OffloadSpec, OffloadStats};
 pub use streams::{
@@ -41,9 +44,10 @@ use crossbeam_channel::TryRecvError;
 use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
 use crate::policy::AllocationLedger;
 use crate::turn::{
-    Gauges, Leg, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats,
-    Transmit, TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Gauges, Leg, ListenerId, Now, Payload, Relay, RelayToken, Settings, Stats, Transmit,
+    TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
+use streams::PeerSockets;
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
 pub const BATCH: usize = 32;
@@ -94,6 +98,8 @@ pub struct ShardSpec {
     pub native_streams: bool,
     /// The XDP fast path's maps, when the program is attached.
     pub xdp: Option<OffloadSpec>,
+    /// DTLS listeners, their certificate and limits.
+    pub dtls: DtlsSpec,
 }
 
 /// What a shard hands back when it stops.
@@ -110,17 +116,19 @@ pub struct ShardReport {
     pub streams: StreamStats,
     /// The XDP routes this shard keeps (all zero without XDP).
     pub xdp: OffloadStats,
+    pub dtls: DtlsStats,
 }
 
 impl ShardReport {
     fn new(
         index: usize,
         relay: &Relay,
-        io: (&IoStats, &StreamStats),
+        io: (&IoStats, &StreamStats, &DtlsStats),
         offload: Option<&Offload>,
         allocations_at_exit: usize,
     ) -> ShardReport {
         ShardReport {
+            dtls: io.2.clone(),
             xdp: offload.map(|o| o.stats().clone()).unwrap_or_default(),
             index,
             turn: relay.stats().clone(),
@@ -152,7 +160,7 @@ impl Shard {
     /// Creates the io driver, registers the listeners and allocates every
     /// buffer the shard will use. Call on the shard's own thread.
     pub fn new(spec: ShardSpec, backend: Backend) -> io::Result<Shard> {
-        if spec.listeners.len() > usize::from(u16::MAX) {
+        if spec.listeners.len() + spec.dtls.sockets.len() > usize::from(u16::MAX) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "too many listen addresses",
@@ -171,17 +179,24 @@ impl Shard {
             }
             None => None,
         };
+        // DTLS listeners come after the UDP ones, received the same way.
+        let first_dtls = spec.listeners.len() as u16;
+        let dtls = DtlsSessions::new(spec.index, first_dtls, spec.dtls)?;
+        let mut listeners = spec.listeners;
+        listeners.extend(dtls.receive_sockets()?);
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
-                spec.listeners,
+                listeners,
+                dtls,
                 streams::EpollStreams::new(spec.index, spec.streams)?,
                 &spec.control,
                 &spec.turn,
             )?)),
             Backend::Uring => Io::Uring(Box::new(uring::UringIo::new(
                 spec.index,
-                spec.listeners,
+                listeners,
+                dtls,
                 spec.streams,
                 spec.native_streams,
                 &spec.control,
@@ -236,13 +251,15 @@ trait Driver {
     fn timeout(&mut self, relay: &mut Relay, now: Now);
     /// The turn is over (sockets closed during it may go now).
     fn end_turn(&mut self) {}
-    fn stats(&self) -> (&IoStats, &StreamStats);
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats);
     /// Deletes every allocation and lets the last sends go.
     fn close(&mut self, relay: &mut Relay);
     /// The driver's own next timer (the stream connections' deadlines).
     fn next_timer(&self) -> Option<Instant>;
     /// New TLS connections use `config` from now on.
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>);
+    /// New DTLS sessions use `context` from now on.
+    fn set_dtls(&mut self, context: uturn_dtls::DtlsContext);
 }
 
 /// The shard loop, the same on every backend.
@@ -396,6 +413,7 @@ fn read_commands(
                 // The asker may have stopped waiting: nothing to do then.
                 let _ = reply.send(ShardReport::new(index, relay, io.stats(), offload, 0));
             }
+            Ok(ShardCommand::Dtls(context)) => io.set_dtls(context),
             Ok(ShardCommand::Reload(settings, tls)) => {
                 if let Some(config) = tls {
                     io.set_tls(config);
@@ -467,20 +485,44 @@ fn socket_of<'a, T>(via: Via, listeners: &'a [T], relays: &'a RelayMap<T>) -> Op
     match via {
         Via::Listener(ListenerId(i)) => listeners.get(usize::from(i)),
         Via::Relay(token) => relays.get(&token.0),
-        Via::Stream(_) => None,
+        Via::Stream(_) | Via::Dtls(_) => None,
     }
 }
 
 /// Datagram in → state machine → at most one send out. Shared by every
 /// backend: a datagram from a listener goes to `handle_client`, one from a
-/// relay socket to `handle_peer`, which rewrites it in place.
+/// relay socket to `handle_peer`, which rewrites it in place. DTLS
+/// listeners' datagrams, and what the relay sends to a DTLS client, go
+/// through the shard's DTLS sessions, which send on their own.
 fn dispatch(
     relay: &mut Relay,
     now: Now,
     rx: Inbound<'_>,
-    sockets: &mut impl RelaySockets,
+    sockets: &mut impl PeerSockets,
+    dtls: &mut DtlsSessions,
 ) -> Option<Transmit> {
     match tag_via(rx.tag)? {
+        Via::Listener(id) if dtls.listener(id).is_some() => {
+            let listener = dtls.listener(id)?;
+            let bytes = rx
+                .buf
+                .get(PEER_HEADROOM..PEER_HEADROOM.checked_add(rx.len)?)?;
+            dtls.datagram(relay, now, listener, rx.from, bytes, sockets);
+            None
+        }
+        Via::Relay(token) => match relay.handle_peer(now, token, rx.from, rx.buf, rx.len) {
+            Some(Transmit {
+                via: Via::Dtls(session),
+                payload: Payload::Rx(range),
+                ..
+            }) => {
+                if let Some(bytes) = rx.buf.get(range) {
+                    dtls.send(session, bytes);
+                }
+                None
+            }
+            t => t,
+        },
         Via::Listener(id) => relay.handle_client(
             now,
             Leg::Udp(id),
@@ -490,8 +532,7 @@ fn dispatch(
             rx.scratch,
             sockets,
         ),
-        Via::Relay(token) => relay.handle_peer(now, token, rx.from, rx.buf, rx.len),
-        Via::Stream(_) => None,
+        Via::Stream(_) | Via::Dtls(_) => None,
     }
 }
 

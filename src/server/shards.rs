@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::io::Backend;
 use crate::policy::AllocationLedger;
 use crate::shard::{
-    OffloadSpec, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec,
+    DtlsSpec, OffloadSpec, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec,
 };
 use crate::turn::Settings;
 
@@ -46,6 +46,7 @@ pub(super) fn start_shards(
     native_streams: bool,
     mut listeners: Vec<Vec<UdpSocket>>,
     streams: Vec<StreamSpec>,
+    dtls: Vec<DtlsSpec>,
     mut xdp: Vec<Option<OffloadSpec>>,
     slices: Vec<RangeInclusive<u16>>,
     settings: &Settings,
@@ -65,6 +66,7 @@ pub(super) fn start_shards(
     let mut handles: Vec<JoinHandle<Option<ShardReport>>> = Vec::with_capacity(workers);
     let mut controls: Vec<ShardHandle> = Vec::with_capacity(workers);
     let mut streams = streams.into_iter();
+    let mut dtls = dtls.into_iter();
     for (index, ports) in slices.into_iter().enumerate() {
         let (control_tx, control) = match crate::shard::channel() {
             Ok(c) => c,
@@ -85,6 +87,7 @@ pub(super) fn start_shards(
             streams: streams.next().unwrap_or_else(StreamSpec::none),
             native_streams,
             xdp: xdp.get_mut(index).and_then(Option::take),
+            dtls: dtls.next().unwrap_or_else(DtlsSpec::none),
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());

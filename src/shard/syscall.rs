@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dtls::{DtlsSessions, DtlsStats};
 use super::streams::{EpollStreams, PeerSockets, StreamStats};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tag_via, tx_bytes, Driver, Inbound,
@@ -78,12 +79,14 @@ pub(super) struct SyscallIo {
     streams: EpollStreams,
     /// The stream poller was ready in the last wait.
     streams_ready: bool,
+    dtls: DtlsSessions,
 }
 
 impl SyscallIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        dtls: DtlsSessions,
         streams: EpollStreams,
         control: &ShardControl,
         turn: &TurnConfig,
@@ -110,6 +113,7 @@ impl SyscallIo {
             wake: Arc::clone(&control.wake),
             streams,
             streams_ready: false,
+            dtls,
         })
     }
 
@@ -145,7 +149,7 @@ impl SyscallIo {
                     len,
                     scratch,
                 };
-                match dispatch(relay, now, rx, &mut self.sockets) {
+                match dispatch(relay, now, rx, &mut self.sockets, &mut self.dtls) {
                     Some(Transmit {
                         via: Via::Stream(conn),
                         payload: Payload::Rx(range),
@@ -223,10 +227,15 @@ impl Driver for SyscallIo {
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
         relay.handle_timeout(now, &mut self.sockets);
         self.streams.sweep(relay, &mut self.sockets, now);
+        self.dtls.sweep(relay, &mut self.sockets, now);
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.streams.next_timer()
+        super::earliest(self.streams.next_timer(), self.dtls.next_timer())
+    }
+
+    fn set_dtls(&mut self, context: crate::dtls::DtlsContext) {
+        self.dtls.set_context(context);
     }
 
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
@@ -238,12 +247,13 @@ impl Driver for SyscallIo {
         self.sockets.closing.clear();
     }
 
-    fn stats(&self) -> (&IoStats, &StreamStats) {
-        (self.batch.stats(), self.streams.stats())
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats) {
+        (self.batch.stats(), self.streams.stats(), self.dtls.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
         self.streams.close_all(relay, &mut self.sockets);
+        self.dtls.close_all(relay, &mut self.sockets);
         relay.close_all(&mut self.sockets);
         self.batch.flush();
         self.sockets.closing.clear();

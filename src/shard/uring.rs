@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dtls::{DtlsSessions, DtlsStats};
 use super::streams::{EpollStreams, PeerSockets, RingStreams, StreamSpec, StreamStats};
 use super::{
     check_new_token, dispatch, now, relay_map, socket_of, tx_bytes, Driver, Inbound, RelayMap,
@@ -177,6 +178,7 @@ pub(super) struct UringIo {
     /// Datagrams completed by the last wait.
     received: usize,
     streams: Streams,
+    dtls: DtlsSessions,
 }
 
 /// How a uring shard serves TCP and TLS.
@@ -194,6 +196,7 @@ impl UringIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        dtls: DtlsSessions,
         streams: StreamSpec,
         native: bool,
         control: &ShardControl,
@@ -237,6 +240,7 @@ impl UringIo {
             relays: relay_map(turn),
             received: 0,
             streams,
+            dtls,
         })
     }
 
@@ -292,7 +296,7 @@ impl Driver for UringIo {
                 ctl: d.ctl,
                 relays: &mut self.relays,
             };
-            match dispatch(relay, at, rx, &mut sockets) {
+            match dispatch(relay, at, rx, &mut sockets, &mut self.dtls) {
                 Some(Transmit {
                     via: Via::Stream(conn),
                     payload: Payload::Rx(range),
@@ -341,13 +345,23 @@ impl Driver for UringIo {
                 s.sweep(relay, &mut sockets, now);
             }
         }
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.dtls.sweep(relay, &mut sockets, now);
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        match &self.streams {
+        let streams = match &self.streams {
             Streams::Native(s) => s.next_timer(),
             Streams::Watched(s) => s.next_timer(),
-        }
+        };
+        super::earliest(streams, self.dtls.next_timer())
+    }
+
+    fn set_dtls(&mut self, context: crate::dtls::DtlsContext) {
+        self.dtls.set_context(context);
     }
 
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
@@ -357,12 +371,12 @@ impl Driver for UringIo {
         }
     }
 
-    fn stats(&self) -> (&IoStats, &StreamStats) {
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats) {
         let streams = match &self.streams {
             Streams::Native(s) => s.stats(),
             Streams::Watched(s) => s.stats(),
         };
-        (self.io.stats(), streams)
+        (self.io.stats(), streams, self.dtls.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
@@ -376,6 +390,11 @@ impl Driver for UringIo {
                 s.close_all(relay, &mut sockets);
             }
         }
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.dtls.close_all(relay, &mut sockets);
         relay.close_all(&mut self.sockets());
         if !self.io.shutdown(DRAIN) {
             tracing::warn!(

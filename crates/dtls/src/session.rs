@@ -219,29 +219,43 @@ fn wants_more(e: &openssl::ssl::Error) -> bool {
 impl Session {
     /// A session for `hello`, a ClientHello in `datagram` whose `cookie` the
     /// front door checked. The server's first flight waits in
-    /// `poll_transmit`.
+    /// `poll_transmit`. When the hello is refused (a DTLS 1.0 client, no
+    /// common cipher suite), the error comes with what OpenSSL would send
+    /// (a fatal alert), so that the client stops at once.
     pub fn accept(
         ctx: &DtlsContext,
         hello: &ClientHello,
         datagram: &[u8],
         cookie: [u8; COOKIE_LEN],
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Session, (SessionError, Vec<Vec<u8>>)> {
+        let mut s = Session::new(ctx, cookie).map_err(|e| (e, Vec::new()))?;
+        let started = s.start(hello, datagram);
+        match started {
+            Ok(()) => Ok(s),
+            Err(e) => Err((e, s.tls.get_mut().outbound.drain(..).collect())),
+        }
+    }
+
+    fn start(&mut self, hello: &ClientHello, datagram: &[u8]) -> Result<(), SessionError> {
+        if hello.message_seq == 1 {
+            // Stand where a server that sent the HelloVerifyRequest stands.
+            let first = record::without_cookie(hello, datagram)
+                .ok_or_else(|| SessionError::Tls("an unreadable ClientHello".into()))?;
+            self.handle(&first)?;
+            self.tls.get_mut().outbound.clear();
+        }
+        self.handle(datagram)?;
+        Ok(())
+    }
+
+    fn new(ctx: &DtlsContext, cookie: [u8; COOKIE_LEN]) -> Result<Session, SessionError> {
         let tls_err = |e: ErrorStack| SessionError::Tls(e.to_string());
         let mut ssl = Ssl::new(&ctx.ctx).map_err(tls_err)?;
         ssl.set_ex_data(cookie_index().map_err(tls_err)?, cookie);
         ssl.set_mtu(MTU).map_err(tls_err)?;
         ssl.set_accept_state();
         let tls = SslStream::new(ssl, Pipe::default()).map_err(tls_err)?;
-        let mut s = Session { tls, open: false };
-        if hello.message_seq == 1 {
-            // Stand where a server that sent the HelloVerifyRequest stands.
-            let first = record::without_cookie(hello, datagram)
-                .ok_or_else(|| SessionError::Tls("an unreadable ClientHello".into()))?;
-            s.handle(&first)?;
-            s.tls.get_mut().outbound.clear();
-        }
-        s.handle(datagram)?;
-        Ok(s)
+        Ok(Session { tls, open: false })
     }
 
     /// Feeds one datagram from the client. Plaintext it carried waits in

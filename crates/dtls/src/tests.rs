@@ -78,7 +78,11 @@ fn handshake(
                         }
                         Verdict::Accept(h) => {
                             let cookie = front.key().cookie(from, 1000);
-                            session = Some(Session::accept(ctx, &h, &d, cookie).unwrap());
+                            session = Some(
+                                Session::accept(ctx, &h, &d, cookie)
+                                    .map_err(|e| e.0)
+                                    .unwrap(),
+                            );
                         }
                         Verdict::Drop(why) => panic!("dropped: {why:?}"),
                     }
