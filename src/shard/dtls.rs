@@ -366,15 +366,8 @@ impl DtlsSessions {
                     return;
                 }
             };
-            let t = relay.handle_client(
-                now,
-                leg,
-                client,
-                &self.plain,
-                n,
-                &mut self.scratch,
-                sockets,
-            );
+            let t =
+                relay.handle_client(now, leg, client, &self.plain, n, &mut self.scratch, sockets);
             match t {
                 Some(Transmit {
                     via: Via::Dtls(_),
