@@ -12,6 +12,7 @@ fn main() -> std::io::Result<()> {
         ("relay", uturn_fuzz::seeds::relay()),
         ("config", uturn_fuzz::seeds::config()),
         ("proxy_header", uturn_fuzz::seeds::proxy_header()),
+        ("dtls_front", uturn_fuzz::dtls::seeds()),
     ];
     for (target, seeds) in sets {
         let dir = root.join(target);
