@@ -188,7 +188,13 @@ impl Config {
         let auth = Auth::build(args, &f, file.is_some(), &mut warnings)?;
         let demo = auth.demo.is_some();
         let streams = Streams::build(args, &f, &network.listen, demo)?;
-        let tls = Tls::build(args, &f, &streams.listen_tls, demo, &mut warnings)?;
+        let secure: Vec<_> = streams
+            .listen_tls
+            .iter()
+            .chain(&streams.listen_dtls)
+            .copied()
+            .collect();
+        let tls = Tls::build(args, &f, &secure, demo, &mut warnings)?;
         let policy = Policy::build(args, &f)?;
         let logging = Logging::build(args, &f)?;
         let io = Io::build(args, &f)?;

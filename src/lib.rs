@@ -13,6 +13,7 @@
 //! `uturn::io` name the same things for tests, benches and the fuzz targets.
 #![forbid(unsafe_code)]
 
+pub use uturn_dtls as dtls;
 pub use uturn_io as io;
 pub use uturn_relay::{auth, policy, turn};
 pub use uturn_stream as stream;

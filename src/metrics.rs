@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use crate::auth::AuthFailure;
 use crate::io::IoStats;
 use crate::shard::{
-    collect_reports, transport_of, CloseReason, ShardHandle, ShardReport, StreamStats,
+    collect_reports, transport_of, CloseReason, DtlsStats, ShardHandle, ShardReport, StreamStats,
 };
 use crate::turn::{Stats, Transport, ERROR_CODES};
 
@@ -125,6 +125,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
     let shard_drops: Family<Labels, Counter> = Family::default();
     let mut t = Stats::default();
     let mut st = StreamStats::default();
+    let mut dtls = DtlsStats::default();
     let mut io = IoStats::default();
     let (mut allocations, mut permissions, mut channels) = (0u64, 0u64, 0u64);
     for (i, r) in reports.iter().enumerate() {
@@ -135,6 +136,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         t.add(&r.turn);
         io.add(&r.io);
         add_streams(&mut st, &r.streams);
+        dtls.add(&r.dtls);
         allocations += r.gauges.allocations;
         permissions += r.gauges.permissions;
         channels += r.gauges.channels;
@@ -256,7 +258,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
          client's transport",
         bytes,
     );
-    register_streams(reg, &st);
+    register_streams(reg, &st, &dtls);
     let drops: Family<Labels, Counter> = Family::default();
     for (reason, n) in drop_reasons(&t, &io) {
         drops
@@ -386,8 +388,9 @@ fn add_streams(total: &mut StreamStats, s: &StreamStats) {
     total.to_peer_failed += to_peer_failed;
 }
 
-/// The TCP and TLS connection families.
-fn register_streams(reg: &mut Registry, st: &StreamStats) {
+/// The TCP, TLS and DTLS connection families (a DTLS session counts as a
+/// connection), and DTLS's own.
+fn register_streams(reg: &mut Registry, st: &StreamStats, dtls: &DtlsStats) {
     let open: Family<Labels, Gauge> = Family::default();
     let accepted: Family<Labels, Counter> = Family::default();
     let refused: Family<Labels, Counter> = Family::default();
@@ -414,7 +417,31 @@ fn register_streams(reg: &mut Registry, st: &StreamStats) {
                 .inc_by(st.closed[t][i]);
         }
     }
-    reg.register("connections", "Open client connections (TCP, TLS)", open);
+    let tr = Transport::Dtls.label();
+    open.get_or_create(&labels(&[("transport", tr)]))
+        .set(dtls.open as i64);
+    accepted
+        .get_or_create(&labels(&[("transport", tr)]))
+        .inc_by(dtls.accepted);
+    for (reason, n) in [
+        ("limit_total", dtls.refused_total),
+        ("limit_per_source", dtls.refused_per_source),
+    ] {
+        refused
+            .get_or_create(&labels(&[("transport", tr), ("reason", reason)]))
+            .inc_by(n);
+    }
+    for (i, why) in CloseReason::ALL.iter().enumerate() {
+        closed
+            .get_or_create(&labels(&[("transport", tr), ("reason", why.label())]))
+            .inc_by(dtls.closed[i]);
+    }
+    register_dtls(reg, dtls);
+    reg.register(
+        "connections",
+        "Open client connections (TCP, TLS) and DTLS sessions",
+        open,
+    );
     reg.register(
         "connections_accepted",
         "Client connections accepted",
@@ -450,6 +477,46 @@ fn register_streams(reg: &mut Registry, st: &StreamStats) {
         "Frames from or to TCP and TLS clients dropped, by reason (a full send queue \
          drops frames to the client, as a full UDP buffer would)",
         stream_drops,
+    );
+}
+
+/// DTLS's own families: the stateless cookie exchange, handshakes, drops.
+fn register_dtls(reg: &mut Registry, d: &DtlsStats) {
+    let hvr: Family<Labels, Counter> = Family::default();
+    hvr.get_or_create(&labels(&[("reason", "no_cookie")]))
+        .inc_by(d.hello_verify - d.stale_cookies.min(d.hello_verify));
+    hvr.get_or_create(&labels(&[("reason", "stale_cookie")]))
+        .inc_by(d.stale_cookies);
+    reg.register(
+        "dtls_hello_verify",
+        "HelloVerifyRequests sent (nothing is kept for them), by why (no cookie, or a stale or forged one)",
+        hvr,
+    );
+    let handshakes: Family<Labels, Counter> = Family::default();
+    handshakes
+        .get_or_create(&labels(&[("outcome", "ok")]))
+        .inc_by(d.handshakes_ok);
+    handshakes
+        .get_or_create(&labels(&[("outcome", "failed")]))
+        .inc_by(d.handshakes_failed);
+    reg.register("dtls_handshakes", "DTLS handshakes, by outcome", handshakes);
+    let drops: Family<Labels, Counter> = Family::default();
+    for (reason, n) in [
+        ("not_client_hello", d.dropped_not_hello),
+        ("malformed_hello", d.dropped_malformed),
+        ("no_certificate", d.dropped_no_session),
+        ("send_error", d.tx_errors),
+        ("relay_send_failed", d.to_peer_failed),
+    ] {
+        drops
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc_by(n);
+    }
+    reg.register(
+        "dtls_dropped",
+        "Datagrams from or to DTLS clients dropped, by reason (from addresses without a \
+         session: not a ClientHello, a malformed one; a hello with no certificate to answer)",
+        drops,
     );
 }
 

@@ -65,6 +65,8 @@ pub enum ServerError {
     },
     #[error("cannot make the demo TLS certificate: {0}")]
     DemoCertificate(String),
+    #[error("DTLS cannot serve the TLS certificate: {0}")]
+    DtlsCertificate(String),
     #[error("{key}: io_uring unavailable ({why}); use \"auto\" or \"syscall\"")]
     IoUring { key: &'static str, why: String },
     #[error("{key}: TCP and TLS cannot be served on io_uring ({why}); use \"auto\" or \"epoll\"")]
@@ -188,7 +190,8 @@ fn run_shards(
     let network = &cfg.network;
     let workers = network.workers;
     let (listeners, bound) = bind_listeners(&network.listen, workers)?;
-    let streams = stream_specs(cfg)?;
+    let mut streams = stream_specs(cfg)?;
+    let dtls_specs = std::mem::take(&mut streams.dtls);
     let has_streams = !cfg.streams.listen_tcp.is_empty() || !cfg.streams.listen_tls.is_empty();
     let native_streams = choose_stream_io(cfg.io.streams, backend, has_streams, args)?;
     let (stream_bound, demo_tls) = (streams.bound.clone(), streams.demo);
@@ -227,6 +230,7 @@ fn run_shards(
         native_streams,
         listeners,
         streams.specs,
+        dtls_specs,
         xdp_specs,
         slices,
         &settings,

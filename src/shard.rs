@@ -17,6 +17,7 @@
 //! `RelayToken` (< 2^63), listener `i` by `LISTENER_TAG | i`.
 
 mod control;
+mod dtls;
 mod offload;
 mod streams;
 mod syscall;
@@ -26,6 +27,8 @@ mod uring;
 pub use control::{
     channel, channels, collect_reports, Letter, ShardCommand, ShardControl, ShardHandle,
 };
+use dtls::DtlsSessions;
+pub use dtls::{DtlsSpec, DtlsStats};
 use offload::Offload;
 pub use offload::{OffloadSpec, OffloadStats};
 pub use streams::{
@@ -45,9 +48,10 @@ use crossbeam_channel::TryRecvError;
 use crate::io::{Backend, BatchLayout, IoStats, TxBytes};
 use crate::policy::AllocationLedger;
 use crate::turn::{
-    Gauges, Leg, ListenerId, Now, Payload, Relay, RelaySockets, RelayToken, Settings, Stats,
-    Transmit, TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Gauges, Leg, ListenerId, Now, Payload, Relay, RelayToken, Settings, Stats, Transmit,
+    TurnConfig, Via, MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
 };
+use streams::PeerSockets;
 
 /// Datagrams per `recvmmsg` (and sends per flush) on the syscall backend.
 pub const BATCH: usize = 32;
@@ -100,6 +104,8 @@ pub struct ShardSpec {
     pub native_streams: bool,
     /// The XDP fast path's maps, when the program is attached.
     pub xdp: Option<OffloadSpec>,
+    /// DTLS listeners, their certificate and limits.
+    pub dtls: DtlsSpec,
 }
 
 /// What a shard hands back when it stops.
@@ -118,19 +124,21 @@ pub struct ShardReport {
     pub xdp: OffloadStats,
     /// TCP allocations' pipes (RFC 6062).
     pub tcp: TcpStats,
+    pub dtls: DtlsStats,
 }
 
 impl ShardReport {
     fn new(
         index: usize,
         relay: &Relay,
-        io: (&IoStats, &StreamStats),
+        io: (&IoStats, &StreamStats, &DtlsStats),
         tcp: &TcpStats,
         offload: Option<&Offload>,
         allocations_at_exit: usize,
     ) -> ShardReport {
         ShardReport {
             tcp: tcp.clone(),
+            dtls: io.2.clone(),
             xdp: offload.map(|o| o.stats().clone()).unwrap_or_default(),
             index,
             turn: relay.stats().clone(),
@@ -162,7 +170,7 @@ impl Shard {
     /// Creates the io driver, registers the listeners and allocates every
     /// buffer the shard will use. Call on the shard's own thread.
     pub fn new(spec: ShardSpec, backend: Backend) -> io::Result<Shard> {
-        if spec.listeners.len() > usize::from(u16::MAX) {
+        if spec.listeners.len() + spec.dtls.sockets.len() > usize::from(u16::MAX) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "too many listen addresses",
@@ -183,10 +191,16 @@ impl Shard {
         };
         let tcp = tcp::TcpPeers::new(spec.index, Arc::clone(&spec.streams.ledger))?;
         relay.set_shard(spec.index);
+        // DTLS listeners come after the UDP ones, received the same way.
+        let first_dtls = spec.listeners.len() as u16;
+        let dtls = DtlsSessions::new(spec.index, first_dtls, spec.dtls)?;
+        let mut listeners = spec.listeners;
+        listeners.extend(dtls.receive_sockets()?);
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
                 spec.index,
-                spec.listeners,
+                listeners,
+                dtls,
                 streams::EpollStreams::new(spec.index, spec.streams)?,
                 tcp,
                 &spec.control,
@@ -194,7 +208,8 @@ impl Shard {
             )?)),
             Backend::Uring => Io::Uring(Box::new(uring::UringIo::new(
                 spec.index,
-                spec.listeners,
+                listeners,
+                dtls,
                 spec.streams,
                 tcp,
                 spec.native_streams,
@@ -250,7 +265,7 @@ trait Driver {
     fn timeout(&mut self, relay: &mut Relay, now: Now);
     /// The turn is over (sockets closed during it may go now).
     fn end_turn(&mut self) {}
-    fn stats(&self) -> (&IoStats, &StreamStats);
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats);
     /// Deletes every allocation and lets the last sends go.
     fn close(&mut self, relay: &mut Relay);
     /// The driver's own next timer (the stream connections' deadlines).
@@ -264,6 +279,8 @@ trait Driver {
     fn take_letters(&mut self) -> Vec<(usize, Letter)>;
     /// A letter from another shard.
     fn letter(&mut self, relay: &mut Relay, letter: Letter);
+    /// New DTLS sessions use `context` from now on.
+    fn set_dtls(&mut self, context: uturn_dtls::DtlsContext);
 }
 
 /// The shard loop, the same on every backend.
@@ -450,6 +467,7 @@ fn read_commands(
                     0,
                 ));
             }
+            Ok(ShardCommand::Dtls(context)) => io.set_dtls(context),
             Ok(ShardCommand::Reload(settings, tls)) => {
                 if let Some(config) = tls {
                     io.set_tls(config);
@@ -521,20 +539,44 @@ fn socket_of<'a, T>(via: Via, listeners: &'a [T], relays: &'a RelayMap<T>) -> Op
     match via {
         Via::Listener(ListenerId(i)) => listeners.get(usize::from(i)),
         Via::Relay(token) => relays.get(&token.0),
-        Via::Stream(_) => None,
+        Via::Stream(_) | Via::Dtls(_) => None,
     }
 }
 
 /// Datagram in → state machine → at most one send out. Shared by every
 /// backend: a datagram from a listener goes to `handle_client`, one from a
-/// relay socket to `handle_peer`, which rewrites it in place.
+/// relay socket to `handle_peer`, which rewrites it in place. DTLS
+/// listeners' datagrams, and what the relay sends to a DTLS client, go
+/// through the shard's DTLS sessions, which send on their own.
 fn dispatch(
     relay: &mut Relay,
     now: Now,
     rx: Inbound<'_>,
-    sockets: &mut impl RelaySockets,
+    sockets: &mut impl PeerSockets,
+    dtls: &mut DtlsSessions,
 ) -> Option<Transmit> {
     match tag_via(rx.tag)? {
+        Via::Listener(id) if dtls.listener(id).is_some() => {
+            let listener = dtls.listener(id)?;
+            let bytes = rx
+                .buf
+                .get(PEER_HEADROOM..PEER_HEADROOM.checked_add(rx.len)?)?;
+            dtls.datagram(relay, now, listener, rx.from, bytes, sockets);
+            None
+        }
+        Via::Relay(token) => match relay.handle_peer(now, token, rx.from, rx.buf, rx.len) {
+            Some(Transmit {
+                via: Via::Dtls(session),
+                payload: Payload::Rx(range),
+                ..
+            }) => {
+                if let Some(bytes) = rx.buf.get(range) {
+                    dtls.send(session, bytes);
+                }
+                None
+            }
+            t => t,
+        },
         Via::Listener(id) => relay.handle_client(
             now,
             Leg::Udp(id),
@@ -544,8 +586,7 @@ fn dispatch(
             rx.scratch,
             sockets,
         ),
-        Via::Relay(token) => relay.handle_peer(now, token, rx.from, rx.buf, rx.len),
-        Via::Stream(_) => None,
+        Via::Stream(_) | Via::Dtls(_) => None,
     }
 }
 

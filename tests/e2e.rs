@@ -154,6 +154,8 @@ fn run_uturn(args: &[&str]) -> Finished {
 mod backends;
 #[path = "e2e/credentials.rs"]
 mod credentials;
+#[path = "e2e/dtls.rs"]
+mod dtls;
 #[path = "e2e/ipv6.rs"]
 mod ipv6;
 #[path = "e2e/lifecycle.rs"]

@@ -20,6 +20,8 @@ mod common;
 mod chromium;
 #[path = "interop/coturn.rs"]
 mod coturn;
+#[path = "interop/dtls.rs"]
+mod dtls;
 #[path = "interop/streams.rs"]
 mod streams;
 

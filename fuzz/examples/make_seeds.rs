@@ -13,6 +13,7 @@ fn main() -> std::io::Result<()> {
         ("config", uturn_fuzz::seeds::config()),
         ("proxy_header", uturn_fuzz::seeds::proxy_header()),
         ("tcp_alloc", uturn_fuzz::seeds::tcp_alloc()),
+        ("dtls_front", uturn_fuzz::dtls::seeds()),
     ];
     for (target, seeds) in sets {
         let dir = root.join(target);

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod dtls;
 pub mod framing;
 pub mod proxy;
 pub mod reader;

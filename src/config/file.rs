@@ -15,6 +15,7 @@ pub(super) struct FileConfig {
     pub listen: Option<Vec<String>>,
     pub listen_tcp: Option<Vec<String>>,
     pub listen_tls: Option<Vec<String>>,
+    pub listen_dtls: Option<Vec<String>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tcp: Option<FileTcp>,

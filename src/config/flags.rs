@@ -42,6 +42,15 @@ pub struct RunArgs {
     )]
     pub listen_tls: Vec<String>,
 
+    #[arg(
+        long = "listen-dtls",
+        value_name = "ADDR:PORT",
+        help = "UDP address to serve TURN over DTLS on (RFC 7350; DTLS 1.2, the TLS \
+                certificate); needs --tls-cert and --tls-key. Repeatable. [default: none; the \
+                demo start without credentials listens on the first listen IP, UDP port 5349]"
+    )]
+    pub listen_dtls: Vec<String>,
+
     /// PEM certificate chain for TLS listeners, leaf first. Re-read on reload: new
     /// connections get the new certificate. [default: none]
     #[arg(long = "tls-cert", value_name = "FILE")]

@@ -1,7 +1,8 @@
-//! TURN over TCP and TLS: the stream listeners and their limits
-//! (`listen_tcp`, `listen_tls`, the `[tcp]` table; restart-only), and the
-//! TLS certificate (`tls_cert`, `tls_key`; reloadable: new connections get
-//! the new certificate, open ones keep theirs).
+//! TURN over TCP, TLS and DTLS: the listeners and their limits
+//! (`listen_tcp`, `listen_tls`, `listen_dtls`, the `[tcp]` table, whose
+//! limits DTLS sessions share; restart-only), and the certificate TLS and
+//! DTLS serve (`tls_cert`, `tls_key`; reloadable: new connections and
+//! sessions get the new certificate, open ones keep theirs).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub const DEFAULT_SEND_QUEUE_BYTES: u64 = 128 * 1024;
 pub struct Streams {
     pub listen_tcp: Vec<SocketAddr>,
     pub listen_tls: Vec<SocketAddr>,
+    /// UDP addresses for TURN over DTLS (RFC 7350).
+    pub listen_dtls: Vec<SocketAddr>,
     pub max_connections: usize,
     pub max_connections_per_source: u32,
     pub handshake_timeout: Duration,
@@ -87,6 +90,29 @@ impl Streams {
                 .collect(),
             None => Vec::new(),
         };
+        // DTLS beside TLS, on the same port over UDP, in the demo start.
+        let listen_dtls = match pick_list(
+            &args.listen_dtls,
+            "--listen-dtls",
+            f.listen_dtls.clone(),
+            "listen_dtls",
+        ) {
+            Some((strs, src)) => socket_addrs(&strs, src)?,
+            None if demo && no_tls_files(args, f) => listen
+                .first()
+                .map(|a| SocketAddr::new(a.ip(), if a.port() == 0 { 0 } else { DEMO_TLS_PORT }))
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        for a in &listen_dtls {
+            if listen.contains(a) && a.port() != 0 {
+                return Err(invalid(
+                    "listen_dtls",
+                    format!("{a} is also in listen; UDP and DTLS need different ports"),
+                ));
+            }
+        }
         for a in &listen_tls {
             if listen_tcp.contains(a) && a.port() != 0 {
                 return Err(invalid(
@@ -177,6 +203,7 @@ impl Streams {
         Ok(Streams {
             listen_tcp,
             listen_tls,
+            listen_dtls,
             max_connections,
             max_connections_per_source,
             handshake_timeout,
@@ -192,6 +219,7 @@ impl Streams {
         let Streams {
             listen_tcp,
             listen_tls,
+            listen_dtls,
             max_connections,
             max_connections_per_source,
             handshake_timeout,
@@ -206,6 +234,9 @@ impl Streams {
         }
         if *listen_tls != new.listen_tls {
             keys.push("listen_tls");
+        }
+        if *listen_dtls != new.listen_dtls {
+            keys.push("listen_dtls");
         }
         if *max_connections != new.max_connections {
             keys.push("tcp.max_connections");
@@ -272,7 +303,7 @@ impl Tls {
             (None, None) => {
                 return Err(invalid(
                     "tls_cert",
-                    "listen_tls needs a certificate: set tls_cert and tls_key (PEM files)",
+                    "listen_tls and listen_dtls need a certificate: set tls_cert and tls_key (PEM files)",
                 ))
             }
         };
@@ -293,6 +324,17 @@ impl Tls {
             key,
             identity,
         })
+    }
+
+    /// The DTLS context to hand to the shards on a reload (none for the
+    /// demo certificate, which stays as made at start-up).
+    pub fn reload_dtls(&self) -> Result<Option<crate::dtls::DtlsContext>, String> {
+        match self {
+            Tls::Files { identity, .. } => {
+                crate::dtls::DtlsContext::new(&identity.der.chain, &identity.der.key).map(Some)
+            }
+            Tls::Off | Tls::Demo => Ok(None),
+        }
     }
 
     /// The server configuration to hand to the shards on a reload (none

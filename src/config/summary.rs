@@ -62,11 +62,13 @@ impl Config {
         };
         let streams_text = format!(
             "listen: tcp {}\nlisten: tls {}; certificate {certificate}\n\
-             tcp/tls: at most {} connections, {} per source; handshake within {} s, \
+             listen: dtls {} (DTLS 1.2, the TLS certificate)\n\
+             tcp/tls/dtls: at most {} connections, {} per source; handshake within {} s, \
              an allocation within {} s; send queue {} bytes per connection\n\
              proxy protocol v2: {}\n",
             addrs(&streams.listen_tcp),
             addrs(&streams.listen_tls),
+            addrs(&streams.listen_dtls),
             streams.max_connections,
             streams.max_connections_per_source,
             streams.handshake_timeout.as_secs(),

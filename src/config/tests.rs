@@ -820,7 +820,7 @@ fn tcp_follows_the_udp_addresses_and_tls_needs_a_certificate() {
 
     let e = err(with_file(&["--listen-tls", "127.0.0.1:5349"], &minimal()));
     assert!(
-        e.starts_with("tls_cert: listen_tls needs a certificate"),
+        e.starts_with("tls_cert: listen_tls and listen_dtls need a certificate"),
         "{e}"
     );
     let (cert, key) = tls_files();

@@ -203,9 +203,19 @@ impl Control<'_> {
         self.ledger.set_limits(settings.quotas);
         let mut missed = 0;
         let tls = next.tls.reload_config();
+        // Built before any shard is told, so that a certificate OpenSSL
+        // refuses refuses the whole reload.
+        let dtls = if self.current.streams.listen_dtls.is_empty() {
+            None
+        } else {
+            next.tls.reload_dtls()?
+        };
         for c in self.controls {
             if !c.send(ShardCommand::Reload(settings.clone(), tls.clone())) {
                 missed += 1;
+            }
+            if let Some(d) = &dtls {
+                c.send(ShardCommand::Dtls(d.clone()));
             }
         }
         crate::logging::set_client_details(next.logging.client_details);

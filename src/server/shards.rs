@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::io::Backend;
 use crate::policy::AllocationLedger;
 use crate::shard::{
-    OffloadSpec, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec,
+    DtlsSpec, OffloadSpec, Shard, ShardCommand, ShardHandle, ShardReport, ShardSpec, StreamSpec,
 };
 use crate::turn::Settings;
 
@@ -46,6 +46,7 @@ pub(super) fn start_shards(
     native_streams: bool,
     mut listeners: Vec<Vec<UdpSocket>>,
     streams: Vec<StreamSpec>,
+    dtls: Vec<DtlsSpec>,
     mut xdp: Vec<Option<OffloadSpec>>,
     slices: Vec<RangeInclusive<u16>>,
     settings: &Settings,
@@ -68,6 +69,7 @@ pub(super) fn start_shards(
     let mut channels = crate::shard::channels(workers)
         .map_err(|source| ServerError::Start { index: 0, source })?
         .into_iter();
+    let mut dtls = dtls.into_iter();
     for (index, ports) in slices.into_iter().enumerate() {
         let Some((control_tx, control)) = channels.next() else {
             break;
@@ -84,6 +86,7 @@ pub(super) fn start_shards(
             streams: streams.next().unwrap_or_else(StreamSpec::none),
             native_streams,
             xdp: xdp.get_mut(index).and_then(Option::take),
+            dtls: dtls.next().unwrap_or_else(DtlsSpec::none),
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (ready, done) = (ready_tx.clone(), done_tx.clone());

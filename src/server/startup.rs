@@ -12,7 +12,7 @@ use crate::config::{Config, IoBackendChoice, Network, RunArgs, StreamIoChoice, T
 use crate::io::socket::{tcp_listener, udp_listener, Group};
 use crate::io::{uring, Backend, IoStats};
 use crate::shard::ShardReport;
-use crate::shard::{StreamLimits, StreamListener, StreamSpec};
+use crate::shard::{DtlsSpec, StreamLimits, StreamListener, StreamSpec};
 use crate::stream::ConnLedger;
 use crate::turn::Stats;
 
@@ -178,6 +178,8 @@ pub(super) struct StreamSetup {
     pub bound: Bound,
     /// The demo certificate's SHA-256, when one was made.
     pub demo: Option<[u8; 32]>,
+    /// One per shard: its DTLS listeners, sharing the stream limits.
+    pub dtls: Vec<DtlsSpec>,
 }
 
 /// The stream side of every shard: TCP and TLS listeners bound (each
@@ -188,17 +190,32 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
     let workers = cfg.network.workers;
     let (mut tcp, tcp_bound) = bind_tcp_listeners("tcp", &s.listen_tcp, workers)?;
     let (mut tls, tls_bound) = bind_tcp_listeners("tls", &s.listen_tls, workers)?;
-    let (config, demo) = match &cfg.reloadable.tls {
+    let (mut dtls, dtls_bound) = bind_group("dtls", &s.listen_dtls, workers, udp_listener)?;
+    let (identity, demo) = match &cfg.reloadable.tls {
         Tls::Off => (None, None),
-        Tls::Files { identity, .. } => (Some(Arc::clone(&identity.config)), None),
+        Tls::Files { identity, .. } => (Some(identity.clone()), None),
         Tls::Demo => {
             let mut names = vec!["localhost".to_string()];
             names.extend(tls_bound.iter().map(|a| a.ip().to_string()));
+            names.extend(dtls_bound.iter().map(|a| a.ip().to_string()));
+            names.sort();
+            names.dedup();
             let (id, _pem) = crate::stream::tls::self_signed(&names)
                 .map_err(|e| ServerError::DemoCertificate(e.to_string()))?;
-            (Some(id.config), Some(id.fingerprint))
+            let fingerprint = id.fingerprint;
+            (Some(id), Some(fingerprint))
         }
     };
+    let config = identity.as_ref().map(|id| Arc::clone(&id.config));
+    let dtls_context = match (&identity, s.listen_dtls.is_empty()) {
+        (Some(id), false) => Some(
+            crate::dtls::DtlsContext::new(&id.der.chain, &id.der.key)
+                .map_err(ServerError::DtlsCertificate)?,
+        ),
+        _ => None,
+    };
+    let front =
+        crate::dtls::Front::new(crate::dtls::CookieKey::random().map_err(ServerError::Random)?);
     let ledger = Arc::new(ConnLedger::new(
         s.max_connections,
         s.max_connections_per_source,
@@ -217,6 +234,15 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
             .contains(addr)
             .then(|| Arc::clone(&trusted))
     };
+    let dtls = (0..workers)
+        .map(|i| DtlsSpec {
+            sockets: std::mem::take(&mut dtls[i]),
+            front: front.clone(),
+            context: dtls_context.clone(),
+            limits: limits.clone(),
+            ledger: Arc::clone(&ledger),
+        })
+        .collect();
     let specs = (0..workers)
         .map(|i| {
             let mut listeners: Vec<StreamListener> = std::mem::take(&mut tcp[i])
@@ -251,8 +277,10 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
         bound: Bound {
             tcp: tcp_bound,
             tls: tls_bound,
+            dtls: dtls_bound,
         },
         demo,
+        dtls,
     })
 }
 
@@ -261,6 +289,7 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
 pub(crate) struct Bound {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    pub dtls: Vec<SocketAddr>,
 }
 
 /// The relay's own addresses for the peer policy: listen and relay addresses,
@@ -318,6 +347,9 @@ pub(super) fn announce(
     }
     for a in &streams.tls {
         lines.push_str(&format!("uturn: listening on tls {a}\n"));
+    }
+    for a in &streams.dtls {
+        lines.push_str(&format!("uturn: listening on dtls {a}\n"));
     }
     for ip in cfg.network.relay_ips() {
         lines.push_str(&format!(

@@ -26,6 +26,9 @@ pub enum ShardCommand {
     /// configuration for new connections; every allocation and connection
     /// stays.
     Reload(Settings, Option<Arc<rustls::ServerConfig>>),
+    /// New DTLS sessions use this certificate (sent with a reload that
+    /// read the TLS files again).
+    Dtls(uturn_dtls::DtlsContext),
     /// Refuse new allocations from now on: 300 with this ALTERNATE-SERVER
     /// (for clients of its family), else 508.
     Drain(Option<SocketAddr>),
@@ -37,6 +40,7 @@ impl std::fmt::Debug for ShardCommand {
             ShardCommand::Shutdown => f.write_str("Shutdown"),
             ShardCommand::Stats(_) => f.write_str("Stats"),
             ShardCommand::Reload(..) => f.write_str("Reload"),
+            ShardCommand::Dtls(_) => f.write_str("Dtls"),
             ShardCommand::Drain(a) => write!(f, "Drain({a:?})"),
         }
     }

@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dtls::{DtlsSessions, DtlsStats};
 use super::streams::{EpollStreams, PeerSockets, StreamStats};
 use super::tcp::{self, TcpPeers, TcpStats};
 use super::Letter;
@@ -108,12 +109,14 @@ pub(super) struct SyscallIo {
     tcp_ready: bool,
     /// Letters for other shards made this turn.
     letters: Vec<(usize, Letter)>,
+    dtls: DtlsSessions,
 }
 
 impl SyscallIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        dtls: DtlsSessions,
         streams: EpollStreams,
         tcp: TcpPeers,
         control: &ShardControl,
@@ -145,6 +148,7 @@ impl SyscallIo {
             tcp,
             tcp_ready: false,
             letters: Vec::new(),
+            dtls,
         })
     }
 
@@ -180,7 +184,7 @@ impl SyscallIo {
                     len,
                     scratch,
                 };
-                match dispatch(relay, now, rx, &mut self.sockets) {
+                match dispatch(relay, now, rx, &mut self.sockets, &mut self.dtls) {
                     Some(Transmit {
                         via: Via::Stream(conn),
                         payload: Payload::Rx(range),
@@ -292,6 +296,7 @@ impl Driver for SyscallIo {
     fn timeout(&mut self, relay: &mut Relay, now: Now) {
         relay.handle_timeout(now, &mut self.sockets);
         self.streams.sweep(relay, &mut self.sockets, now);
+        self.dtls.sweep(relay, &mut self.sockets, now);
         self.tcp_turn(relay, false);
     }
 
@@ -320,7 +325,11 @@ impl Driver for SyscallIo {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.streams.next_timer()
+        super::earliest(self.streams.next_timer(), self.dtls.next_timer())
+    }
+
+    fn set_dtls(&mut self, context: crate::dtls::DtlsContext) {
+        self.dtls.set_context(context);
     }
 
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
@@ -332,12 +341,13 @@ impl Driver for SyscallIo {
         self.sockets.closing.clear();
     }
 
-    fn stats(&self) -> (&IoStats, &StreamStats) {
-        (self.batch.stats(), self.streams.stats())
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats) {
+        (self.batch.stats(), self.streams.stats(), self.dtls.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
         self.streams.close_all(relay, &mut self.sockets);
+        self.dtls.close_all(relay, &mut self.sockets);
         relay.close_all(&mut self.sockets);
         self.tcp.close_all(relay);
         self.batch.flush();

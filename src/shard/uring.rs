@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dtls::{DtlsSessions, DtlsStats};
 use super::streams::{EpollStreams, PeerSockets, RingStreams, StreamSpec, StreamStats};
 use super::tcp::{self, TcpPeers, TcpStats};
 use super::Letter;
@@ -227,6 +228,7 @@ pub(super) struct UringIo {
     watched_events: Events,
     /// Letters for other shards made this turn.
     letters: Vec<(usize, Letter)>,
+    dtls: DtlsSessions,
 }
 
 /// Keys in `UringIo::watched`.
@@ -248,6 +250,7 @@ impl UringIo {
     pub(super) fn new(
         index: usize,
         listeners: Vec<UdpSocket>,
+        dtls: DtlsSessions,
         streams: StreamSpec,
         tcp: TcpPeers,
         native: bool,
@@ -302,6 +305,7 @@ impl UringIo {
             watched,
             watched_events: Events::with_capacity(4),
             letters: Vec::new(),
+            dtls,
         })
     }
 
@@ -419,7 +423,7 @@ impl Driver for UringIo {
                 ctl: d.ctl,
                 relays: &mut self.relays,
             };
-            match dispatch(relay, at, rx, &mut sockets) {
+            match dispatch(relay, at, rx, &mut sockets, &mut self.dtls) {
                 Some(Transmit {
                     via: Via::Stream(conn),
                     payload: Payload::Rx(range),
@@ -505,14 +509,24 @@ impl Driver for UringIo {
                 s.sweep(relay, &mut sockets, now);
             }
         }
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.dtls.sweep(relay, &mut sockets, now);
         self.tcp_turn(relay, false);
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        match &self.streams {
+        let streams = match &self.streams {
             Streams::Native(s) => s.next_timer(),
             Streams::Watched(s) => s.next_timer(),
-        }
+        };
+        super::earliest(streams, self.dtls.next_timer())
+    }
+
+    fn set_dtls(&mut self, context: crate::dtls::DtlsContext) {
+        self.dtls.set_context(context);
     }
 
     fn set_tls(&mut self, config: Arc<rustls::ServerConfig>) {
@@ -522,12 +536,12 @@ impl Driver for UringIo {
         }
     }
 
-    fn stats(&self) -> (&IoStats, &StreamStats) {
+    fn stats(&self) -> (&IoStats, &StreamStats, &DtlsStats) {
         let streams = match &self.streams {
             Streams::Native(s) => s.stats(),
             Streams::Watched(s) => s.stats(),
         };
-        (self.io.stats(), streams)
+        (self.io.stats(), streams, self.dtls.stats())
     }
 
     fn close(&mut self, relay: &mut Relay) {
@@ -541,6 +555,11 @@ impl Driver for UringIo {
                 s.close_all(relay, &mut sockets);
             }
         }
+        let mut sockets = UringSockets {
+            ctl: self.io.ctl(),
+            relays: &mut self.relays,
+        };
+        self.dtls.close_all(relay, &mut sockets);
         relay.close_all(&mut self.sockets());
         self.tcp.close_all(relay);
         if !self.io.shutdown(DRAIN) {

@@ -30,6 +30,7 @@ pub const REQUESTED_TRANSPORT_UDP: [u8; 4] = [17, 0, 0, 0];
 enum Link {
     Udp(UdpSocket),
     Stream(StreamLink),
+    Dtls(Box<DtlsLink>),
 }
 
 /// A synchronous TURN client over one UDP socket or one TCP or TLS
@@ -124,6 +125,17 @@ impl TurnClient {
         TurnClient::on(Link::Stream(link), server, username, password, mode)
     }
 
+    /// A client over DTLS to `server` (a `listening on dtls` address).
+    pub fn dtls(server: SocketAddr, username: &str, password: &str, mode: AuthMode) -> TurnClient {
+        let link = DtlsLink::connect(server).unwrap_or_else(|e| panic!("DTLS to {server}: {e}"));
+        TurnClient::on(Link::Dtls(Box::new(link)), server, username, password, mode)
+    }
+
+    /// Whether the client runs over DTLS.
+    pub fn is_dtls(&self) -> bool {
+        matches!(self.link, Link::Dtls(_))
+    }
+
     fn on(
         link: Link,
         server: SocketAddr,
@@ -156,6 +168,7 @@ impl TurnClient {
         match &self.link {
             Link::Udp(sock) => sock.local_addr().unwrap(),
             Link::Stream(s) => s.local_addr(),
+            Link::Dtls(d) => d.local_addr(),
         }
     }
 
@@ -168,7 +181,7 @@ impl TurnClient {
     pub fn stream(&mut self) -> &mut StreamLink {
         match &mut self.link {
             Link::Stream(s) => s,
-            Link::Udp(_) => panic!("a UDP client has no connection"),
+            Link::Udp(_) | Link::Dtls(_) => panic!("a datagram client has no connection"),
         }
     }
 
@@ -207,6 +220,9 @@ impl TurnClient {
             Link::Stream(s) => s
                 .write(bytes)
                 .unwrap_or_else(|e| panic!("write to {server}: {e}")),
+            Link::Dtls(d) => d
+                .send(bytes)
+                .unwrap_or_else(|e| panic!("DTLS send to {server}: {e}")),
         }
     }
 
@@ -219,6 +235,7 @@ impl TurnClient {
         let sock = match &mut self.link {
             Link::Udp(sock) => sock,
             Link::Stream(s) => return s.recv_frame(limit),
+            Link::Dtls(d) => return d.recv(limit),
         };
         let deadline = Instant::now() + limit;
         // Bounded: each iteration consumes a datagram or ends at the deadline.
@@ -242,6 +259,7 @@ impl TurnClient {
             let got = match &mut self.link {
                 Link::Udp(sock) => recv_within(sock, left).is_some(),
                 Link::Stream(s) => s.recv_frame(left).is_some(),
+                Link::Dtls(d) => d.recv(left).is_some(),
             };
             if !got {
                 break;
@@ -322,7 +340,7 @@ impl TurnClient {
     /// after the first send.
     pub fn transact(&mut self, req: &[u8]) -> Result<Reply, String> {
         let tid: TransactionId = req[8..20].try_into().unwrap();
-        if self.is_stream() {
+        if self.is_stream() || self.is_dtls() {
             return self.transact_once(req, &tid);
         }
         let start = Instant::now();
@@ -393,7 +411,11 @@ impl TurnClient {
         // Bounded: each round takes a frame, or ends at the deadline.
         for _ in 0..100_000 {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(d) = self.stream().recv_frame(left) else {
+            let got = match &mut self.link {
+                Link::Dtls(d) => d.recv(left),
+                _ => self.stream().recv_frame(left),
+            };
+            let Some(d) = got else {
                 break;
             };
             if let Ok(m) = Message::parse(&d) {
@@ -403,7 +425,13 @@ impl TurnClient {
             }
             self.pending.push_back(d);
         }
-        let closed = self.stream().closed().cloned();
+        let closed = match &mut self.link {
+            Link::Dtls(d) => d
+                .closed
+                .then_some("DTLS session closed")
+                .map(|s| format!("{s:?}")),
+            _ => self.stream().closed().cloned().map(|c| format!("{c:?}")),
+        };
         Err(format!(
             "no response from {} within {give_up:?} to {} ({} bytes, sent once over a stream; \
              connection closed: {closed:?})",

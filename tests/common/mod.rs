@@ -12,6 +12,7 @@
 
 mod certs;
 mod client;
+mod dtls;
 mod flow;
 mod metrics;
 mod netns;
@@ -22,6 +23,7 @@ mod stream;
 #[allow(unused_imports)]
 pub use certs::*;
 pub use client::*;
+pub use dtls::*;
 pub use flow::*;
 pub use metrics::*;
 // The network namespace topology is for the e2e tests only.

@@ -21,11 +21,18 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// DTLS over UDP (RFC 7350): datagrams, so ChannelData is not padded.
+    Dtls,
 }
 
 impl Transport {
     /// Every transport, in label order.
-    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Dtls,
+    ];
 
     /// The metrics label (and the word in logs).
     pub fn label(self) -> &'static str {
@@ -33,10 +40,11 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 
-    /// A dense index (0..3) for per-transport counters.
+    /// A dense index (0..4) for per-transport counters.
     pub fn index(self) -> usize {
         self as usize
     }

@@ -41,6 +41,16 @@ pub struct Identity {
     pub config: Arc<ServerConfig>,
     /// SHA-256 of the leaf certificate (DER), for logs and demo output.
     pub fingerprint: [u8; 32],
+    /// The chain and key as DER, for DTLS (which another library serves
+    /// with the same certificate).
+    pub der: Arc<IdentityDer>,
+}
+
+/// A certificate chain (leaf first) and its private key, as DER.
+pub struct IdentityDer {
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC), as the key file had it.
+    pub key: Vec<u8>,
 }
 
 impl fmt::Debug for Identity {
@@ -91,6 +101,10 @@ pub fn identity(
         .first()
         .ok_or_else(|| TlsError("an empty certificate chain".into()))?;
     let fingerprint: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
+    let der = Arc::new(IdentityDer {
+        chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+        key: key.secret_der().to_vec(),
+    });
     // Deprecated for lacking post-quantum key exchange only (see above).
     #[allow(deprecated)]
     let mut provider = provider::default_provider();
@@ -110,6 +124,7 @@ pub fn identity(
     Ok(Identity {
         config: Arc::new(config),
         fingerprint,
+        der,
     })
 }
 

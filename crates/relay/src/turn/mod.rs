@@ -63,13 +63,17 @@ pub struct ListenerId(pub u16);
 pub struct ConnId(pub u32);
 
 /// The server side of a client's 5-tuple: the UDP listener its datagrams
-/// arrive on, or the stream connection its frames arrive on. With the
+/// arrive on, the stream connection its frames arrive on, or its DTLS
+/// session. With the
 /// client's address it names one allocation at most (RFC 8656 §2).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Leg {
     Udp(ListenerId),
     Tcp(ConnId),
     Tls(ConnId),
+    /// A DTLS session (its own id space, chosen by the io layer like a
+    /// connection's; closed with [`Relay::connection_closed`] too).
+    Dtls(ConnId),
 }
 
 impl Leg {
@@ -78,6 +82,7 @@ impl Leg {
             Leg::Udp(_) => Transport::Udp,
             Leg::Tcp(_) => Transport::Tcp,
             Leg::Tls(_) => Transport::Tls,
+            Leg::Dtls(_) => Transport::Dtls,
         }
     }
 
@@ -86,13 +91,14 @@ impl Leg {
         match self {
             Leg::Udp(listener) => Via::Listener(listener),
             Leg::Tcp(conn) | Leg::Tls(conn) => Via::Stream(conn),
+            Leg::Dtls(session) => Via::Dtls(session),
         }
     }
 
     /// Whether messages to the client go on a byte stream, where
     /// ChannelData is padded to a multiple of 4 bytes (RFC 8656 §12.5).
     pub fn is_stream(self) -> bool {
-        !matches!(self, Leg::Udp(_))
+        matches!(self, Leg::Tcp(_) | Leg::Tls(_))
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Stats {
     pub allocations_rejected: [u64; ERROR_CODES.len()],
     /// Allocations created and traffic relayed, by the client's transport
     /// (`Transport::index`); `totals` sums them.
-    pub by_transport: [TransportCounts; 3],
+    pub by_transport: [TransportCounts; 4],
     /// TCP allocations' peer connections (RFC 6062).
     pub tcp: TcpCounts,
 }

@@ -24,6 +24,9 @@ pub enum Via {
     /// The client's TCP or TLS connection: the payload is one whole frame,
     /// ChannelData already padded.
     Stream(ConnId),
+    /// The client's DTLS session: the payload is one whole message
+    /// (ChannelData unpadded), to encrypt as one record.
+    Dtls(ConnId),
     /// One of an allocation's relay sockets.
     Relay(RelayToken),
 }
