@@ -190,10 +190,9 @@ fn turnutils_uclient_passive_tcp_allocations_as_coturn() {
         "uturn_tcp_connections_total{outcome=\"peer_announced\"}",
     );
     let bound = metric(&server, "uturn_tcp_connections_total{outcome=\"bound\"}");
-    assert_eq!(
-        (announced, bound),
-        (Some(2), Some(2)),
-        "peers announced and bound"
+    assert!(
+        announced.is_some_and(|n| n > 0) && bound == announced,
+        "peers announced ({announced:?}) and bound ({bound:?})"
     );
     server_alive_check(&server);
 }
