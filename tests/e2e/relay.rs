@@ -77,11 +77,16 @@ fn allocate_rules_on_one_five_tuple() {
     // No REQUESTED-TRANSPORT: 400 (RFC 8656 §7.2).
     let r = c.request(Method::Allocate, |_| Ok(()));
     assert_error(&r, &[400], "Allocate without REQUESTED-TRANSPORT");
-    // TCP over a UDP allocation is not offered: 442.
+    // A transport other than UDP and TCP: 442; TCP from a UDP client: 400
+    // (RFC 6062 §5.1: TCP allocations are made over TCP or TLS).
+    let r = c.request(Method::Allocate, |w| {
+        w.raw(attr::REQUESTED_TRANSPORT, &[132, 0, 0, 0])
+    });
+    assert_error(&r, &[442], "Allocate with REQUESTED-TRANSPORT SCTP");
     let r = c.request(Method::Allocate, |w| {
         w.raw(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0])
     });
-    assert_error(&r, &[442], "Allocate with REQUESTED-TRANSPORT TCP");
+    assert_error(&r, &[400], "Allocate with REQUESTED-TRANSPORT TCP over UDP");
 
     // Requested lifetime is capped by --max-lifetime.
     let r = c.try_allocate(|w| w.u32(attr::LIFETIME, 3600));

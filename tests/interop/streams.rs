@@ -142,8 +142,64 @@ fn turnutils_uclient_tcp_allocations_through_uturn() {
     server_alive_check(&server);
 }
 
+fn turnutils_uclient_passive_tcp_allocations_as_coturn() {
+    // -T -P: TCP allocations whose peer connects in (ConnectionAttempt),
+    // uclient itself acting as the peer. uclient counts half its messages
+    // lost in this mode against coturn's own turnserver too (its peer side
+    // never echoes), so the check is side by side: uturn delivers at least
+    // what coturn does, which is more than nothing, and the peer connection
+    // was announced and bound through uturn.
+    let t = "turnutils_uclient_passive_tcp_allocations_as_coturn";
+    let (Some(uclient), Some(turnserver)) = (tool(t, "turnutils_uclient"), tool(t, "turnserver"))
+    else {
+        return;
+    };
+    let Some((server, tcp, _tls, _cert)) = uturn_for_interop_streams(t) else {
+        return;
+    };
+    let Some(cert) = test_cert(t) else {
+        return;
+    };
+    let coturn = start_coturn_with(&turnserver, Some(&cert));
+    let run = |to: SocketAddr| {
+        let mut cmd = Command::new(&uclient);
+        cmd.args([
+            "-T", "-P", "-t", "-m", "2", "-n", "20", "-l", "120", "-z", "5",
+        ])
+        .args(STATIC_CREDS)
+        .args(["-p", &to.port().to_string()])
+        .args(["-e", "127.0.0.1", "-r", "9"])
+        .arg(to.ip().to_string());
+        let line = show_cmd(&cmd);
+        let out = run_bounded(cmd, Duration::from_secs(60));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        let totals = parse_uclient(&all);
+        println!("$ {line}\n{}\n→ {totals:?}", tail(&all, 6));
+        totals
+    };
+    let theirs = run(coturn.addr);
+    let ours = run(tcp);
+    assert_eq!(ours.sent, 40, "uturn: messages sent");
+    assert!(theirs.received > 0, "coturn delivered nothing: {theirs:?}");
+    assert!(
+        ours.received >= theirs.received,
+        "uturn delivered less than coturn: {ours:?} against {theirs:?}"
+    );
+    let announced = metric(
+        &server,
+        "uturn_tcp_connections_total{outcome=\"peer_announced\"}",
+    );
+    let bound = metric(&server, "uturn_tcp_connections_total{outcome=\"bound\"}");
+    assert!(
+        announced.is_some_and(|n| n > 0) && bound == announced,
+        "peers announced ({announced:?}) and bound ({bound:?})"
+    );
+    server_alive_check(&server);
+}
+
 on_every_stream_io!(
     turnutils_uclient_over_tcp_and_tls_through_uturn,
     turnutils_uclient_tcp_allocations_through_uturn,
+    turnutils_uclient_passive_tcp_allocations_as_coturn,
     aioice_over_tcp_and_tls_through_uturn,
 );
