@@ -181,7 +181,11 @@ impl Shard {
             }
             None => None,
         };
-        let tcp = tcp::TcpPeers::new(spec.index, Arc::clone(&spec.streams.ledger))?;
+        let tcp = tcp::TcpPeers::new(
+            spec.index,
+            Arc::clone(&spec.streams.ledger),
+            spec.streams.limits.relay_splice,
+        )?;
         relay.set_shard(spec.index);
         let io = match backend {
             Backend::Syscall => Io::Syscall(Box::new(syscall::SyscallIo::new(
