@@ -189,7 +189,11 @@ impl Shard {
             }
             None => None,
         };
-        let tcp = tcp::TcpPeers::new(spec.index, Arc::clone(&spec.streams.ledger))?;
+        let tcp = tcp::TcpPeers::new(
+            spec.index,
+            Arc::clone(&spec.streams.ledger),
+            spec.streams.limits.relay_splice,
+        )?;
         relay.set_shard(spec.index);
         // DTLS listeners come after the UDP ones, received the same way.
         let first_dtls = spec.listeners.len() as u16;

@@ -418,6 +418,14 @@ pub fn tcp_alloc() -> Vec<(String, Vec<u8>)> {
             "garbage-delete".into(),
             vec![5, 4, 0, 1, 0, 0, 0, 0, 0, 0, 8, 9],
         ),
+        // A second outcome for a connection already made (found by the
+        // fuzzer: the harness, not the relay, got it wrong).
+        (
+            "pending-outcome-twice".into(),
+            vec![
+                0x00, 0xf3, 0, 0, 0x50, 0xfa, 0xfa, 0xfa, 0xfa, 0, 1, 0, 0x29, 1, 4, 0, 9,
+            ],
+        ),
     ]
 }
 

@@ -269,11 +269,14 @@ pub fn run(data: &[u8]) {
                 let id = h.some_id(&mut r);
                 let ok = r.bool();
                 let now = h.now();
-                if h.relay.tcp_connected(now, id, ok, &mut h.scratch).is_none() && ok {
+                let answered = h.relay.tcp_connected(now, id, ok, &mut h.scratch).is_some();
+                if answered && !ok {
+                    // 447: the relay has forgotten it.
+                    h.sockets.live.remove(&id.0);
+                }
+                if !answered && ok {
                     // Not waited for: the io layer closes it, the relay forgets.
                     h.relay.tcp_closed(id);
-                }
-                if !ok {
                     h.sockets.live.remove(&id.0);
                 }
             }

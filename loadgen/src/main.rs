@@ -31,6 +31,7 @@ mod payload;
 mod relay;
 mod stats;
 mod sweep;
+mod tcp_relay;
 
 use clap::{Parser, Subcommand};
 
@@ -105,6 +106,10 @@ enum Command {
     Flood(flood::FloodArgs),
     /// uturn, the floor and coturn side by side, alternating, with a report.
     Compare(compare::CompareArgs),
+    /// TCP allocations (RFC 6062): bytes through N peer/data connection
+    /// pairs as fast as the relay carries them; throughput and the
+    /// server's CPU per GB.
+    TcpRelay(tcp_relay::TcpRelayArgs),
 }
 
 fn main() {
@@ -122,6 +127,7 @@ fn main() {
         Command::Floor(a) => floor::run(a, &out),
         Command::Flood(a) => flood::run(a, &out),
         Command::Compare(a) => compare::run(a, &out),
+        Command::TcpRelay(a) => tcp_relay::run(a, &out),
     };
     if let Err(e) = result {
         eprintln!("uturn-loadgen: error: {e:#}");

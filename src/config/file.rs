@@ -134,4 +134,5 @@ pub(super) struct FileTcp {
     pub handshake_timeout_secs: Option<u64>,
     pub auth_timeout_secs: Option<u64>,
     pub send_queue_bytes: Option<u64>,
+    pub relay_splice: Option<bool>,
 }

@@ -34,6 +34,9 @@ pub struct Streams {
     pub handshake_timeout: Duration,
     pub auth_timeout: Duration,
     pub send_queue_bytes: usize,
+    /// RFC 6062 pipes between plain TCP connections move their bytes with
+    /// splice(2) (true) or through a buffer of uturn's (false).
+    pub relay_splice: bool,
     /// Listen addresses (of `listen_tcp` or `listen_tls`) whose connections
     /// start with a PROXY v2 header.
     pub proxy_protocol: Vec<SocketAddr>,
@@ -209,6 +212,7 @@ impl Streams {
             handshake_timeout,
             auth_timeout,
             send_queue_bytes: send_queue_bytes as usize,
+            relay_splice: t.and_then(|t| t.relay_splice).unwrap_or(true),
             proxy_protocol,
             proxy_protocol_from,
         })
@@ -225,6 +229,7 @@ impl Streams {
             handshake_timeout,
             auth_timeout,
             send_queue_bytes,
+            relay_splice,
             proxy_protocol,
             proxy_protocol_from,
         } = self;
@@ -252,6 +257,9 @@ impl Streams {
         }
         if *send_queue_bytes != new.send_queue_bytes {
             keys.push("tcp.send_queue_bytes");
+        }
+        if *relay_splice != new.relay_splice {
+            keys.push("tcp.relay_splice");
         }
         if *proxy_protocol != new.proxy_protocol {
             keys.push("proxy_protocol");

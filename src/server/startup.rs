@@ -225,6 +225,7 @@ pub(super) fn stream_specs(cfg: &Config) -> Result<StreamSetup, ServerError> {
         auth_timeout: s.auth_timeout,
         send_queue: s.send_queue_bytes,
         max_connections: s.max_connections,
+        relay_splice: s.relay_splice,
     };
     let trusted = Arc::new(s.proxy_protocol_from.clone());
     // Listeners are bound in the order of their lists, so the i-th socket

@@ -68,6 +68,8 @@ pub struct StreamLimits {
     pub send_queue: usize,
     /// Connections on the node at most (what a shard must have room for).
     pub max_connections: usize,
+    /// RFC 6062 pipes between plain TCP connections splice (`tcp.rs`).
+    pub relay_splice: bool,
 }
 
 /// What a shard's stream side is built from.
@@ -90,6 +92,7 @@ impl StreamSpec {
                 auth_timeout: Duration::from_secs(30),
                 send_queue: MAX_FRAME_LEN,
                 max_connections: 0,
+                relay_splice: true,
             },
             ledger: Arc::new(ConnLedger::new(0, 0)),
             tls: None,

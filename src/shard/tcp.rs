@@ -28,6 +28,7 @@ use rustls::ServerConnection;
 
 use super::Letter;
 use crate::io::socket::{tcp_relay_connect, tcp_relay_listener};
+use crate::io::splice::{Filled, Splice};
 use crate::io::syscall::{Events, Poller};
 use crate::stream::ConnLedger;
 use crate::turn::{ConnId, ConnectionId, Now, Payload, Relay, RelayToken, Via, MAX_REPLY};
@@ -95,8 +96,6 @@ pub struct DataConn {
     pub tls: Option<Box<ServerConnection>>,
     /// Released when the pipe closes.
     pub counted: Option<IpAddr>,
-    /// The answer to the ConnectionBind, when it has not been sent yet.
-    pub first: Vec<u8>,
 }
 
 /// One direction's bytes in flight.
@@ -140,10 +139,43 @@ struct ClientSide {
     sock: TcpStream,
     tls: Option<Box<ServerConnection>>,
     counted: Option<IpAddr>,
-    /// Client → peer, and peer → client (plaintext: a TLS session takes
-    /// it from here).
-    up: Buf,
-    down: Buf,
+    /// Client → peer, and peer → client.
+    up: Dir,
+    down: Dir,
+    /// A side has ended (FIN): its direction drains, then the other side
+    /// is shut for writing; the pipe ends when both directions have.
+    up_ended: bool,
+    down_ended: bool,
+}
+
+/// One direction's bytes in flight: through a buffer of ours (plaintext:
+/// a TLS session takes it from there), or spliced through a kernel pipe
+/// (plain TCP both sides).
+enum Dir {
+    Copy(Buf),
+    Splice(Splice),
+}
+
+impl Dir {
+    fn new(splice: bool) -> Dir {
+        match splice.then(Splice::new) {
+            Some(Ok(s)) => Dir::Splice(s),
+            // No pipe to be had (descriptors short): copy instead.
+            _ => Dir::Copy(Buf::new()),
+        }
+    }
+    fn is_empty(&self) -> bool {
+        match self {
+            Dir::Copy(b) => b.is_empty(),
+            Dir::Splice(s) => s.held() == 0,
+        }
+    }
+    fn has_room(&self) -> bool {
+        match self {
+            Dir::Copy(b) => b.has_room(),
+            Dir::Splice(s) => s.has_room(),
+        }
+    }
 }
 
 enum State {
@@ -167,8 +199,8 @@ struct Pipe {
 /// Why a pipe ends.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum End {
-    PeerClosed,
-    ClientClosed,
+    /// Both sides ended, and what each sent has gone.
+    Done,
     Error,
 }
 
@@ -201,6 +233,8 @@ pub(super) struct TcpPeers {
     /// Messages for clients' control connections (Connect answers,
     /// ConnectionAttempt indications), for the stream side to queue.
     out: Vec<(ConnId, Vec<u8>)>,
+    /// Plain TCP pipes splice (see `Dir`).
+    splice: bool,
 }
 
 fn pipe_key(slot: u32, generation: u32) -> u64 {
@@ -208,8 +242,11 @@ fn pipe_key(slot: u32, generation: u32) -> u64 {
 }
 
 impl TcpPeers {
-    pub(super) fn new(index: usize, ledger: Arc<ConnLedger>) -> io::Result<TcpPeers> {
+    /// `splice`: plain TCP pipes move their bytes with splice(2), not
+    /// through a buffer of ours.
+    pub(super) fn new(index: usize, ledger: Arc<ConnLedger>, splice: bool) -> io::Result<TcpPeers> {
         Ok(TcpPeers {
+            splice,
             index,
             poller: Poller::new()?,
             events: Events::with_capacity(EVENTS),
@@ -398,7 +435,7 @@ impl TcpPeers {
     }
 
     /// A data connection bound to peer connection `id` (by this shard's
-    /// state machine, the ConnectionBind answered on it or in `first`).
+    /// state machine; the ConnectionBind's answer has gone on it).
     pub(super) fn adopt(&mut self, relay: &mut Relay, id: ConnectionId, data: DataConn) {
         let Some(&slot) = self.by_id.get(&id.0) else {
             // The peer connection ended meanwhile.
@@ -416,24 +453,16 @@ impl TcpPeers {
             return;
         }
         let _ = data.sock.set_nonblocking(true);
-        let mut client = Box::new(ClientSide {
+        let splice = self.splice && data.tls.is_none();
+        let client = Box::new(ClientSide {
             sock: data.sock,
             tls: data.tls,
             counted: data.counted,
-            up: Buf::new(),
-            down: Buf::new(),
+            up: Dir::new(splice),
+            down: Dir::new(splice),
+            up_ended: false,
+            down_ended: false,
         });
-        // The ConnectionBind's answer goes before any peer byte.
-        match client.tls.as_deref_mut() {
-            Some(tls) if !data.first.is_empty() => {
-                let _ = tls.writer().write_all(&data.first);
-            }
-            _ => {
-                let n = data.first.len().min(PIPE_BUFFER);
-                client.down.bytes[..n].copy_from_slice(&data.first[..n]);
-                client.down.end = n;
-            }
-        }
         let key = pipe_key(slot, pipe.generation) | CLIENT_SIDE;
         if let Err(e) = self
             .poller
@@ -512,8 +541,11 @@ impl TcpPeers {
             State::Bound(c) => {
                 let tls_out = c.tls.as_ref().is_some_and(|t| t.wants_write());
                 (
-                    (c.down.has_room(), !c.up.is_empty()),
-                    Some((c.up.has_room(), !c.down.is_empty() || tls_out)),
+                    (!c.down_ended && c.down.has_room(), !c.up.is_empty()),
+                    Some((
+                        !c.up_ended && c.up.has_room(),
+                        !c.down.is_empty() || tls_out,
+                    )),
                 )
             }
         };
@@ -558,42 +590,85 @@ impl TcpPeers {
     }
 }
 
-/// Moves bytes both ways on a bound pipe until every side would block.
+/// Moves bytes both ways on a bound pipe until every side would block. A
+/// side's end (FIN) is passed on once what it sent has gone; Err once both
+/// directions have ended, or on an error.
 fn pump(peer: &mut TcpStream, c: &mut ClientSide, stats: &mut TcpStats) -> Result<(), End> {
     loop {
         let mut moved = false;
         // Client → peer.
-        if c.up.has_room() {
-            let n = read_client(c)?;
-            moved |= n > 0;
+        if !c.up_ended && c.up.has_room() {
+            match read_client(c)? {
+                Some(n) => moved |= n > 0,
+                None => c.up_ended = true,
+            }
         }
         if !c.up.is_empty() {
-            let n = write_some(peer, c.up.data())?;
-            c.up.consume(n);
+            let n = match &mut c.up {
+                Dir::Copy(b) => {
+                    let n = write_some(peer, b.data())?;
+                    b.consume(n);
+                    n
+                }
+                Dir::Splice(s) => s.drain(peer.as_fd()).map_err(|_| End::Error)?,
+            };
             stats.to_peer_bytes += n as u64;
             moved |= n > 0;
         }
         // Peer → client.
-        if c.down.has_room() {
-            let n = read_some(peer, c.down.room(), End::PeerClosed)?;
-            c.down.end += n;
-            moved |= n > 0;
+        if !c.down_ended && c.down.has_room() {
+            let got = match &mut c.down {
+                Dir::Copy(b) => {
+                    let got = read_some(peer, b.room())?;
+                    if let Some(n) = got {
+                        b.end += n;
+                    }
+                    got
+                }
+                Dir::Splice(s) => match s.fill(peer.as_fd()).map_err(|_| End::Error)? {
+                    Filled::Bytes(n) => Some(n),
+                    Filled::End => None,
+                },
+            };
+            match got {
+                Some(n) => moved |= n > 0,
+                None => c.down_ended = true,
+            }
         }
         let n = write_client(c)?;
         stats.to_client_bytes += n as u64;
         moved |= n > 0;
         if !moved {
-            return Ok(());
+            break;
         }
+    }
+    // An ended direction with nothing left in flight: its end goes on.
+    let up_done = c.up_ended && c.up.is_empty();
+    let down_done =
+        c.down_ended && c.down.is_empty() && !c.tls.as_ref().is_some_and(|t| t.wants_write());
+    if up_done {
+        let _ = peer.shutdown(Shutdown::Write);
+    }
+    if down_done {
+        if let Some(tls) = c.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut c.sock);
+        }
+        let _ = c.sock.shutdown(Shutdown::Write);
+    }
+    match (up_done, down_done) {
+        (true, true) => Err(End::Done),
+        _ => Ok(()),
     }
 }
 
-fn read_some(s: &mut TcpStream, room: &mut [u8], eof: End) -> Result<usize, End> {
+/// Reads into `room`: Some(bytes) (0: nothing now), None at the end.
+fn read_some(s: &mut TcpStream, room: &mut [u8]) -> Result<Option<usize>, End> {
     loop {
         match s.read(room) {
-            Ok(0) => return Err(eof),
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(0)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(End::Error),
         }
@@ -612,35 +687,48 @@ fn write_some(s: &mut TcpStream, bytes: &[u8]) -> Result<usize, End> {
 }
 
 /// Reads from the client into `up` (through its TLS session if it has
-/// one). Returns the plaintext bytes added.
-fn read_client(c: &mut ClientSide) -> Result<usize, End> {
+/// one): Some(plaintext bytes added), None at its end (a FIN, or a TLS
+/// close_notify).
+fn read_client(c: &mut ClientSide) -> Result<Option<usize>, End> {
+    let up = match &mut c.up {
+        Dir::Splice(s) => {
+            return match s.fill(c.sock.as_fd()).map_err(|_| End::Error)? {
+                Filled::Bytes(n) => Ok(Some(n)),
+                Filled::End => Ok(None),
+            };
+        }
+        Dir::Copy(b) => b,
+    };
     let Some(tls) = c.tls.as_deref_mut() else {
-        let n = read_some(&mut c.sock, c.up.room(), End::ClientClosed)?;
-        c.up.end += n;
-        return Ok(n);
+        let got = read_some(&mut c.sock, up.room())?;
+        if let Some(n) = got {
+            up.end += n;
+        }
+        return Ok(got);
     };
     // Plaintext the session already holds first.
     let mut got = 0;
     loop {
-        match tls.reader().read(c.up.room()) {
-            Ok(0) => return Err(End::ClientClosed),
+        match tls.reader().read(up.room()) {
+            Ok(0) => return Ok(None),
             Ok(n) => {
-                c.up.end += n;
+                up.end += n;
                 got += n;
-                if !c.up.has_room() {
-                    return Ok(got);
+                if !up.has_room() {
+                    return Ok(Some(got));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(End::ClientClosed),
+            // Cut without a close_notify.
+            Err(_) => return Ok(None),
         }
         if got > 0 {
-            return Ok(got);
+            return Ok(Some(got));
         }
         match tls.read_tls(&mut c.sock) {
-            Ok(0) => return Err(End::ClientClosed),
+            Ok(0) => return Ok(None),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(0)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(End::Error),
         }
@@ -652,14 +740,18 @@ fn read_client(c: &mut ClientSide) -> Result<usize, End> {
 }
 
 /// Writes `down` to the client (through its TLS session if it has one).
-/// Returns the plaintext bytes taken from `down`.
+/// Returns the bytes taken from `down`.
 fn write_client(c: &mut ClientSide) -> Result<usize, End> {
+    let down = match &mut c.down {
+        Dir::Splice(s) => return s.drain(c.sock.as_fd()).map_err(|_| End::Error),
+        Dir::Copy(b) => b,
+    };
     let Some(tls) = c.tls.as_deref_mut() else {
-        if c.down.is_empty() {
+        if down.is_empty() {
             return Ok(0);
         }
-        let n = write_some(&mut c.sock, c.down.data())?;
-        c.down.consume(n);
+        let n = write_some(&mut c.sock, down.data())?;
+        down.consume(n);
         return Ok(n);
     };
     let mut taken = 0;
@@ -673,15 +765,15 @@ fn write_client(c: &mut ClientSide) -> Result<usize, End> {
                 Err(_) => return Err(End::Error),
             }
         }
-        if c.down.is_empty() {
+        if down.is_empty() {
             return Ok(taken);
         }
         // One record's worth at a time, once the last has gone.
-        let chunk = &c.down.data()[..c.down.data().len().min(16 * 1024)];
+        let chunk = &down.data()[..down.data().len().min(16 * 1024)];
         match tls.writer().write(chunk) {
             Ok(0) | Err(_) => return Err(End::Error),
             Ok(n) => {
-                c.down.consume(n);
+                down.consume(n);
                 taken += n;
             }
         }

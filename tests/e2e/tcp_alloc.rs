@@ -98,11 +98,71 @@ fn lab() -> Server {
     lab_server(&["--listen-tcp", "127.0.0.1:0"])
 }
 
+/// A lab server whose plain TCP pipes copy through uturn's buffers
+/// instead of splicing (`[tcp] relay_splice = false`).
+fn lab_without_splice() -> Server {
+    let path = scratch_path("no-splice.toml");
+    std::fs::write(&path, "[tcp]\nrelay_splice = false\n").unwrap();
+    lab_server(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--relay-ip",
+        "127.0.0.1",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ])
+}
+
 /// Connect to six peers: their connections leave from the relayed address,
 /// each is bound by a data connection (which lands on one shard or the
-/// other: the server runs two), and 200 KB go each way on each.
+/// other: the server runs two), and 200 KB go each way on each. Spliced
+/// (the default), then copied.
 fn connect_and_relay_both_ways() {
-    let server = lab();
+    relay_both_ways(lab());
+    relay_both_ways(lab_without_splice());
+}
+
+/// What one side sends before it shuts its side gets through, its end is
+/// passed on after it, and the other way stays open until that side ends
+/// too: spliced and copied.
+fn a_half_close_passes_the_end_on_after_the_bytes() {
+    for server in [lab(), lab_without_splice()] {
+        let mut c = client(&server, None, Over::Tcp);
+        tcp_allocate(&mut c);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = connect(&mut c, listener.local_addr().unwrap());
+        assert_success(&r, "Connect");
+        let (mut peer, _) = listener.accept().unwrap();
+        let (mut data, answer) = data_connection(tcp_addr(&server), &c, connection_id(&r.msg()));
+        assert_success(&answer, "ConnectionBind");
+        let sent = pattern(300_000, 1);
+        data.write_all(&sent).unwrap();
+        data.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        peer.read_to_end(&mut got)
+            .expect("the peer reads to the end");
+        assert!(
+            got == sent,
+            "every byte before the end ({} of {})",
+            got.len(),
+            sent.len()
+        );
+        // The other way still works.
+        carries(
+            &peer,
+            &mut data,
+            &pattern(50_000, 2),
+            "peer → client after the client's end",
+        );
+        drop(peer);
+        assert_closed(&mut data, "data connection after both ends");
+    }
+}
+
+fn relay_both_ways(server: Server) {
     let mut c = client(&server, None, Over::Tcp);
     let relayed = tcp_allocate(&mut c);
     for round in 0..6u8 {
@@ -313,6 +373,7 @@ fn connect_and_relay_over_tls() {
 
 on_every_stream_io!(
     connect_and_relay_both_ways,
+    a_half_close_passes_the_end_on_after_the_bytes,
     peers_connect_in_with_a_permission_only,
     connect_is_refused_to_denied_peers,
     connection_bind_errors,

@@ -35,6 +35,7 @@ pub mod count_alloc;
 pub mod process;
 pub mod seccomp;
 pub mod socket;
+pub mod splice;
 pub mod syscall;
 pub mod uring;
 pub mod wake;

@@ -141,7 +141,6 @@ impl<S> Detached<S> {
                 ledger: self.ledger,
                 tls: self.tls,
                 counted: self.counted,
-                first: Vec::new(),
             },
         )
     }
