@@ -241,7 +241,6 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
     if a.pipes == 0 || a.per_allocation == 0 {
         bail!("--pipes and --per-allocation must be at least 1");
     }
-    let peers = TcpListener::bind("127.0.0.1:0")?;
     let mut controls = Vec::new();
     let mut pipes = Vec::new();
     for i in 0..a.pipes {
@@ -251,6 +250,9 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
         let c = controls
             .last_mut()
             .ok_or_else(|| anyhow!("no allocation"))?;
+        // A listener per pipe: one peer address has one connection per
+        // allocation (RFC 6062 §5.2, 446).
+        let peers = TcpListener::bind("127.0.0.1:0")?;
         pipes.push(open_pipe(a.server, c, &peers)?);
     }
     let cpu = CpuMeter::start(a.server_pid);
@@ -259,7 +261,9 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for (i, (data, peer)) in pipes.iter().enumerate() {
         for s in [data, peer] {
+            // A relay that stops reading must not hang the writers either.
             s.set_read_timeout(Some(deadline))?;
+            s.set_write_timeout(Some(deadline))?;
         }
         if c2p {
             let (w, r, n) = (data.try_clone()?, peer.try_clone()?, a.bytes);

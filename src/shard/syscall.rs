@@ -22,9 +22,7 @@ use crate::io::socket::udp_relay;
 use crate::io::syscall::{Events, Poller, UdpBatch};
 use crate::io::wake::WakeFd;
 use crate::io::IoStats;
-use crate::turn::{
-    ConnectionId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
-};
+use crate::turn::{Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via};
 
 /// Batches read from one ready socket before moving on to the next (fairness;
 /// epoll is level-triggered, so a socket with more data comes back).
@@ -63,23 +61,7 @@ impl RelaySockets for ShardSockets {
         }
     }
 
-    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
-        super::tcp::listen(addr, token)
-    }
-
-    fn connect_tcp(
-        &mut self,
-        _token: RelayToken,
-        id: ConnectionId,
-        from: SocketAddr,
-        peer: SocketAddr,
-    ) -> io::Result<()> {
-        super::tcp::connect(id, from, peer)
-    }
-
-    fn close_tcp(&mut self, id: ConnectionId) {
-        super::tcp::close(id);
-    }
+    super::tcp::relay_sockets!();
 }
 
 impl PeerSockets for ShardSockets {
@@ -220,15 +202,8 @@ impl SyscallIo {
             detached,
             &mut self.letters,
         );
-        for b in self.streams.take_remote() {
-            let letter = Letter::Bind {
-                from: self.index,
-                conn: b.conn,
-                transport: b.transport,
-                msg: b.msg,
-            };
-            self.letters.push((b.owner, letter));
-        }
+        let remote = self.streams.take_remote();
+        tcp::route_remote(self.index, remote, &mut self.letters);
         self.tcp.poll(relay, now(), ready);
         let out = self.tcp.take_out();
         if !out.is_empty() {

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use rustls::ServerConnection;
 
+use super::streams::RemoteBind;
 use super::Letter;
 use crate::io::socket::{tcp_relay_connect, tcp_relay_listener};
 use crate::io::splice::{Filled, Splice};
@@ -58,6 +59,35 @@ struct Requests {
 thread_local! {
     static REQUESTS: RefCell<Requests> = RefCell::new(Requests::default());
 }
+
+/// The RFC 6062 part of `RelaySockets`, the same for every relay-socket
+/// type of the shard (each call lands in this thread's `Requests`).
+macro_rules! relay_sockets {
+    () => {
+        fn listen_tcp(
+            &mut self,
+            addr: std::net::SocketAddr,
+            token: $crate::turn::RelayToken,
+        ) -> std::io::Result<()> {
+            $crate::shard::tcp::listen(addr, token)
+        }
+
+        fn connect_tcp(
+            &mut self,
+            _token: $crate::turn::RelayToken,
+            id: $crate::turn::ConnectionId,
+            from: std::net::SocketAddr,
+            peer: std::net::SocketAddr,
+        ) -> std::io::Result<()> {
+            $crate::shard::tcp::connect(id, from, peer)
+        }
+
+        fn close_tcp(&mut self, id: $crate::turn::ConnectionId) {
+            $crate::shard::tcp::close(id);
+        }
+    };
+}
+pub(super) use relay_sockets;
 
 /// `RelaySockets::listen_tcp`: binds and listens on a relayed address.
 /// SO_REUSEPORT, so that the connections to peers can leave from the same
@@ -832,6 +862,20 @@ pub(super) fn letter(
         Letter::Unbound { id } => {
             tcp.forget(relay, id);
         }
+    }
+}
+
+/// ConnectionBinds that landed on this shard for another's allocation, as
+/// letters to that shard.
+pub(super) fn route_remote(index: usize, remote: Vec<RemoteBind>, out: &mut Vec<(usize, Letter)>) {
+    for b in remote {
+        let letter = Letter::Bind {
+            from: index,
+            conn: b.conn,
+            transport: b.transport,
+            msg: b.msg,
+        };
+        out.push((b.owner, letter));
     }
 }
 

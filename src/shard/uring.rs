@@ -27,8 +27,8 @@ use crate::io::syscall::{Events, Poller};
 use crate::io::uring::{PeerOut, RingMode, SockId, SocketCtl, Uring, UringConfig};
 use crate::io::IoStats;
 use crate::turn::{
-    ConnectionId, Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via,
-    MAX_REPLY, PEER_HEADROOM, PEER_TAILROOM,
+    Now, Payload, Relay, RelaySockets, RelayToken, Transmit, TurnConfig, Via, MAX_REPLY,
+    PEER_HEADROOM, PEER_TAILROOM,
 };
 
 /// Provided receive buffers per shard (about 2 KiB each).
@@ -116,23 +116,7 @@ impl RelaySockets for UringSockets<'_> {
         }
     }
 
-    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
-        super::tcp::listen(addr, token)
-    }
-
-    fn connect_tcp(
-        &mut self,
-        _token: RelayToken,
-        id: ConnectionId,
-        from: SocketAddr,
-        peer: SocketAddr,
-    ) -> io::Result<()> {
-        super::tcp::connect(id, from, peer)
-    }
-
-    fn close_tcp(&mut self, id: ConnectionId) {
-        super::tcp::close(id);
-    }
+    super::tcp::relay_sockets!();
 }
 
 /// The relay sockets while a stream event is handled or a connection
@@ -164,23 +148,7 @@ impl RelaySockets for RingSockets<'_> {
         self.relay_sockets().close(token);
     }
 
-    fn listen_tcp(&mut self, addr: SocketAddr, token: RelayToken) -> io::Result<()> {
-        super::tcp::listen(addr, token)
-    }
-
-    fn connect_tcp(
-        &mut self,
-        _token: RelayToken,
-        id: ConnectionId,
-        from: SocketAddr,
-        peer: SocketAddr,
-    ) -> io::Result<()> {
-        super::tcp::connect(id, from, peer)
-    }
-
-    fn close_tcp(&mut self, id: ConnectionId) {
-        super::tcp::close(id);
-    }
+    super::tcp::relay_sockets!();
 }
 
 impl PeerSockets for RingSockets<'_> {
@@ -348,31 +316,26 @@ impl UringIo {
             detached,
             &mut self.letters,
         );
-        for b in remote {
-            let letter = Letter::Bind {
-                from: self.index,
-                conn: b.conn,
-                transport: b.transport,
-                msg: b.msg,
-            };
-            self.letters.push((b.owner, letter));
-        }
+        tcp::route_remote(self.index, remote, &mut self.letters);
         self.tcp.poll(relay, now(), ready);
         let out = self.tcp.take_out();
         if out.is_empty() {
             return;
         }
-        match &mut self.streams {
-            Streams::Native(s) => {
-                for (conn, bytes) in out {
-                    s.send(conn, &bytes);
-                }
-                s.flush(&mut self.io, &mut self.relays, relay);
+        for (conn, bytes) in out {
+            match &mut self.streams {
+                Streams::Native(s) => s.send(conn, &bytes),
+                Streams::Watched(s) => s.send(conn, &bytes),
             }
+        }
+        self.flush_streams(relay);
+    }
+
+    /// Hands what the stream side has queued to its plumbing.
+    fn flush_streams(&mut self, relay: &mut Relay) {
+        match &mut self.streams {
+            Streams::Native(s) => s.flush(&mut self.io, &mut self.relays, relay),
             Streams::Watched(s) => {
-                for (conn, bytes) in out {
-                    s.send(conn, &bytes);
-                }
                 let mut sockets = UringSockets {
                     ctl: self.io.ctl(),
                     relays: &mut self.relays,
@@ -484,16 +447,7 @@ impl Driver for UringIo {
         );
         // An answer to send, a data connection to hand on: now, not at
         // the next event.
-        match &mut self.streams {
-            Streams::Native(s) => s.flush(&mut self.io, &mut self.relays, relay),
-            Streams::Watched(s) => {
-                let mut sockets = UringSockets {
-                    ctl: self.io.ctl(),
-                    relays: &mut self.relays,
-                };
-                s.flush(relay, &mut sockets);
-            }
-        }
+        self.flush_streams(relay);
         self.tcp_turn(relay, false);
     }
 
