@@ -477,6 +477,9 @@ fn read_commands(
                     io.set_tls(config);
                 }
                 let revoked = relay.apply(settings, Instant::now());
+                for id in relay.take_revoked_connections() {
+                    tcp::close(id);
+                }
                 if revoked > 0 {
                     tracing::info!(
                         shard = index,

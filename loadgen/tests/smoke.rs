@@ -44,6 +44,8 @@ fn uturn() -> PathBuf {
 struct Proc {
     child: Child,
     addr: String,
+    /// Its "listening on tcp ADDR" line, if it printed one.
+    tcp: Option<String>,
 }
 
 impl Drop for Proc {
@@ -76,24 +78,28 @@ fn start(mut cmd: Command, prefix: &str) -> Proc {
     let (tx, rx) = std::sync::mpsc::channel();
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
-        let mut addr = None;
+        let (mut addr, mut tcp) = (None, None);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(a) = line.strip_prefix(&format!("{prefix}: listening on udp ")) {
                 addr = Some(a.trim().to_string());
             }
+            if let Some(a) = line.strip_prefix(&format!("{prefix}: listening on tcp ")) {
+                tcp = Some(a.trim().to_string());
+            }
             if line.trim() == format!("{prefix}: ready") {
-                let _ = tx.send(addr.take());
+                let _ = tx.send((addr.take(), tcp.take()));
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).ok().flatten();
-    let mut proc = Proc {
+    let (addr, tcp) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or((None, None));
+    Proc {
         child,
-        addr: String::new(),
-    };
-    proc.addr = addr.expect("the process printed its address and became ready within 20 s");
-    proc
+        addr: addr.expect("the process printed its address and became ready within 20 s"),
+        tcp,
+    }
 }
 
 fn config_file() -> PathBuf {
@@ -185,6 +191,32 @@ fn allocate_reports_flows_and_no_errors() {
     assert_eq!(num(&r, "failed"), 0.0, "{r}");
     assert!(num(&r, "server_cpu_secs") >= 0.0, "{r}");
     assert!(r["latency_ms"]["p50"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn tcp_relay_carries_every_byte_with_server_cpu() {
+    // RFC 6062: two pipes of 4 MiB each way through uturn's TCP allocations.
+    let u = start_uturn();
+    let pid = u.child.id().to_string();
+    let tcp = u.tcp.clone().expect("uturn listens on TCP");
+    let r = run(&[
+        "tcp-relay",
+        "--server",
+        &tcp,
+        "--user",
+        "lg:lgpw",
+        "--pipes",
+        "2",
+        "--bytes",
+        "4194304",
+        "--server-pid",
+        &pid,
+        "--timeout-secs",
+        "30",
+    ]);
+    assert_eq!(num(&r, "bytes_total"), (2 * 2 * 4194304) as f64, "{r}");
+    assert!(num(&r, "gbit_per_sec") > 0.0, "{r}");
+    assert!(num(&r, "server_cpu_secs") >= 0.0, "{r}");
 }
 
 #[test]
@@ -643,6 +675,7 @@ fn start_coturn(bin: &PathBuf, tag: &str) -> Coturn {
         let mut proc = Proc {
             child,
             addr: format!("127.0.0.1:{port}"),
+            tcp: Some(format!("127.0.0.1:{port}")),
         };
         let tcp = SocketAddr::from(([127, 0, 0, 1], port));
         let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));

@@ -215,6 +215,8 @@ pub struct Relay {
     shard: u32,
     /// TCP allocations' peer connections: CONNECTION-ID → allocation slot.
     tcp_ids: std::collections::HashMap<u32, u32>,
+    /// Peer connections a narrowed policy ended, for the io layer to close.
+    tcp_revoked: Vec<ConnectionId>,
 }
 
 /// Whether new allocations are made.
@@ -251,6 +253,7 @@ impl Relay {
             offload: offload::Offload::default(),
             shard: 0,
             tcp_ids: std::collections::HashMap::new(),
+            tcp_revoked: Vec::new(),
         }
     }
 
@@ -277,6 +280,8 @@ impl Relay {
     /// * Peer policy: permissions and channels toward peers the new policy
     ///   refuses end at once, so that a narrowed policy stops relaying to
     ///   them now rather than when they expire (up to 10 minutes later).
+    ///   So do TCP allocations' peer connections to them (RFC 6062): the
+    ///   caller closes them (`take_revoked_connections`).
     /// * Quotas: an allocation over a lowered permission or channel limit
     ///   keeps what it has and cannot add.
     /// * Longest lifetime: live allocations keep theirs until their next
@@ -295,7 +300,7 @@ impl Relay {
         let ended = self.table.revoke(|peer| policy.check(peer).is_ok(), now);
         // The XDP path stops relaying to them at the same moment.
         self.routes_lapsed(now);
-        ended
+        ended + self.tcp_revoke()
     }
 
     /// Refuses new allocations from now on (drain): 300 (Try Alternate)

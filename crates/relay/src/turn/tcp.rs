@@ -381,6 +381,38 @@ impl Relay {
         }
     }
 
+    /// Ends the peer connections toward peers the policy now refuses (a
+    /// reload narrowed it); returns how many.
+    pub(super) fn tcp_revoke(&mut self) -> usize {
+        if self.tcp_ids.is_empty() {
+            return 0;
+        }
+        let policy = std::sync::Arc::clone(&self.settings.policy);
+        let before = self.tcp_revoked.len();
+        for a in self.table.allocations_mut() {
+            let Some(tcp) = a.tcp.as_deref_mut() else {
+                continue;
+            };
+            let ids = &mut self.tcp_ids;
+            let revoked = &mut self.tcp_revoked;
+            tcp.conns.retain(|c| {
+                let keep = policy.check(c.peer).is_ok();
+                if !keep {
+                    ids.remove(&c.id.0);
+                    revoked.push(c.id);
+                }
+                keep
+            });
+        }
+        self.tcp_revoked.len() - before
+    }
+
+    /// The peer connections a reload ended (`apply`): the io layer closes
+    /// them, and the data connections bound to them.
+    pub fn take_revoked_connections(&mut self) -> Vec<ConnectionId> {
+        std::mem::take(&mut self.tcp_revoked)
+    }
+
     /// Live peer connections of this shard (every state).
     pub fn tcp_connection_count(&self) -> usize {
         self.tcp_ids.len()

@@ -362,3 +362,28 @@ fn connection_ids_carry_the_shard() {
     assert_eq!(peek_connection_bind(&pkt), Some(Some(id)));
     assert_eq!(peek_connection_bind(&c.send_indication(PEER, b"x")), None);
 }
+
+#[test]
+fn a_narrowed_policy_ends_peer_connections_to_peers_it_refuses() {
+    let mut h = Harness::new();
+    let (mut c, _) = tcp_client(&mut h);
+    connect(&mut c, &mut h, PEER);
+    let a = connection_id(&connected(&mut h, true));
+    connect(&mut c, &mut h, PEER2);
+    let b = connection_id(&connected(&mut h, true));
+    // PEER2's address leaves the allow list.
+    let mut settings = h.relay.settings().clone();
+    let relay_ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+    settings.policy = Arc::new(PeerPolicy::new(
+        vec!["198.51.100.7/32".parse().unwrap()],
+        vec![],
+        &[relay_ip],
+    ));
+    let now = h.now().at;
+    assert!(h.relay.apply(settings, now) >= 1);
+    assert_eq!(h.relay.take_revoked_connections(), [b]);
+    assert_eq!(h.relay.tcp_connection_count(), 1);
+    // The one left still binds; the ended one does not.
+    assert_eq!(bind_data(&c, &mut h, a).1, Some(a));
+    assert_eq!(bind_data(&c, &mut h, b).0.unwrap().code(), Some(400));
+}
