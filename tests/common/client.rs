@@ -131,6 +131,15 @@ impl TurnClient {
         TurnClient::on(Link::Dtls(Box::new(link)), server, username, password, mode)
     }
 
+    /// The certificate a DTLS server presented (DER).
+    #[allow(dead_code)] // tests/e2e only
+    pub fn dtls_certificate(&self) -> Option<Vec<u8>> {
+        match &self.link {
+            Link::Dtls(d) => d.peer_certificate(),
+            _ => None,
+        }
+    }
+
     /// Whether the client runs over DTLS.
     pub fn is_dtls(&self) -> bool {
         matches!(self.link, Link::Dtls(_))

@@ -64,6 +64,12 @@ impl DtlsLink {
         Ok(DtlsLink { tls, closed: false })
     }
 
+    /// The certificate the server presented (DER).
+    #[allow(dead_code)] // tests/e2e only
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.tls.ssl().peer_certificate()?.to_der().ok()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.tls.get_ref().0.local_addr().unwrap()
     }

@@ -222,7 +222,67 @@ fn cookieless_hellos_make_no_session() {
     );
 }
 
+/// The certificate is TLS's and reloads the same way: after SIGHUP with new
+/// files, new DTLS sessions get the new certificate, while a session made
+/// before keeps its own and its allocation.
+fn a_reloaded_certificate_serves_new_sessions() {
+    let ca = TestCa::new();
+    let (a, cert, key) = cert_files(&ca);
+    // Reloading needs a file: the certificate's paths are in it.
+    let config = scratch_path("dtls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nrelay_ips = [\"127.0.0.1\"]\nrealm = \"{REALM}\"\n\
+             listen_dtls = [\"127.0.0.1:0\"]\ntls_cert = {:?}\ntls_key = {:?}\n\
+             [peers]\nallow = [\"127.0.0.0/8\"]\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        "alice:wonderland",
+    ]);
+    let addr = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("uturn: listening on dtls "))
+        .and_then(|a| a.trim().parse().ok())
+        .expect("a DTLS listener");
+    let mut old = TurnClient::dtls(addr, "alice", "wonderland", AuthMode::Legacy);
+    assert_eq!(old.dtls_certificate(), Some(a.der.clone()), "certificate A");
+    old.allocate();
+    let b = ca.issue();
+    b.write(&cert, &key);
+    signal(server.pid(), Signal::SIGHUP);
+    wait_for_log(&server, "configuration reloaded", 1);
+    // Each shard takes it as it reads the command: a bounded poll until a
+    // new session sees B, then every new one must.
+    let now = || {
+        TurnClient::dtls(addr, "alice", "wonderland", AuthMode::Legacy)
+            .dtls_certificate()
+            .expect("a certificate")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while now() != b.der {
+        assert!(
+            Instant::now() < deadline,
+            "certificate B not served 5 s after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..8 {
+        assert!(now() == b.der, "session {i} after the reload saw A");
+    }
+    assert_success(&old.refresh(300), "Refresh on the session made before");
+}
+
 on_both_backends!(
+    a_reloaded_certificate_serves_new_sessions,
     dtls_relay_flow_with_unpadded_channel_data,
     cookieless_hellos_make_no_session,
 );
