@@ -457,14 +457,11 @@ fn register_streams(reg: &mut Registry, st: &StreamStats, dtls: &DtlsStats) {
         "Client connections closed, by reason (the allocation goes with them)",
         closed,
     );
-    let handshakes: Family<Labels, Counter> = Family::default();
-    handshakes
-        .get_or_create(&labels(&[("outcome", "ok")]))
-        .inc_by(st.tls_handshakes_ok);
-    handshakes
-        .get_or_create(&labels(&[("outcome", "failed")]))
-        .inc_by(st.tls_handshakes_failed);
-    reg.register("tls_handshakes", "TLS handshakes, by outcome", handshakes);
+    reg.register(
+        "tls_handshakes",
+        "TLS handshakes, by outcome",
+        handshakes(st.tls_handshakes_ok, st.tls_handshakes_failed),
+    );
     let stream_drops: Family<Labels, Counter> = Family::default();
     stream_drops
         .get_or_create(&labels(&[("reason", "send_queue_full")]))
@@ -480,6 +477,15 @@ fn register_streams(reg: &mut Registry, st: &StreamStats, dtls: &DtlsStats) {
     );
 }
 
+/// A handshakes family: `ok` and `failed` by outcome (TLS's and DTLS's).
+fn handshakes(ok: u64, failed: u64) -> Family<Labels, Counter> {
+    let f: Family<Labels, Counter> = Family::default();
+    for (outcome, n) in [("ok", ok), ("failed", failed)] {
+        f.get_or_create(&labels(&[("outcome", outcome)])).inc_by(n);
+    }
+    f
+}
+
 /// DTLS's own families: the stateless cookie exchange, handshakes, drops.
 fn register_dtls(reg: &mut Registry, d: &DtlsStats) {
     let hvr: Family<Labels, Counter> = Family::default();
@@ -492,14 +498,11 @@ fn register_dtls(reg: &mut Registry, d: &DtlsStats) {
         "HelloVerifyRequests sent (nothing is kept for them), by why (no cookie, or a stale or forged one)",
         hvr,
     );
-    let handshakes: Family<Labels, Counter> = Family::default();
-    handshakes
-        .get_or_create(&labels(&[("outcome", "ok")]))
-        .inc_by(d.handshakes_ok);
-    handshakes
-        .get_or_create(&labels(&[("outcome", "failed")]))
-        .inc_by(d.handshakes_failed);
-    reg.register("dtls_handshakes", "DTLS handshakes, by outcome", handshakes);
+    reg.register(
+        "dtls_handshakes",
+        "DTLS handshakes, by outcome",
+        handshakes(d.handshakes_ok, d.handshakes_failed),
+    );
     let drops: Family<Labels, Counter> = Family::default();
     for (reason, n) in [
         ("not_client_hello", d.dropped_not_hello),

@@ -79,6 +79,13 @@ impl Streams {
             Some((strs, src)) => socket_addrs(&strs, src)?,
             None => listen.to_vec(),
         };
+        // The demo start's TLS and DTLS address: the first listen address's
+        // IP, on the TLS port (or an ephemeral one when that is one too).
+        let demo_secure: Vec<SocketAddr> = listen
+            .first()
+            .map(|a| SocketAddr::new(a.ip(), if a.port() == 0 { 0 } else { DEMO_TLS_PORT }))
+            .into_iter()
+            .collect();
         let listen_tls = match pick_list(
             &args.listen_tls,
             "--listen-tls",
@@ -86,11 +93,7 @@ impl Streams {
             "listen_tls",
         ) {
             Some((strs, src)) => socket_addrs(&strs, src)?,
-            None if demo && no_tls_files(args, f) => listen
-                .first()
-                .map(|a| SocketAddr::new(a.ip(), if a.port() == 0 { 0 } else { DEMO_TLS_PORT }))
-                .into_iter()
-                .collect(),
+            None if demo && no_tls_files(args, f) => demo_secure.clone(),
             None => Vec::new(),
         };
         // DTLS beside TLS, on the same port over UDP, in the demo start.
@@ -101,11 +104,7 @@ impl Streams {
             "listen_dtls",
         ) {
             Some((strs, src)) => socket_addrs(&strs, src)?,
-            None if demo && no_tls_files(args, f) => listen
-                .first()
-                .map(|a| SocketAddr::new(a.ip(), if a.port() == 0 { 0 } else { DEMO_TLS_PORT }))
-                .into_iter()
-                .collect(),
+            None if demo && no_tls_files(args, f) => demo_secure.clone(),
             None => Vec::new(),
         };
         for a in &listen_dtls {
