@@ -25,6 +25,7 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
         turn.refused += t.refused;
         turn.bound += t.bound;
         turn.bind_timeouts += t.bind_timeouts;
+        turn.connect_timeouts += t.connect_timeouts;
     }
     let bytes: Family<Labels, Counter> = Family::default();
     for (dir, n) in [
@@ -54,6 +55,7 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
     for (what, n) in [
         ("connected", turn.connected),
         ("connect_failed", turn.connect_failed),
+        ("connect_timeout", turn.connect_timeouts),
         ("peer_announced", turn.attempts),
         ("peer_refused", turn.refused),
         ("bound", turn.bound),
@@ -66,7 +68,8 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
     }
     reg.register(
         "tcp_connections",
-        "TCP allocations' peer connections by outcome: Connect made or failed (447), a peer that \
+        "TCP allocations' peer connections by outcome: Connect made, failed (447) or not made \
+         within 30 s (447), a peer that \
          connected in announced (ConnectionAttempt) or refused (no permission, refused peer, \
          limits), bound by a ConnectionBind, closed for want of one within 30 s, or a data \
          connection whose peer connection had gone",

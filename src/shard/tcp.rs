@@ -310,6 +310,10 @@ impl TcpPeers {
     /// `ready`, whatever the sockets have.
     pub(super) fn poll(&mut self, relay: &mut Relay, now: Now, ready: bool) {
         self.serve_requests();
+        // Connects the sweep gave up on (their sockets closed just now).
+        while let Some(t) = relay.take_connect_timeout(&mut self.scratch) {
+            self.queue_out(t.via, t.payload);
+        }
         if !ready {
             return;
         }

@@ -5,8 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
 
-use super::streams::{cert_files, client, tcp_addr, Over};
+use super::streams::{cert_files, client, tcp_addr, wait_for_series, Over};
 use super::*;
 use uturn::stun::{Attribute, Message};
 
@@ -302,6 +303,56 @@ fn connect_is_refused_to_denied_peers() {
     assert_error(&connect(&mut c, closed), &[447], "Connect to a closed port");
 }
 
+/// A peer that never answers the SYN (its listener's accept queue is full,
+/// so the kernel drops it): after 30 s (RFC 6062 §5.2's minimum, not the
+/// kernel's two minutes) the Connect is answered 447, signed, and the
+/// connection's place is free again.
+fn a_connect_that_hangs_is_447_after_30_seconds() {
+    let server = lab_server(&["--listen-tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    silent.bind(&sa("127.0.0.1:0").into()).unwrap();
+    silent.listen(0).unwrap();
+    let silent_addr = silent.local_addr().unwrap().as_socket().unwrap();
+    // A backlog of 0 holds one connection; the next SYNs are dropped.
+    let _filler = TcpStream::connect_timeout(&silent_addr, WAIT).expect("the queue's one place");
+    let hangs = TcpStream::connect_timeout(&silent_addr, Duration::from_millis(300));
+    assert!(hangs.is_err(), "the accept queue is not full: {hangs:?}");
+
+    let mut c = client(&server, None, Over::Tcp);
+    tcp_allocate(&mut c);
+    let tid = TurnClient::new_tid();
+    let req = c.build(Method::Connect, Class::Request, &tid, true, |w| {
+        w.xor_address(attr::XOR_PEER_ADDRESS, silent_addr)
+    });
+    let sent = Instant::now();
+    c.send_raw(&req);
+    wait_for_series(metrics, "uturn_tcp_peer_connections", 1);
+    let bytes = c
+        .recv_raw(Duration::from_secs(45))
+        .expect("an answer to the Connect within 45 s");
+    let took = sent.elapsed();
+    let r = Reply { bytes };
+    assert_eq!(r.msg().transaction_id(), &tid);
+    assert_error(&r, &[447], "Connect to a peer that never answers");
+    c.check_signed(&r);
+    assert!(
+        took >= Duration::from_secs(29),
+        "447 came after {took:?}, before the 30 s RFC 6062 asks for"
+    );
+    println!("447 after {took:?}");
+    wait_for_series(metrics, "uturn_tcp_peer_connections", 0);
+    wait_for_series(
+        metrics,
+        "uturn_tcp_connections_total{outcome=\"connect_timeout\"}",
+        1,
+    );
+    // The control connection still works.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = connect(&mut c, other.local_addr().unwrap());
+    assert_success(&r, "Connect after the timeout");
+}
+
 /// ConnectionBind with an unknown id, or on a control connection: 400; a
 /// TCP allocation on UDP: 400.
 fn connection_bind_errors() {
@@ -379,3 +430,5 @@ on_every_stream_io!(
     connection_bind_errors,
     connect_and_relay_over_tls,
 );
+
+on_both_backends!(a_connect_that_hangs_is_447_after_30_seconds);

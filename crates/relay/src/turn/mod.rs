@@ -17,7 +17,9 @@ use rng::Rng;
 pub use event::{Event, Ignore, Observer};
 pub use offload::{Route, RouteChange, RouteKey, Traffic};
 pub use stats::{Gauges, Stats, TcpCounts, TransportCounts, ERROR_CODES};
-pub use tcp::{peek_connection_bind, Bind, ConnectionId, BIND_TIMEOUT, MAX_SHARDS};
+pub use tcp::{
+    peek_connection_bind, Bind, ConnectionId, BIND_TIMEOUT, CONNECT_TIMEOUT, MAX_SHARDS,
+};
 pub(crate) use transmit::Answer;
 pub use transmit::{Payload, Transmit, Via};
 
@@ -217,6 +219,9 @@ pub struct Relay {
     tcp_ids: std::collections::HashMap<u32, u32>,
     /// Peer connections a narrowed policy ended, for the io layer to close.
     tcp_revoked: Vec<ConnectionId>,
+    /// Connects the sweep gave up on, whose 447 is still to be written
+    /// (`take_connect_timeout`).
+    tcp_timed_out: Vec<(allocation::FiveTuple, tcp::Delayed)>,
 }
 
 /// Whether new allocations are made.
@@ -254,6 +259,7 @@ impl Relay {
             shard: 0,
             tcp_ids: std::collections::HashMap::new(),
             tcp_revoked: Vec::new(),
+            tcp_timed_out: Vec::new(),
         }
     }
 
@@ -422,7 +428,7 @@ impl Relay {
             self.delete(index, sockets, "expired");
             self.stats.allocations_expired += 1;
         }
-        // Peer connections whose ConnectionBind is overdue.
+        // Peer connections whose ConnectionBind or connect is overdue.
         if !self.tcp_ids.is_empty() {
             let tcp: Vec<u32> = self
                 .table

@@ -47,6 +47,9 @@ pub struct TcpCounts {
     pub bound: u64,
     /// Peer connections closed because no ConnectionBind came in time.
     pub bind_timeouts: u64,
+    /// Connect requests answered 447 because the connection was not made
+    /// within `CONNECT_TIMEOUT` (not counted in `connect_failed`).
+    pub connect_timeouts: u64,
 }
 
 impl TcpCounts {
@@ -57,6 +60,7 @@ impl TcpCounts {
         self.refused += o.refused;
         self.bound += o.bound;
         self.bind_timeouts += o.bind_timeouts;
+        self.connect_timeouts += o.connect_timeouts;
     }
 }
 

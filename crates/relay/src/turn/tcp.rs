@@ -38,6 +38,11 @@ use uturn_stun::{
 /// RFC 6062 §5.2, §5.3: a peer data connection not bound by a
 /// ConnectionBind within 30 seconds is closed.
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// RFC 6062 §5.2: a Connect whose connection is not made by then fails
+/// (447). The RFC asks for at least 30 seconds; the kernel's own limit
+/// (tcp_syn_retries) is about two minutes, too long to hold a pending
+/// place.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// CONNECTION-ID bits below the shard index: the rest name the shard that
 /// owns the connection, so that a data connection that lands on another
 /// shard can be sent to the right one.
@@ -80,9 +85,11 @@ pub(crate) enum PeerState {
     Bound,
 }
 
-/// A Connect's answer, written once the io layer has connected or failed.
+/// A Connect's answer, written once the io layer has connected or failed,
+/// or at `deadline`.
 #[derive(Copy, Clone)]
 pub(crate) struct Delayed {
+    deadline: Instant,
     tid: TransactionId,
     key: Key,
     mac: MacKind,
@@ -193,6 +200,7 @@ impl Relay {
             return Err(Code::ConnectionFailure.into());
         }
         let delayed = Delayed {
+            deadline: now.at + CONNECT_TIMEOUT,
             tid: *tid,
             key: who.key,
             mac: who.mac,
@@ -254,19 +262,34 @@ impl Relay {
             self.stats
                 .count_error(Code::ConnectionFailure.number(), false);
         }
+        let outcome = if connected { Some(id) } else { None };
+        self.connect_answer(five, &delayed, outcome, scratch)
+    }
+
+    /// A Connect's answer (success with CONNECTION-ID, or 447 when
+    /// `connected` is None), signed with the Connect's key, for the
+    /// control connection of `five`.
+    fn connect_answer(
+        &mut self,
+        five: FiveTuple,
+        delayed: &Delayed,
+        connected: Option<ConnectionId>,
+        scratch: &mut [u8],
+    ) -> Option<Transmit> {
         let scratch = cap(scratch);
         let written = (|| {
-            let class = if connected {
+            let class = if connected.is_some() {
                 Class::Success
             } else {
                 Class::Error
             };
             let mut w = MessageWriter::new(scratch, Method::Connect, class, &delayed.tid)?;
-            if connected {
-                w.u32(attr::CONNECTION_ID, id.0)?;
-            } else {
-                let c = Code::ConnectionFailure;
-                w.error_code(c.number(), c.phrase())?;
+            match connected {
+                Some(id) => w.u32(attr::CONNECTION_ID, id.0)?,
+                None => {
+                    let c = Code::ConnectionFailure;
+                    w.error_code(c.number(), c.phrase())?;
+                }
             }
             if let Some(s) = &self.settings.software {
                 w.raw(attr::SOFTWARE, s.as_bytes())?;
@@ -289,6 +312,19 @@ impl Relay {
             to: five.client,
             payload: Payload::Reply(n),
         })
+    }
+
+    /// The 447 answer of a Connect that the sweep gave up on
+    /// (`CONNECT_TIMEOUT`), one per call, written into `scratch`; its
+    /// connection has been closed (`RelaySockets::close_tcp`). The io
+    /// layer calls this after `handle_timeout` until it returns None.
+    pub fn take_connect_timeout(&mut self, scratch: &mut [u8]) -> Option<Transmit> {
+        while let Some((five, delayed)) = self.tcp_timed_out.pop() {
+            if let Some(t) = self.connect_answer(five, &delayed, None, scratch) {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// RFC 6062 §5.3: a peer connected in to the relayed address of
@@ -541,21 +577,39 @@ impl Relay {
     }
 
     /// Closes the peer connections of allocation `index` whose ConnectionBind
-    /// is overdue (from the sweep).
+    /// is overdue, and those still connecting after `CONNECT_TIMEOUT` (their
+    /// 447 waits in `take_connect_timeout`); from the sweep.
     pub(super) fn tcp_sweep(&mut self, index: u32, now: Instant, sockets: &mut impl RelaySockets) {
-        let Some(tcp) = self.table.get_mut(index).and_then(|a| a.tcp.as_deref_mut()) else {
+        let Some(a) = self.table.get_mut(index) else {
+            return;
+        };
+        let five = a.five;
+        let Some(tcp) = a.tcp.as_deref_mut() else {
             return;
         };
         let ids = &mut self.tcp_ids;
-        let stats = &mut self.stats.tcp;
-        tcp.conns.retain(|c| match c.state {
-            PeerState::Pending { deadline } if now >= deadline => {
-                sockets.close_tcp(c.id);
-                ids.remove(&c.id.0);
-                stats.bind_timeouts += 1;
-                false
+        let stats = &mut self.stats;
+        let timed_out = &mut self.tcp_timed_out;
+        tcp.conns.retain(|c| {
+            let (overdue, connecting) = match &c.state {
+                PeerState::Pending { deadline } => (now >= *deadline, None),
+                PeerState::Connecting(d) => (now >= d.deadline, Some(d)),
+                PeerState::Bound => (false, None),
+            };
+            if !overdue {
+                return true;
             }
-            _ => true,
+            sockets.close_tcp(c.id);
+            ids.remove(&c.id.0);
+            match connecting {
+                Some(d) => {
+                    stats.tcp.connect_timeouts += 1;
+                    stats.count_error(Code::ConnectionFailure.number(), false);
+                    timed_out.push((five, **d));
+                }
+                None => stats.tcp.bind_timeouts += 1,
+            }
+            false
         });
     }
 

@@ -146,6 +146,45 @@ fn a_failed_connection_is_447() {
 }
 
 #[test]
+fn a_connect_not_made_in_30_seconds_is_447() {
+    let mut h = Harness::new();
+    let (mut c, _) = tcp_client(&mut h);
+    assert!(connect(&mut c, &mut h, PEER).is_none());
+    let (_, id, _, _) = *h.sockets.connects.last().unwrap();
+    h.advance(29);
+    assert!(h.sockets.closed_tcp.is_empty());
+    assert!(h.relay.take_connect_timeout(&mut h.scratch).is_none());
+    h.advance(2);
+    // The connection is closed, its place freed, and the Connect answered
+    // 447 on the control connection, signed like any other answer.
+    assert_eq!(h.sockets.closed_tcp, [id]);
+    assert_eq!(h.relay.tcp_connection_count(), 0);
+    let t = h.relay.take_connect_timeout(&mut h.scratch).expect("a 447");
+    assert_eq!((t.via, t.to), (TCP.via(), addr(C1)));
+    let Payload::Reply(n) = t.payload else {
+        panic!("{t:?}")
+    };
+    let r = Resp {
+        bytes: h.scratch[..n].to_vec(),
+    };
+    assert_eq!(
+        (r.msg().method(), r.class(), r.code()),
+        (Method::Connect, Class::Error, Some(447))
+    );
+    assert!(r.msg().get(attr::MESSAGE_INTEGRITY).is_some());
+    assert!(h.relay.take_connect_timeout(&mut h.scratch).is_none());
+    assert_eq!(h.relay.stats().tcp.connect_timeouts, 1);
+    // A late outcome from the io layer finds nothing to answer.
+    let now = h.now();
+    assert!(h
+        .relay
+        .tcp_connected(now, id, true, &mut h.scratch)
+        .is_none());
+    // The same peer may be tried again.
+    assert!(connect(&mut c, &mut h, PEER).is_none());
+}
+
+#[test]
 fn connect_goes_through_the_peer_policy() {
     // SECURITY.md rule 8: the same choke point as CreatePermission; a
     // refused peer is never connected to.
