@@ -347,6 +347,14 @@ impl Uring {
         } else {
             (MAX_BATCH_WAIT, timeout.min(self.batch_wait))
         };
+        // Streams detached just now (`end_turn`) are the program's to take
+        // at once: their clients are waiting, and nothing in the ring will
+        // complete for them anymore.
+        let timeout = if self.ctl.detached.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
         self.last_wait = (extra, timeout);
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);

@@ -245,9 +245,19 @@ impl Uring {
             | StreamCqe::Sent { sock, .. } => *sock,
             StreamCqe::Gone => return None,
         };
-        if self.ctl.files[sock as usize].state != SlotState::Open {
-            // Closed by the program earlier in this turn.
-            *e = StreamCqe::Gone;
+        let f = &self.ctl.files[sock as usize];
+        // A detached connection's last receives still go to the program
+        // (`detach_stream`): they are the client's, and the program hands
+        // them on with the descriptor.
+        let leaving = f.keep && matches!(e, StreamCqe::Data { .. });
+        if f.state != SlotState::Open && !leaving {
+            // Closed by the program earlier in this turn. A receive's
+            // buffer stays listed (as taken), so that the end of the turn
+            // gives it back.
+            match e {
+                StreamCqe::Data { taken, .. } => *taken = true,
+                _ => *e = StreamCqe::Gone,
+            }
             return None;
         }
         let id = SockId(sock);
@@ -370,7 +380,9 @@ impl Uring {
     /// As `close_stream`, but the descriptor is not closed: once no request
     /// refers to it (after `last` has gone), `take_detached` hands it back
     /// with the connection's tag. For a connection that leaves the ring for
-    /// another plumbing (an RFC 6062 data connection).
+    /// another plumbing (an RFC 6062 data connection). Bytes its receive
+    /// took before the cancel reached it still come as `StreamEvent::Data`
+    /// with its tag, so that none is lost.
     pub fn detach_stream(&mut self, id: SockId, last: Vec<u8>) {
         if let Some(f) = self.ctl.files.get_mut(id.0 as usize) {
             if f.state == SlotState::Open && f.kind == SlotKind::Stream {
@@ -430,6 +442,8 @@ impl Uring {
             return;
         };
         let open = f.state == SlotState::Open;
+        // Detached (`detach_stream`): what it still receives is delivered.
+        let keep = f.keep;
         let tag = f.tag;
         let more = cqueue::more(flags);
         if !more {
@@ -472,7 +486,7 @@ impl Uring {
             tracing::debug!(slot, res, "stream receive without a usable buffer");
             return;
         };
-        if !open {
+        if !open && !keep {
             pool.release(bid);
             return;
         }

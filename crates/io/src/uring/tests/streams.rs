@@ -405,6 +405,96 @@ fn frames_reach_peers_from_a_stream_event(mode: RingMode) {
     assert_eq!(u.stats().tx_datagrams, 1);
 }
 
+fn a_receive_for_a_connection_closed_this_turn_gives_its_buffer_back(mode: RingMode) {
+    // Buffers of 64 bytes: one write makes several receives, reaped together.
+    let Some(mut u) = stream_ring(32, 64, mode) else {
+        return;
+    };
+    let (l, to) = listener();
+    let lid = u.listen(l, 100).unwrap();
+    let (id, mut c) = connected(&mut u, lid, to, 2);
+    c.write_all(&pattern(64 * 12)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Until a turn brings two receives or more: the first is taken, then the
+    // connection is closed, and the rest are no longer handed out.
+    loop {
+        assert!(Instant::now() < deadline, "no turn with several receives");
+        u.wait(Duration::from_millis(20)).unwrap();
+        if u.stream_events() < 2 {
+            // Too few at once: taken, and tried again with more bytes.
+            for i in 0..u.stream_events() {
+                let _ = u.stream_event(i);
+            }
+            c.write_all(&pattern(64 * 12)).unwrap();
+            continue;
+        }
+        assert!(matches!(u.stream_event(0), Some(StreamEvent::Data(_))));
+        u.close_stream(id, Vec::new());
+        for i in 1..u.stream_events() {
+            assert!(u.stream_event(i).is_none(), "nothing after the close");
+        }
+        break;
+    }
+    u.end_turn();
+    assert_eq!(
+        u.stream_buffers_out(),
+        0,
+        "the buffers of receives not handed out are back in the ring"
+    );
+    assert!(u.shutdown(Duration::from_secs(2)));
+}
+
+fn a_detached_connection_hands_over_its_last_receives_and_its_descriptor(mode: RingMode) {
+    let Some(mut u) = stream_ring(32, 64, mode) else {
+        return;
+    };
+    let (l, to) = listener();
+    let lid = u.listen(l, 100).unwrap();
+    let (id, mut c) = connected(&mut u, lid, to, 4);
+    let mut accepted = Vec::new();
+    c.write_all(b"request").unwrap();
+    let evs = until(&mut u, &mut accepted, |e| bytes_of(e, 4) == b"request");
+    assert_eq!(bytes_of(&evs, 4), b"request");
+    // Detached with an answer; the client's bytes after it (sent before it
+    // saw the answer) come as events until the descriptor is handed back,
+    // and what the ring did not take is still in the socket.
+    u.detach_stream(id, b"answer".to_vec());
+    let early = pattern(64 * 20);
+    c.write_all(&early).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut sock = loop {
+        assert!(Instant::now() < deadline, "the descriptor comes back");
+        got.extend(bytes_of(
+            &turn(&mut u, Duration::from_secs(5), &mut accepted),
+            4,
+        ));
+        if let Some((tag, sock)) = u.take_detached().pop() {
+            assert_eq!(tag, 4);
+            // The wait that freed it did not sleep: the descriptor is the
+            // program's to use at once.
+            assert_eq!(u.last_wait().1, Duration::ZERO);
+            break sock;
+        }
+    };
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; early.len()];
+    while got.len() < early.len() {
+        assert!(Instant::now() < deadline, "the rest is in the socket");
+        match sock.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    assert!(got == early, "every byte after the answer, in order");
+    let mut answer = [0u8; 6];
+    c.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"answer");
+    u.end_turn();
+    assert_eq!(u.stream_buffers_out(), 0);
+    assert!(u.shutdown(Duration::from_secs(2)));
+}
+
 in_every_mode!(
     multishot_accept_and_receive_put_bytes_after_the_headroom,
     a_dry_stream_buffer_ring_is_rearmed_and_loses_nothing,
@@ -412,4 +502,6 @@ in_every_mode!(
     a_close_cancels_what_waits_and_frees_the_slot_last,
     a_closing_connection_gets_its_last_bytes,
     frames_reach_peers_from_a_stream_event,
+    a_receive_for_a_connection_closed_this_turn_gives_its_buffer_back,
+    a_detached_connection_hands_over_its_last_receives_and_its_descriptor,
 );
