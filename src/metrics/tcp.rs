@@ -18,6 +18,7 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
         io.peer_connections += r.tcp.peer_connections;
         io.pipes += r.tcp.pipes;
         io.orphans += r.tcp.orphans;
+        io.early_refused += r.tcp.early_refused;
         let t = &r.turn.tcp;
         turn.connected += t.connected;
         turn.connect_failed += t.connect_failed;
@@ -61,6 +62,7 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
         ("bound", turn.bound),
         ("bind_timeout", turn.bind_timeouts),
         ("data_connection_orphaned", io.orphans),
+        ("data_connection_early_data_refused", io.early_refused),
     ] {
         outcomes
             .get_or_create(&labels(&[("outcome", what)]))
@@ -69,10 +71,10 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
     reg.register(
         "tcp_connections",
         "TCP allocations' peer connections by outcome: Connect made, failed (447) or not made \
-         within 30 s (447), a peer that \
-         connected in announced (ConnectionAttempt) or refused (no permission, refused peer, \
-         limits), bound by a ConnectionBind, closed for want of one within 30 s, or a data \
-         connection whose peer connection had gone",
+         within 30 s (447), a peer that connected in announced (ConnectionAttempt) or refused \
+         (no permission, refused peer, limits), bound by a ConnectionBind, closed for want of \
+         one within 30 s, a data connection whose peer connection had gone, or one closed because \
+         what it sent before its ConnectionBind answer could not be kept (over 64 KiB)",
         outcomes,
     );
 }

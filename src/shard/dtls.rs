@@ -90,7 +90,7 @@ pub struct DtlsStats {
     pub handshakes_ok: u64,
     pub handshakes_failed: u64,
     /// Closed, by `CloseReason` (in `CloseReason::ALL` order).
-    pub closed: [u64; 9],
+    pub closed: [u64; CloseReason::ALL.len()],
     /// Open now (handshaking or not).
     pub open: u64,
     /// Encrypted datagrams the socket refused, or a session's pipe dropped.

@@ -29,7 +29,7 @@ mod conn;
 mod epoll;
 mod ring;
 
-pub(super) use conn::RemoteBind;
+pub(super) use conn::Remote;
 pub(super) use epoll::EpollStreams;
 pub(super) use ring::RingStreams;
 
@@ -121,10 +121,13 @@ pub enum CloseReason {
     AuthTimeout,
     /// The server is stopping.
     Shutdown,
+    /// A data connection (RFC 6062) sent more than `EARLY_DATA_LIMIT`
+    /// bytes before its ConnectionBind answer went.
+    EarlyData,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::ClientClosed,
         CloseReason::Error,
         CloseReason::InvalidFrame,
@@ -134,6 +137,7 @@ impl CloseReason {
         CloseReason::HandshakeTimeout,
         CloseReason::AuthTimeout,
         CloseReason::Shutdown,
+        CloseReason::EarlyData,
     ];
 
     pub fn label(self) -> &'static str {
@@ -147,6 +151,7 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::AuthTimeout => "auth_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::EarlyData => "data_before_bind_answer",
         }
     }
 }
@@ -161,7 +166,7 @@ pub struct StreamStats {
     /// Refused at accept on a PROXY listener: not from a trusted network.
     pub refused_untrusted: [u64; 2],
     /// Closed, by transport and `CloseReason` (in `CloseReason::ALL` order).
-    pub closed: [[u64; 9]; 2],
+    pub closed: [[u64; CloseReason::ALL.len()]; 2],
     /// Open now.
     pub open: [u64; 2],
     pub tls_handshakes_ok: u64,

@@ -203,7 +203,7 @@ impl SyscallIo {
             &mut self.letters,
         );
         let remote = self.streams.take_remote();
-        tcp::route_remote(self.index, remote, &mut self.letters);
+        tcp::route_remote(self.index, relay, &mut self.tcp, remote, &mut self.letters);
         self.tcp.poll(relay, now(), ready);
         let out = self.tcp.take_out();
         if !out.is_empty() {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rustls::ServerConnection;
 
-use super::streams::RemoteBind;
+use super::streams::Remote;
 use super::Letter;
 use crate::io::socket::{tcp_relay_connect, tcp_relay_listener};
 use crate::io::splice::{Filled, Splice};
@@ -126,6 +126,12 @@ pub struct DataConn {
     pub tls: Option<Box<ServerConnection>>,
     /// Released when the pipe closes.
     pub counted: Option<IpAddr>,
+    /// Bytes for the peer the client sent before its ConnectionBind answer
+    /// (plaintext), and whether some could not be kept (over the limit, or
+    /// TLS records refused): the connection is then closed, not relayed
+    /// with a hole.
+    pub early: Vec<u8>,
+    pub early_refused: bool,
 }
 
 /// One direction's bytes in flight.
@@ -142,6 +148,17 @@ impl Buf {
             start: 0,
             end: 0,
         }
+    }
+    /// A buffer holding `bytes` already; None when there are none (or
+    /// more than a buffer holds).
+    fn holding(bytes: &[u8]) -> Option<Buf> {
+        if bytes.is_empty() || bytes.len() > PIPE_BUFFER {
+            return None;
+        }
+        let mut b = Buf::new();
+        b.bytes[..bytes.len()].copy_from_slice(bytes);
+        b.end = bytes.len();
+        Some(b)
     }
     fn is_empty(&self) -> bool {
         self.start == self.end
@@ -245,6 +262,9 @@ pub struct TcpStats {
     pub pipes: u64,
     /// Data connections that arrived for a peer connection that had gone.
     pub orphans: u64,
+    /// Data connections closed because bytes they sent before their
+    /// ConnectionBind answer could not be kept (`DataConn::early_refused`).
+    pub early_refused: u64,
 }
 
 /// A shard's TCP allocations.
@@ -486,13 +506,25 @@ impl TcpPeers {
             refuse(data);
             return;
         }
+        if data.early_refused {
+            self.stats.early_refused += 1;
+            refuse(data);
+            self.forget(relay, id);
+            return;
+        }
         let _ = data.sock.set_nonblocking(true);
         let splice = self.splice && data.tls.is_none();
+        // What the client sent before the answer goes first; through a
+        // buffer of ours (it is in user space already).
+        let up = match Buf::holding(&data.early) {
+            Some(b) => Dir::Copy(b),
+            None => Dir::new(splice),
+        };
         let client = Box::new(ClientSide {
             sock: data.sock,
             tls: data.tls,
             counted: data.counted,
-            up: Dir::new(splice),
+            up,
             down: Dir::new(splice),
             up_ended: false,
             down_ended: false,
@@ -869,10 +901,18 @@ pub(super) fn letter(
     }
 }
 
-/// ConnectionBinds that landed on this shard for another's allocation, as
-/// letters to that shard.
-pub(super) fn route_remote(index: usize, remote: Vec<RemoteBind>, out: &mut Vec<(usize, Letter)>) {
-    for b in remote {
+/// What the stream side has for the owners of peer connections: a
+/// ConnectionBind that landed on this shard for another's allocation, as a
+/// letter to that shard; a bound data connection that closed before it was
+/// handed over, to its peer connection's owner (this shard or another).
+pub(super) fn route_remote(
+    index: usize,
+    relay: &mut Relay,
+    tcp: &mut TcpPeers,
+    remote: Remote,
+    out: &mut Vec<(usize, Letter)>,
+) {
+    for b in remote.binds {
         let letter = Letter::Bind {
             from: index,
             conn: b.conn,
@@ -880,6 +920,13 @@ pub(super) fn route_remote(index: usize, remote: Vec<RemoteBind>, out: &mut Vec<
             msg: b.msg,
         };
         out.push((b.owner, letter));
+    }
+    for id in remote.unbound {
+        if id.shard() == index {
+            tcp.forget(relay, id);
+        } else {
+            out.push((id.shard(), Letter::Unbound { id }));
+        }
     }
 }
 

@@ -316,7 +316,7 @@ impl UringIo {
             detached,
             &mut self.letters,
         );
-        tcp::route_remote(self.index, remote, &mut self.letters);
+        tcp::route_remote(self.index, relay, &mut self.tcp, remote, &mut self.letters);
         self.tcp.poll(relay, now(), ready);
         let out = self.tcp.take_out();
         if out.is_empty() {

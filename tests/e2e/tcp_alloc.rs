@@ -303,6 +303,163 @@ fn connect_is_refused_to_denied_peers() {
     assert_error(&connect(&mut c, closed), &[447], "Connect to a closed port");
 }
 
+/// The ConnectionBind request for `id` with `c`'s credentials, as bytes.
+fn bind_request(c: &TurnClient, id: u32) -> Vec<u8> {
+    c.build(
+        Method::ConnectionBind,
+        Class::Request,
+        &TurnClient::new_tid(),
+        true,
+        |w| w.u32(attr::CONNECTION_ID, id),
+    )
+}
+
+/// Reads one STUN answer from a raw data connection.
+fn read_answer(s: &mut TcpStream) -> Reply {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 20];
+    s.read_exact(&mut head).expect("ConnectionBind answer");
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut bytes = head.to_vec();
+    bytes.resize(20 + len, 0);
+    s.read_exact(&mut bytes[20..])
+        .expect("ConnectionBind answer body");
+    Reply { bytes }
+}
+
+/// RFC 6062 §5.4 has the client wait for the ConnectionBind answer before
+/// it sends; bytes sent earlier (in the same write as the request, or just
+/// after it, with or without the client's end after them) still reach the
+/// peer, in order, whichever shard the data connection lands on. More than
+/// the relay keeps meanwhile never arrives with a hole: the peer gets all
+/// of it, or a prefix and the end.
+fn bytes_sent_before_the_bind_answer_reach_the_peer() {
+    for server in [lab(), lab_without_splice()] {
+        let mut c = client(&server, None, Over::Tcp);
+        tcp_allocate(&mut c);
+        for round in 0..6u8 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let r = connect(&mut c, listener.local_addr().unwrap());
+            assert_success(&r, "Connect");
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(WAIT)).unwrap();
+            let mut data = TcpStream::connect_timeout(&tcp_addr(&server), WAIT).unwrap();
+            let bind = bind_request(&c, connection_id(&r.msg()));
+            let early = pattern(20_000, round);
+            match round % 3 {
+                // One write: the request and the bytes after it.
+                0 => data.write_all(&[&bind[..], &early[..]].concat()).unwrap(),
+                // Two writes, the bytes right after the request.
+                1 => {
+                    data.write_all(&bind).unwrap();
+                    data.write_all(&early).unwrap();
+                }
+                // Then the client's end, before the answer has come.
+                _ => {
+                    data.write_all(&[&bind[..], &early[..]].concat()).unwrap();
+                    data.shutdown(std::net::Shutdown::Write).unwrap();
+                }
+            }
+            let answer = read_answer(&mut data);
+            assert_success(&answer, "ConnectionBind");
+            let mut got = vec![0u8; early.len()];
+            peer.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("round {round}: early bytes: {e}"));
+            assert!(got == early, "round {round}: early bytes differ");
+            if round % 3 == 2 {
+                let mut rest = Vec::new();
+                peer.read_to_end(&mut rest)
+                    .expect("the client's end reaches the peer");
+                assert!(rest.is_empty(), "round {round}: bytes after the end");
+                carries(&peer, &mut data, &pattern(10_000, 3), "peer → client");
+            } else {
+                carries(&data, &mut peer, &pattern(10_000, 4), "client → peer");
+                carries(&peer, &mut data, &pattern(10_000, 5), "peer → client");
+            }
+        }
+        // 300 KB at once, answer unread: the relay keeps 64 KiB before the
+        // answer goes, the kernel the rest once the connection has left.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = connect(&mut c, listener.local_addr().unwrap());
+        assert_success(&r, "Connect");
+        let (mut peer, _) = listener.accept().unwrap();
+        let data = TcpStream::connect_timeout(&tcp_addr(&server), WAIT).unwrap();
+        let sent = [
+            bind_request(&c, connection_id(&r.msg())),
+            pattern(300_000, 9),
+        ]
+        .concat();
+        let mut w = data.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&sent);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        });
+        let mut got = Vec::new();
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = peer.read_to_end(&mut got);
+        writer.join().unwrap();
+        let want = pattern(300_000, 9);
+        assert!(
+            got[..] == want[..got.len()],
+            "the peer got bytes out of order or with a hole ({} bytes)",
+            got.len()
+        );
+        println!(
+            "early burst: the peer got {} of {} bytes",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Over TLS, bytes in the same records as the ConnectionBind reach the
+/// peer too.
+fn early_bytes_over_tls_reach_the_peer() {
+    let ca = TestCa::new();
+    let (_cert, cert_path, key_path) = cert_files(&ca);
+    let server = lab_server(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let mut c = client(&server, Some(&ca), Over::Tls);
+    tcp_allocate(&mut c);
+    for round in 0..4u8 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = connect(&mut c, listener.local_addr().unwrap());
+        assert_success(&r, "Connect over TLS");
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut d = TurnClient::tls(
+            server.tls[0],
+            &ca.pem,
+            "alice",
+            "wonderland",
+            AuthMode::Legacy,
+        );
+        d.set_challenge(c.realm.clone(), c.nonce.clone(), None);
+        let early = pattern(5_000, round);
+        let bind = bind_request(&d, connection_id(&r.msg()));
+        d.send_raw(&[&bind[..], &early[..]].concat());
+        let answer = Reply {
+            bytes: d.recv_raw(WAIT).expect("ConnectionBind answer"),
+        };
+        assert_success(&answer, "ConnectionBind over TLS");
+        let mut got = vec![0u8; early.len()];
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        peer.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("round {round}: early bytes over TLS: {e}"));
+        assert!(got == early, "round {round}: early bytes over TLS differ");
+        let later = pattern(5_000, round ^ 0x33);
+        d.send_raw(&later);
+        peer.read_exact(&mut got).unwrap();
+        assert!(got == later, "round {round}: bytes after the answer");
+    }
+}
+
 /// A peer that never answers the SYN (its listener's accept queue is full,
 /// so the kernel drops it): after 30 s (RFC 6062 §5.2's minimum, not the
 /// kernel's two minutes) the Connect is answered 447, signed, and the
@@ -429,6 +586,11 @@ on_every_stream_io!(
     connect_is_refused_to_denied_peers,
     connection_bind_errors,
     connect_and_relay_over_tls,
+);
+
+on_every_stream_io!(
+    bytes_sent_before_the_bind_answer_reach_the_peer,
+    early_bytes_over_tls_reach_the_peer,
 );
 
 on_both_backends!(a_connect_that_hangs_is_447_after_30_seconds);

@@ -71,9 +71,28 @@ struct Conn<S> {
     /// Bound as a data connection to this peer connection (RFC 6062): it
     /// leaves the stream side once its answer has been handed on.
     data_bind: Option<ConnectionId>,
-    /// Its ConnectionBind went to another shard: nothing more is read
-    /// until the answer comes (`answer_bind`).
+    /// Its ConnectionBind went to another shard: what it sends is kept
+    /// (`early`) until the answer comes (`answer_bind`).
     awaiting_bind: bool,
+    /// A data connection's bytes after its ConnectionBind, sent before the
+    /// answer (RFC 6062 §5.4 says to wait; some clients do not): for the
+    /// peer, first thing once bound. At most `EARLY_DATA_LIMIT`.
+    early: Vec<u8>,
+}
+
+/// What a data connection may send after its ConnectionBind and before the
+/// answer has gone: the size of the pipe's buffer it goes through.
+pub(in crate::shard) const EARLY_DATA_LIMIT: usize = 64 * 1024;
+
+/// What this shard's stream side has for the shards that own peer
+/// connections (RFC 6062).
+#[derive(Default)]
+pub(in crate::shard) struct Remote {
+    /// ConnectionBinds for another shard to decide.
+    pub(in crate::shard) binds: Vec<RemoteBind>,
+    /// Peer connections whose data connection closed after it was bound
+    /// and before it could be handed over: the owner closes them.
+    pub(in crate::shard) unbound: Vec<ConnectionId>,
 }
 
 /// A ConnectionBind for the shard that owns its CONNECTION-ID.
@@ -126,9 +145,47 @@ pub(super) struct Detached<S> {
     pub(super) counted: Option<IpAddr>,
     pub(super) ledger: Arc<ConnLedger>,
     pub(super) id: ConnectionId,
+    /// Bytes for the peer that came before the answer went (`Conn::early`).
+    pub(super) early: Vec<u8>,
+    /// More came than `EARLY_DATA_LIMIT`, or TLS records its session
+    /// refused: closed rather than relayed with a hole.
+    pub(super) refused: bool,
 }
 
 impl<S> Detached<S> {
+    /// Keeps `bytes`, received from the client after the connection left
+    /// the stream side (the ring's last receives): plaintext for the peer,
+    /// through the TLS session if it has one.
+    pub(super) fn received(&mut self, bytes: &[u8]) {
+        let Some(mut tls) = self.tls.take() else {
+            self.keep(bytes);
+            return;
+        };
+        let mut records = bytes;
+        while !records.is_empty() && !self.refused {
+            let read = tls.read_tls(&mut records);
+            if !matches!(read, Ok(1..)) || tls.process_new_packets().is_err() {
+                self.refused = true;
+                break;
+            }
+            let mut plain = [0u8; 4096];
+            // Until nothing more now, or the client's close_notify (which
+            // the session remembers for the pipe).
+            while let Ok(n @ 1..) = tls.reader().read(&mut plain) {
+                self.keep(&plain[..n]);
+            }
+        }
+        self.tls = Some(tls);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.early.len() + bytes.len() > EARLY_DATA_LIMIT {
+            self.refused = true;
+        } else {
+            self.early.extend_from_slice(bytes);
+        }
+    }
+
     /// The data connection, over the socket `sock` makes of the handle.
     pub(super) fn into_data(
         self,
@@ -141,6 +198,8 @@ impl<S> Detached<S> {
                 ledger: self.ledger,
                 tls: self.tls,
                 counted: self.counted,
+                early: self.early,
+                early_refused: self.refused,
             },
         )
     }
@@ -173,8 +232,8 @@ pub(super) struct Conns<S> {
     scratch: Vec<u8>,
     stats: StreamStats,
     next_sweep: Option<Instant>,
-    /// ConnectionBinds for other shards, made this turn.
-    remote: Vec<RemoteBind>,
+    /// For the shards that own peer connections, made this turn.
+    remote: Remote,
 }
 
 impl<S> Conns<S> {
@@ -197,7 +256,7 @@ impl<S> Conns<S> {
             scratch: vec![0; MAX_REPLY],
             stats: StreamStats::default(),
             next_sweep: None,
-            remote: Vec::new(),
+            remote: Remote::default(),
         }
     }
 
@@ -404,6 +463,7 @@ impl<S> Conns<S> {
             dirty: false,
             data_bind: None,
             awaiting_bind: false,
+            early: Vec::new(),
         }));
         self.stats.accepted[t] += 1;
         self.stats.open[t] += 1;
@@ -446,11 +506,6 @@ impl<S> Conns<S> {
         else {
             return Ok(());
         };
-        if conn.data_bind.is_some() || conn.awaiting_bind {
-            // Bound, on its way to the TCP relay: bytes before the answer
-            // went are dropped (RFC 6062 §5.4: the client waits for it).
-            return Ok(());
-        }
         let mut start = PEER_HEADROOM;
         if conn.phase == Phase::Proxy {
             start += proxy_header(conn, &buf[start..end], ledger, limits, *index, now.at)?;
@@ -461,7 +516,7 @@ impl<S> Conns<S> {
         let mut out = FrameOut {
             id,
             shard: *index,
-            remote,
+            remote: &mut remote.binds,
             jbuf,
             scratch,
             stats,
@@ -503,6 +558,10 @@ impl<S> Conns<S> {
                 };
                 let room = &mut plain[PEER_HEADROOM..PEER_HEADROOM + PLAIN_CHUNK];
                 let got = match tls.reader().read(room) {
+                    // A data connection's close_notify (bound, or waiting
+                    // for its answer): the session remembers it, and the
+                    // pipe passes the end on.
+                    Ok(0) if conn.data_bind.is_some() || conn.awaiting_bind => break,
                     // A close_notify.
                     Ok(0) => return Err(CloseReason::ClientClosed),
                     Ok(got) => got,
@@ -585,8 +644,9 @@ impl<S> Conns<S> {
         }
     }
 
-    /// The ConnectionBinds for other shards made since the last call.
-    pub(super) fn take_remote(&mut self) -> Vec<RemoteBind> {
+    /// What the owners of peer connections must hear, made since the last
+    /// call.
+    pub(super) fn take_remote(&mut self) -> Remote {
         std::mem::take(&mut self.remote)
     }
 
@@ -611,6 +671,15 @@ impl<S> Conns<S> {
         if id.is_some() {
             conn.data_bind = id;
             conn.deadline = None;
+        } else if !conn.early.is_empty() {
+            // Not bound: what the client sent meanwhile was meant for a
+            // peer it will not reach.
+            tracing::debug!(
+                shard = self.index,
+                bytes = conn.early.len(),
+                "bytes before a refused ConnectionBind dropped"
+            );
+            conn.early = Vec::new();
         }
         self.mark_dirty(slot);
         true
@@ -623,6 +692,15 @@ impl<S> Conns<S> {
             .get(id as usize)
             .and_then(|s| s.conn.as_deref())
             .is_some_and(|c| c.data_bind.is_some())
+    }
+
+    /// Whether connection `id` is a data connection whose ConnectionBind
+    /// went to another shard and is not answered yet.
+    pub(super) fn awaits_bind(&self, id: u32) -> bool {
+        self.slots
+            .get(id as usize)
+            .and_then(|s| s.conn.as_deref())
+            .is_some_and(|c| c.awaiting_bind)
     }
 
     /// The peer connection connection `id` is bound to, once its answer
@@ -649,6 +727,8 @@ impl<S> Conns<S> {
             counted: conn.counted,
             ledger: Arc::clone(&self.ledger),
             id: bound,
+            early: conn.early,
+            refused: false,
         })
     }
 
@@ -726,6 +806,10 @@ impl<S> Conns<S> {
             self.stats.tls_handshakes_failed += 1;
         }
         relay.connection_closed(conn.leg, conn.client, sockets);
+        if let Some(id) = conn.data_bind {
+            // Bound, but closed before it could be handed over.
+            self.remote.unbound.push(id);
+        }
         self.ledger.release_total();
         if let Some(ip) = conn.counted {
             self.ledger.release_source(ip);

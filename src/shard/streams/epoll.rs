@@ -32,6 +32,9 @@ const LISTENER_KEY: u64 = 1 << 63;
 pub(super) struct EpollConn {
     sock: TcpStream,
     watching_writes: bool,
+    /// Out of the poller while its ConnectionBind waits for another
+    /// shard's answer (`read`).
+    unwatched: bool,
 }
 
 impl Write for EpollConn {
@@ -170,7 +173,7 @@ impl EpollStreams {
     }
 
     /// ConnectionBinds for other shards made since the last call.
-    pub(in crate::shard) fn take_remote(&mut self) -> Vec<super::RemoteBind> {
+    pub(in crate::shard) fn take_remote(&mut self) -> super::Remote {
         self.conns.take_remote()
     }
 
@@ -181,7 +184,24 @@ impl EpollStreams {
         reply: &[u8],
         id: Option<ConnectionId>,
     ) -> bool {
-        self.conns.answer_bind(key, reply, id)
+        if !self.conns.answer_bind(key, reply, id) {
+            return false;
+        }
+        // Refused (a 401 or 438, say): the client may try again on it.
+        if let (None, Some(slot)) = (id, self.conns.live(key)) {
+            let Some(conn) = self.conns.io_mut(slot) else {
+                return true;
+            };
+            if conn.unwatched
+                && self
+                    .poller
+                    .add_stream(conn.sock.as_fd(), key, conn.watching_writes)
+                    .is_ok()
+            {
+                conn.unwatched = false;
+            }
+        }
+        true
     }
 
     /// Closes the connections past their deadlines.
@@ -234,6 +254,7 @@ impl EpollStreams {
                 Ok(EpollConn {
                     sock,
                     watching_writes: false,
+                    unwatched: false,
                 })
             });
             if let Err(e) = added {
@@ -251,9 +272,26 @@ impl EpollStreams {
         now: Now,
     ) -> Result<(), CloseReason> {
         for _ in 0..READS_PER_EVENT {
+            // A ConnectionBind may have come in the last read: what follows
+            // it stays in the kernel for the pipe (RFC 6062 data
+            // connection), but for what that read held already.
+            let (bound, awaiting) = (self.conns.is_bound(id), self.conns.awaits_bind(id));
             let Some(conn) = self.conns.io_mut(id) else {
                 return Ok(());
             };
+            if bound {
+                // It leaves at this turn's flush.
+                return Ok(());
+            }
+            if awaiting {
+                // Until another shard answers: out of the poller, so that
+                // readiness is not reported again and again meanwhile
+                // (`answer_bind` puts it back if the bind failed).
+                if !conn.unwatched && self.poller.delete(conn.sock.as_fd()).is_ok() {
+                    conn.unwatched = true;
+                }
+                return Ok(());
+            }
             let room = &mut self.rbuf[PEER_HEADROOM..PEER_HEADROOM + READ_CHUNK];
             let n = match conn.sock.read(room) {
                 Ok(0) => return Err(CloseReason::ClientClosed),
@@ -281,6 +319,17 @@ impl EpollStreams {
         let Some(conn) = self.conns.io_mut(id) else {
             return Ok(());
         };
+        if conn.unwatched {
+            // Out of the poller (`read`); back in only to finish a write.
+            if want {
+                if self.poller.add_stream(conn.sock.as_fd(), k, true).is_err() {
+                    return Err(CloseReason::Error);
+                }
+                conn.unwatched = false;
+                conn.watching_writes = true;
+            }
+            return Ok(());
+        }
         if want != conn.watching_writes {
             if self
                 .poller

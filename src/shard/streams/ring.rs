@@ -19,6 +19,7 @@ use crate::shard::tcp::DataConn;
 use crate::shard::uring::RingSockets;
 use crate::shard::RelayMap;
 use crate::turn::ConnectionId;
+use crate::turn::PEER_HEADROOM;
 use crate::turn::{ConnId, Now, Relay};
 use std::collections::HashMap;
 
@@ -100,6 +101,12 @@ impl RingStreams {
                     tag, len, buf, out, ..
                 })) => {
                     let Some(id) = self.conns.live(tag) else {
+                        // A data connection on its way out: the client's
+                        // bytes go with it.
+                        if let Some(d) = self.leaving.get_mut(&tag) {
+                            let end = PEER_HEADROOM.saturating_add(len).min(buf.len());
+                            d.received(&buf[PEER_HEADROOM.min(end)..end]);
+                        }
                         continue;
                     };
                     let mut sockets = RingSockets::new(out, relays);
@@ -108,7 +115,17 @@ impl RingStreams {
                         Err(why) => (tag, why),
                     }
                 }
-                Some(StreamEvent::Eof { tag, .. }) => (tag, CloseReason::ClientClosed),
+                Some(StreamEvent::Eof { tag, .. }) => {
+                    let data = |id| self.conns.is_bound(id) || self.conns.awaits_bind(id);
+                    if self.conns.live(tag).is_some_and(data) {
+                        // A data connection (bound, or waiting for its
+                        // answer) leaves once answered; its pipe sees the
+                        // end on the socket itself. The ring's receive has
+                        // ended with it: nothing more comes meanwhile.
+                        continue;
+                    }
+                    (tag, CloseReason::ClientClosed)
+                }
                 Some(StreamEvent::Failed { tag, error, .. }) => {
                     tracing::debug!(shard = self.index, error = %error, "stream io failed");
                     (tag, CloseReason::Error)
@@ -180,7 +197,7 @@ impl RingStreams {
     }
 
     /// ConnectionBinds for other shards made since the last call.
-    pub(in crate::shard) fn take_remote(&mut self) -> Vec<super::RemoteBind> {
+    pub(in crate::shard) fn take_remote(&mut self) -> super::Remote {
         self.conns.take_remote()
     }
 

@@ -3,7 +3,7 @@
 //! out the same way; then what the relay answers to a peer or onto the
 //! connection's own queue.
 
-use super::{key, Conn, RemoteBind, StreamStats};
+use super::{key, Conn, RemoteBind, StreamStats, EARLY_DATA_LIMIT};
 use crate::shard::streams::{CloseReason, PeerSockets};
 use crate::stream::Frame;
 use crate::turn::{peek_connection_bind, Now, Payload, Relay, Via, PEER_HEADROOM};
@@ -42,6 +42,18 @@ impl FrameOut<'_> {
         now: Now,
     ) -> Result<(), CloseReason> {
         loop {
+            if conn.data_bind.is_some() || conn.awaiting_bind {
+                // RFC 6062 §5.4: after a data connection's ConnectionBind
+                // come the client's bytes for the peer, not frames. Kept
+                // for the pipe: the client should wait for the answer, but
+                // what it sent early is not lost.
+                let rest = data.get(pos..).unwrap_or_default();
+                if conn.early.len() + rest.len() > EARLY_DATA_LIMIT {
+                    return Err(CloseReason::EarlyData);
+                }
+                conn.early.extend_from_slice(rest);
+                return Ok(());
+            }
             // The frame in a buffer laid out for the relay: the slice starts
             // `PEER_HEADROOM` bytes before it.
             let (buf, len): (&[u8], usize) = match conn.deframer.next(data, &mut pos) {
@@ -60,10 +72,9 @@ impl FrameOut<'_> {
                 && !relay.has_allocation(now.at, conn.leg, conn.client)
             {
                 // RFC 6062 §5.4: a data connection's ConnectionBind. Once it
-                // is bound, what follows the answer is the peer's bytes, not
-                // frames: the connection leaves the stream side after this
-                // turn's flush (bytes sent before the answer came are the
-                // client's mistake, and dropped).
+                // is bound, what follows is the peer's bytes, not frames:
+                // the connection leaves the stream side after this turn's
+                // flush.
                 if let Some(Some(id)) = peek_connection_bind(frame) {
                     if id.shard() != self.shard {
                         // The allocation lives on another shard: it decides,
@@ -75,7 +86,7 @@ impl FrameOut<'_> {
                             transport: conn.leg.transport(),
                             msg: frame.to_vec(),
                         });
-                        return Ok(());
+                        continue;
                     }
                 }
                 let b = relay.connection_bind(now, conn.leg.transport(), frame, self.scratch);
@@ -88,7 +99,7 @@ impl FrameOut<'_> {
                     conn.data_bind = Some(id);
                     conn.deadline = None;
                     self.mark(conn);
-                    return Ok(());
+                    continue;
                 }
                 continue;
             }
