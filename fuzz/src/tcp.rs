@@ -9,7 +9,9 @@
 //! layer for goes to a peer the policy allows, from the allocation's
 //! relayed address; a peer let in holds a permission; live peer
 //! connections stay within the allocation's limit; every close names a
-//! connection the relay had; no panic whatever the bytes.
+//! connection the relay had; a Connect the sweep gives up on is answered
+//! with a signed 447 to the control connection; no panic whatever the
+//! bytes.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -328,6 +330,20 @@ pub fn run(data: &[u8]) {
                 h.secs += u64::from(r.u8() % 40);
                 let now = h.now();
                 h.relay.handle_timeout(now, &mut h.sockets);
+                // Connects the sweep gave up on: a signed 447 each, for the
+                // control connection (their sockets were closed above).
+                let mut answers = 0;
+                while let Some(t) = h.relay.take_connect_timeout(&mut h.scratch) {
+                    answers += 1;
+                    assert!(answers <= PEER_LIMIT, "more 447s than connections");
+                    assert_eq!(t.to, CLIENT.parse::<SocketAddr>().unwrap());
+                    let Payload::Reply(n) = t.payload else {
+                        panic!("a 447 that is not a reply: {t:?}")
+                    };
+                    let m = Message::parse(&h.scratch[..n]).expect("a STUN answer");
+                    assert_eq!((m.method(), m.class()), (Method::Connect, Class::Error));
+                    assert!(m.get(attr::MESSAGE_INTEGRITY).is_some(), "an unsigned 447");
+                }
             }
             8 => {
                 let req = h.message(Method::Refresh, true, |w| w.u32(attr::LIFETIME, 0).unwrap());
