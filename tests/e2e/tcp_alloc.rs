@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-use super::streams::{cert_files, client, tcp_addr, wait_for_series, Over};
+use super::streams::{client, tcp_addr, tls_server, wait_for_series, Over};
 use super::*;
 use uturn::stun::{Attribute, Message};
 
@@ -45,23 +45,22 @@ fn connect(c: &mut TurnClient, peer: SocketAddr) -> Reply {
 /// connection, ready for raw bytes, and the answer.
 fn data_connection(server: SocketAddr, c: &TurnClient, id: u32) -> (TcpStream, Reply) {
     let mut s = TcpStream::connect_timeout(&server, WAIT).expect("data connection");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let req = c.build(
-        Method::ConnectionBind,
-        Class::Request,
-        &TurnClient::new_tid(),
-        true,
-        |w| w.u32(attr::CONNECTION_ID, id),
+    s.write_all(&bind_request(c, id)).unwrap();
+    let answer = read_answer(&mut s);
+    (s, answer)
+}
+
+/// A TLS client for a data connection, with `c`'s credentials and nonce.
+fn tls_data_client(server: &Server, ca: &TestCa, c: &TurnClient) -> TurnClient {
+    let mut d = TurnClient::tls(
+        server.tls[0],
+        &ca.pem,
+        "alice",
+        "wonderland",
+        AuthMode::Legacy,
     );
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 20];
-    s.read_exact(&mut head).expect("ConnectionBind answer");
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("ConnectionBind answer body");
-    let mut bytes = head.to_vec();
-    bytes.extend_from_slice(&body);
-    (s, Reply { bytes })
+    d.set_challenge(c.realm.clone(), c.nonce.clone(), None);
+    d
 }
 
 /// `n` bytes of a pattern that shows a lost or reordered stretch.
@@ -417,15 +416,7 @@ fn bytes_sent_before_the_bind_answer_reach_the_peer() {
 /// peer too.
 fn early_bytes_over_tls_reach_the_peer() {
     let ca = TestCa::new();
-    let (_cert, cert_path, key_path) = cert_files(&ca);
-    let server = lab_server(&[
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ]);
+    let (server, _cert) = tls_server(&ca, &[]);
     let mut c = client(&server, Some(&ca), Over::Tls);
     tcp_allocate(&mut c);
     for round in 0..4u8 {
@@ -433,14 +424,7 @@ fn early_bytes_over_tls_reach_the_peer() {
         let r = connect(&mut c, listener.local_addr().unwrap());
         assert_success(&r, "Connect over TLS");
         let (mut peer, _) = listener.accept().unwrap();
-        let mut d = TurnClient::tls(
-            server.tls[0],
-            &ca.pem,
-            "alice",
-            "wonderland",
-            AuthMode::Legacy,
-        );
-        d.set_challenge(c.realm.clone(), c.nonce.clone(), None);
+        let mut d = tls_data_client(&server, &ca, &c);
         let early = pattern(5_000, round);
         let bind = bind_request(&d, connection_id(&r.msg()));
         d.send_raw(&[&bind[..], &early[..]].concat());
@@ -531,15 +515,7 @@ fn connection_bind_errors() {
 /// Over TLS: the control and data connections are TLS, the peer leg TCP.
 fn connect_and_relay_over_tls() {
     let ca = TestCa::new();
-    let (_cert, cert_path, key_path) = cert_files(&ca);
-    let server = lab_server(&[
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ]);
+    let (server, _cert) = tls_server(&ca, &[]);
     let mut c = client(&server, Some(&ca), Over::Tls);
     let relayed = tcp_allocate(&mut c);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -548,21 +524,8 @@ fn connect_and_relay_over_tls() {
     let id = connection_id(&r.msg());
     let (mut peer, from) = listener.accept().unwrap();
     assert_eq!(from, relayed);
-    let mut d = TurnClient::tls(
-        server.tls[0],
-        &ca.pem,
-        "alice",
-        "wonderland",
-        AuthMode::Legacy,
-    );
-    d.set_challenge(c.realm.clone(), c.nonce.clone(), None);
-    let req = d.build(
-        Method::ConnectionBind,
-        Class::Request,
-        &TurnClient::new_tid(),
-        true,
-        |w| w.u32(attr::CONNECTION_ID, id),
-    );
+    let mut d = tls_data_client(&server, &ca, &c);
+    let req = bind_request(&d, id);
     let answer = d.transact(&req).expect("ConnectionBind answer");
     assert_success(&answer, "ConnectionBind over TLS");
     let payload = pattern(30_000, 3);
