@@ -3,8 +3,9 @@
 //! data connection (ConnectionBind), and moves a fixed number of bytes
 //! through each pipe, one way or both, as fast as the relay carries them.
 //! Every byte is checked on arrival (a pattern that shows loss or
-//! reordering). Reports the throughput and, with --server-pid, the
-//! server's CPU seconds per gigabyte relayed.
+//! reordering). Reports the throughput, how long each pipe took to start
+//! (ConnectionBind sent until a first byte reached the peer) and, with
+//! --server-pid, the server's CPU seconds per gigabyte relayed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -157,12 +158,17 @@ fn allocate(server: SocketAddr, user: &str, password: &str) -> anyhow::Result<Co
     Ok(c)
 }
 
-/// One pipe: the client's data connection and the peer's connection.
+/// The bytes each pipe carries first, client → peer, to time its start.
+const PROBE: &[u8; 4] = b"ping";
+
+/// One pipe: the client's data connection and the peer's connection, and
+/// how long it took from sending the ConnectionBind until `PROBE`, sent
+/// right after the answer, reached the peer.
 fn open_pipe(
     server: SocketAddr,
     c: &mut Control,
     peers: &TcpListener,
-) -> anyhow::Result<(TcpStream, TcpStream)> {
+) -> anyhow::Result<(TcpStream, TcpStream, Duration)> {
     let peer_addr = peers.local_addr()?;
     let r = c.request(Method::Connect, true, |w| {
         w.xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
@@ -181,12 +187,23 @@ fn open_pipe(
     let bind = c.build(Method::ConnectionBind, true, |w| {
         w.u32(attr::CONNECTION_ID, id)
     })?;
+    let sent = Instant::now();
     data.write_all(&bind)?;
     let r = read_message(&mut data)?;
     if let Some(code) = error_code(&r) {
         bail!("ConnectionBind refused with {code}");
     }
-    Ok((data, peer))
+    data.write_all(PROBE)?;
+    let mut peer = peer;
+    peer.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut got = [0u8; PROBE.len()];
+    peer.read_exact(&mut got)
+        .context("the first bytes through the pipe")?;
+    let start = sent.elapsed();
+    if &got != PROBE {
+        bail!("the pipe's first bytes differ");
+    }
+    Ok((data, peer, start))
 }
 
 /// The byte at offset `i` of direction `dir` of pipe `pipe`.
@@ -243,6 +260,7 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
     }
     let mut controls = Vec::new();
     let mut pipes = Vec::new();
+    let mut starts = Vec::new();
     for i in 0..a.pipes {
         if i % a.per_allocation == 0 {
             controls.push(allocate(a.server, user, password)?);
@@ -253,8 +271,13 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
         // A listener per pipe: one peer address has one connection per
         // allocation (RFC 6062 §5.2, 446).
         let peers = TcpListener::bind("127.0.0.1:0")?;
-        pipes.push(open_pipe(a.server, c, &peers)?);
+        let (data, peer, start) = open_pipe(a.server, c, &peers)?;
+        pipes.push((data, peer));
+        starts.push(start.as_secs_f64() * 1e3);
     }
+    starts.sort_by(f64::total_cmp);
+    let start_p50 = starts[starts.len() / 2];
+    let start_max = starts[starts.len() - 1];
     let cpu = CpuMeter::start(a.server_pid);
     let start = Instant::now();
     let deadline = Duration::from_secs(a.timeout_secs);
@@ -296,6 +319,7 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
             "gbit_per_sec": gbit,
             "server_cpu_secs": server_cpu,
             "server_cpu_secs_per_gb": cpu_per_gb,
+            "pipe_start_ms": { "p50": start_p50, "max": start_max },
         }));
     }
     let mut t = Table::new("tcp-relay (RFC 6062)");
@@ -304,6 +328,10 @@ pub fn run(a: &TcpRelayArgs, out: &Output) -> anyhow::Result<()> {
     t.row("bytes relayed", total.to_string());
     t.row("wall", format!("{wall:.2} s"));
     t.row("throughput", format!("{gbit:.2} Gbit/s"));
+    t.row(
+        "pipe start",
+        format!("{start_p50:.2} ms median, {start_max:.2} ms max (ConnectionBind sent → first byte at the peer)"),
+    );
     if let (Some(s), Some(g)) = (server_cpu, cpu_per_gb) {
         t.row("server CPU", format!("{s:.2} s ({g:.3} s per GB)"));
     }

@@ -217,6 +217,9 @@ fn tcp_relay_carries_every_byte_with_server_cpu() {
     assert_eq!(num(&r, "bytes_total"), (2 * 2 * 4194304) as f64, "{r}");
     assert!(num(&r, "gbit_per_sec") > 0.0, "{r}");
     assert!(num(&r, "server_cpu_secs") >= 0.0, "{r}");
+    let start = &r["pipe_start_ms"];
+    assert!(start["p50"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    assert!(start["max"].as_f64() >= start["p50"].as_f64(), "{r}");
 }
 
 #[test]
