@@ -412,6 +412,25 @@ fn bytes_sent_before_the_bind_answer_reach_the_peer() {
     }
 }
 
+/// A ConnectionBind that is refused (an id nobody holds, naming the
+/// second worker: answered there or by letter from there) from a client
+/// that ended its side right after it: the answer comes, then the close,
+/// within the stream sweep's second (not at the connection's deadline).
+fn a_refused_data_connection_that_ended_gets_its_answer_and_the_close() {
+    let server = lab();
+    let mut c = client(&server, None, Over::Tcp);
+    tcp_allocate(&mut c);
+    let unknown = 1 << 22 | 0x1234;
+    for round in 0..6 {
+        let mut data = TcpStream::connect_timeout(&tcp_addr(&server), WAIT).unwrap();
+        data.write_all(&bind_request(&c, unknown)).unwrap();
+        data.shutdown(std::net::Shutdown::Write).unwrap();
+        let answer = read_answer(&mut data);
+        assert_error(&answer, &[400], &format!("round {round}: an unknown id"));
+        assert_closed(&mut data, &format!("round {round}: after the refusal"));
+    }
+}
+
 /// Over TLS, bytes in the same records as the ConnectionBind reach the
 /// peer too.
 fn early_bytes_over_tls_reach_the_peer() {
@@ -554,6 +573,7 @@ on_every_stream_io!(
 on_every_stream_io!(
     bytes_sent_before_the_bind_answer_reach_the_peer,
     early_bytes_over_tls_reach_the_peer,
+    a_refused_data_connection_that_ended_gets_its_answer_and_the_close,
 );
 
 on_both_backends!(a_connect_that_hangs_is_447_after_30_seconds);

@@ -78,6 +78,9 @@ struct Conn<S> {
     /// answer (RFC 6062 §5.4 says to wait; some clients do not): for the
     /// peer, first thing once bound. At most `EARLY_DATA_LIMIT`.
     early: Vec<u8>,
+    /// The client ended its side while its ConnectionBind waited for
+    /// another shard: if that shard refuses it, it closes once answered.
+    ended: bool,
 }
 
 /// What a data connection may send after its ConnectionBind and before the
@@ -464,6 +467,7 @@ impl<S> Conns<S> {
             data_bind: None,
             awaiting_bind: false,
             early: Vec::new(),
+            ended: false,
         }));
         self.stats.accepted[t] += 1;
         self.stats.open[t] += 1;
@@ -671,15 +675,22 @@ impl<S> Conns<S> {
         if id.is_some() {
             conn.data_bind = id;
             conn.deadline = None;
-        } else if !conn.early.is_empty() {
-            // Not bound: what the client sent meanwhile was meant for a
-            // peer it will not reach.
-            tracing::debug!(
-                shard = self.index,
-                bytes = conn.early.len(),
-                "bytes before a refused ConnectionBind dropped"
-            );
-            conn.early = Vec::new();
+        } else {
+            if !conn.early.is_empty() {
+                // Not bound: what the client sent meanwhile was meant for a
+                // peer it will not reach.
+                tracing::debug!(
+                    shard = self.index,
+                    bytes = conn.early.len(),
+                    "bytes before a refused ConnectionBind dropped"
+                );
+                conn.early = Vec::new();
+            }
+            if conn.ended {
+                // Its client has ended: closed by the next sweep, the
+                // answer going first.
+                conn.deadline = Some(Instant::now());
+            }
         }
         self.mark_dirty(slot);
         true
@@ -701,6 +712,18 @@ impl<S> Conns<S> {
             .get(id as usize)
             .and_then(|s| s.conn.as_deref())
             .is_some_and(|c| c.awaiting_bind)
+    }
+
+    /// Connection `id`, waiting for another shard's answer to its
+    /// ConnectionBind, was ended by its client.
+    pub(super) fn end_awaiting(&mut self, id: u32) {
+        if let Some(c) = self
+            .slots
+            .get_mut(id as usize)
+            .and_then(|s| s.conn.as_deref_mut())
+        {
+            c.ended = true;
+        }
     }
 
     /// The peer connection connection `id` is bound to, once its answer
@@ -753,6 +776,7 @@ impl<S> Conns<S> {
             }
             if conn.deadline.is_some_and(|d| now.at >= d) {
                 let why = match conn.phase {
+                    _ if conn.ended => CloseReason::ClientClosed,
                     Phase::Proxy | Phase::Handshake => CloseReason::HandshakeTimeout,
                     Phase::Open => CloseReason::AuthTimeout,
                 };

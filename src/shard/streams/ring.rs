@@ -116,15 +116,19 @@ impl RingStreams {
                     }
                 }
                 Some(StreamEvent::Eof { tag, .. }) => {
-                    let data = |id| self.conns.is_bound(id) || self.conns.awaits_bind(id);
-                    if self.conns.live(tag).is_some_and(data) {
-                        // A data connection (bound, or waiting for its
-                        // answer) leaves once answered; its pipe sees the
-                        // end on the socket itself. The ring's receive has
-                        // ended with it: nothing more comes meanwhile.
-                        continue;
+                    match self.conns.live(tag) {
+                        // A bound data connection leaves this turn; its
+                        // pipe sees the end on the socket itself.
+                        Some(id) if self.conns.is_bound(id) => continue,
+                        // One waiting for another shard's answer leaves
+                        // once bound, or closes once refused. The ring's
+                        // receive has ended with it: nothing more comes.
+                        Some(id) if self.conns.awaits_bind(id) => {
+                            self.conns.end_awaiting(id);
+                            continue;
+                        }
+                        _ => (tag, CloseReason::ClientClosed),
                     }
-                    (tag, CloseReason::ClientClosed)
                 }
                 Some(StreamEvent::Failed { tag, error, .. }) => {
                     tracing::debug!(shard = self.index, error = %error, "stream io failed");
