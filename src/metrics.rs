@@ -259,12 +259,7 @@ pub fn render(reports: &[Option<ShardReport>], info: &StaticInfo, state: &Contro
         bytes,
     );
     register_streams(reg, &st, &dtls);
-    let drops: Family<Labels, Counter> = Family::default();
-    for (reason, n) in drop_reasons(&t, &io) {
-        drops
-            .get_or_create(&labels(&[("reason", reason)]))
-            .inc_by(n);
-    }
+    let drops = by_label("reason", &drop_reasons(&t, &io));
     reg.register(
         "dropped",
         "Datagrams and requests dropped, by reason",
@@ -462,13 +457,13 @@ fn register_streams(reg: &mut Registry, st: &StreamStats, dtls: &DtlsStats) {
         "TLS handshakes, by outcome",
         handshakes(st.tls_handshakes_ok, st.tls_handshakes_failed),
     );
-    let stream_drops: Family<Labels, Counter> = Family::default();
-    stream_drops
-        .get_or_create(&labels(&[("reason", "send_queue_full")]))
-        .inc_by(st.tx_queue_full);
-    stream_drops
-        .get_or_create(&labels(&[("reason", "relay_send_failed")]))
-        .inc_by(st.to_peer_failed);
+    let stream_drops = by_label(
+        "reason",
+        &[
+            ("send_queue_full", st.tx_queue_full),
+            ("relay_send_failed", st.to_peer_failed),
+        ],
+    );
     reg.register(
         "stream_dropped",
         "Frames from or to TCP and TLS clients dropped, by reason (a full send queue \
@@ -477,22 +472,32 @@ fn register_streams(reg: &mut Registry, st: &StreamStats, dtls: &DtlsStats) {
     );
 }
 
-/// A handshakes family: `ok` and `failed` by outcome (TLS's and DTLS's).
-fn handshakes(ok: u64, failed: u64) -> Family<Labels, Counter> {
+/// A counter family with one label, `name`, and a series per value.
+fn by_label(name: &'static str, values: &[(&str, u64)]) -> Family<Labels, Counter> {
     let f: Family<Labels, Counter> = Family::default();
-    for (outcome, n) in [("ok", ok), ("failed", failed)] {
-        f.get_or_create(&labels(&[("outcome", outcome)])).inc_by(n);
+    for &(value, n) in values {
+        f.get_or_create(&labels(&[(name, value)])).inc_by(n);
     }
     f
 }
 
+/// A handshakes family: `ok` and `failed` by outcome (TLS's and DTLS's).
+fn handshakes(ok: u64, failed: u64) -> Family<Labels, Counter> {
+    by_label("outcome", &[("ok", ok), ("failed", failed)])
+}
+
 /// DTLS's own families: the stateless cookie exchange, handshakes, drops.
 fn register_dtls(reg: &mut Registry, d: &DtlsStats) {
-    let hvr: Family<Labels, Counter> = Family::default();
-    hvr.get_or_create(&labels(&[("reason", "no_cookie")]))
-        .inc_by(d.hello_verify - d.stale_cookies.min(d.hello_verify));
-    hvr.get_or_create(&labels(&[("reason", "stale_cookie")]))
-        .inc_by(d.stale_cookies);
+    let hvr = by_label(
+        "reason",
+        &[
+            (
+                "no_cookie",
+                d.hello_verify - d.stale_cookies.min(d.hello_verify),
+            ),
+            ("stale_cookie", d.stale_cookies),
+        ],
+    );
     reg.register(
         "dtls_hello_verify",
         "HelloVerifyRequests sent (nothing is kept for them), by why (no cookie, or a stale or forged one)",
@@ -503,18 +508,16 @@ fn register_dtls(reg: &mut Registry, d: &DtlsStats) {
         "DTLS handshakes, by outcome",
         handshakes(d.handshakes_ok, d.handshakes_failed),
     );
-    let drops: Family<Labels, Counter> = Family::default();
-    for (reason, n) in [
-        ("not_client_hello", d.dropped_not_hello),
-        ("malformed_hello", d.dropped_malformed),
-        ("no_certificate", d.dropped_no_session),
-        ("send_error", d.tx_errors),
-        ("relay_send_failed", d.to_peer_failed),
-    ] {
-        drops
-            .get_or_create(&labels(&[("reason", reason)]))
-            .inc_by(n);
-    }
+    let drops = by_label(
+        "reason",
+        &[
+            ("not_client_hello", d.dropped_not_hello),
+            ("malformed_hello", d.dropped_malformed),
+            ("no_certificate", d.dropped_no_session),
+            ("send_error", d.tx_errors),
+            ("relay_send_failed", d.to_peer_failed),
+        ],
+    );
     reg.register(
         "dtls_dropped",
         "Datagrams from or to DTLS clients dropped, by reason (from addresses without a \

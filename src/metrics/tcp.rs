@@ -1,11 +1,9 @@
 //! The `uturn_tcp_*` family: TCP allocations (RFC 6062), their peer
 //! connections and the bytes relayed between peer and data connections.
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{gauge, labels, Labels};
+use super::{by_label, gauge};
 use crate::shard::{ShardReport, TcpStats};
 use crate::turn::TcpCounts;
 
@@ -28,15 +26,13 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
         turn.bind_timeouts += t.bind_timeouts;
         turn.connect_timeouts += t.connect_timeouts;
     }
-    let bytes: Family<Labels, Counter> = Family::default();
-    for (dir, n) in [
-        ("to_peer", io.to_peer_bytes),
-        ("to_client", io.to_client_bytes),
-    ] {
-        bytes
-            .get_or_create(&labels(&[("direction", dir)]))
-            .inc_by(n);
-    }
+    let bytes = by_label(
+        "direction",
+        &[
+            ("to_peer", io.to_peer_bytes),
+            ("to_client", io.to_client_bytes),
+        ],
+    );
     reg.register(
         "tcp_relay_bytes",
         "Bytes relayed between TCP allocations' peer connections and their clients' data connections",
@@ -52,22 +48,20 @@ pub(super) fn register(reg: &mut Registry, reports: &[Option<ShardReport>]) {
         "Client data connections bound to a peer connection now",
         gauge(io.pipes),
     );
-    let outcomes: Family<Labels, Counter> = Family::default();
-    for (what, n) in [
-        ("connected", turn.connected),
-        ("connect_failed", turn.connect_failed),
-        ("connect_timeout", turn.connect_timeouts),
-        ("peer_announced", turn.attempts),
-        ("peer_refused", turn.refused),
-        ("bound", turn.bound),
-        ("bind_timeout", turn.bind_timeouts),
-        ("data_connection_orphaned", io.orphans),
-        ("data_connection_early_data_refused", io.early_refused),
-    ] {
-        outcomes
-            .get_or_create(&labels(&[("outcome", what)]))
-            .inc_by(n);
-    }
+    let outcomes = by_label(
+        "outcome",
+        &[
+            ("connected", turn.connected),
+            ("connect_failed", turn.connect_failed),
+            ("connect_timeout", turn.connect_timeouts),
+            ("peer_announced", turn.attempts),
+            ("peer_refused", turn.refused),
+            ("bound", turn.bound),
+            ("bind_timeout", turn.bind_timeouts),
+            ("data_connection_orphaned", io.orphans),
+            ("data_connection_early_data_refused", io.early_refused),
+        ],
+    );
     reg.register(
         "tcp_connections",
         "TCP allocations' peer connections by outcome: Connect made, failed (447) or not made \
