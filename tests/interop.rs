@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use coturn::{start_coturn, start_coturn_with, test_cert};
+use coturn::{start_coturn, start_coturn_with, test_cert, TestCert};
 use nix::sys::signal::Signal;
 use uturn::stun::{attr, Method};
 
@@ -357,6 +357,15 @@ fn uturn_for_interop_with(extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+/// `uturn_for_interop_with` serving `cert` (its TLS and DTLS listeners
+/// share it), with `extra` arguments.
+fn uturn_for_interop_with_cert(cert: &TestCert, extra: &[&str]) -> Server {
+    let (cert_file, key_file) = (cert.cert.to_string_lossy(), cert.key.to_string_lossy());
+    let mut args = vec!["--tls-cert", &cert_file, "--tls-key", &key_file];
+    args.extend_from_slice(extra);
+    uturn_for_interop_with(&args)
 }
 
 /// The address of uturn's `uturn: listening on <kind> ADDR` line.

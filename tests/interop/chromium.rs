@@ -272,15 +272,7 @@ fn chromium_relay_tls_through_uturn() {
     let (Some(b), Some(cert)) = (browser(t), test_cert(t)) else {
         return;
     };
-    let (cert_file, key_file) = (cert.cert.to_string_lossy(), cert.key.to_string_lossy());
-    let server = uturn_for_interop_with(&[
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert_file,
-        "--tls-key",
-        &key_file,
-    ]);
+    let server = uturn_for_interop_with_cert(&cert, &["--listen-tls", "127.0.0.1:0"]);
     let addr = stream_listener(&server, "tls");
     relay_or_panic(&b, addr, Transport::Tls, "uturn");
 }

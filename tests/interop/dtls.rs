@@ -19,16 +19,10 @@ fn turnutils_uclient_over_dtls_through_uturn() {
     let Some(cert) = test_cert(t) else {
         return;
     };
-    let server = uturn_for_interop_with(&[
-        "--listen-dtls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert.cert.to_string_lossy(),
-        "--tls-key",
-        &cert.key.to_string_lossy(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let server = uturn_for_interop_with_cert(
+        &cert,
+        &["--listen-dtls", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
     let dtls = stream_listener(&server, "dtls");
     let (_peer, peer_port) = start_turnutils_peer(&peer_bin);
     // -S without -t: DTLS over UDP. Send indications (-s), as over TLS.

@@ -9,16 +9,10 @@ use super::*;
 /// trust (None when openssl is missing and the test may be skipped).
 fn uturn_for_interop_streams(test: &str) -> Option<(Server, SocketAddr, SocketAddr, PathBuf)> {
     let cert = test_cert(test)?;
-    let server = uturn_for_interop_with(&[
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert.cert.to_string_lossy(),
-        "--tls-key",
-        &cert.key.to_string_lossy(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let server = uturn_for_interop_with_cert(
+        &cert,
+        &["--listen-tls", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+    );
     let (tcp, tls) = (
         stream_listener(&server, "tcp"),
         stream_listener(&server, "tls"),
