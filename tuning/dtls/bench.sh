@@ -29,22 +29,14 @@ UTURN=$TARGET/release/uturn
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-tuning/results/dtls/$stamp.md}
 mkdir -p "$(dirname "$OUT")"
-work=$(mktemp -d)
-pid="" peer="" mport=""
-cleanup() {
-  for p in $pid $peer; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-free_tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $work, cleanup on exit (of $pid and $peer), free_udp_port, free_tcp_port.
+source tuning/lib.sh
+mport=""
 cpu_secs() { awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); split($0, f, " "); print (f[12] + f[13]) / t}' "/proc/$1/stat"; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-peer_port=$(free_port)
+peer_port=$(free_udp_port)
 taskset -c "$GEN_CPU" turnutils_peer -L 127.0.0.1 -p "$peer_port" >/dev/null 2>&1 &
 peer=$!
 
@@ -57,7 +49,7 @@ start() { # system port
       mport=$(free_tcp_port)
       printf '[quotas]\nallocations_per_user = 100000\n' >"$work/u.toml"
       taskset -c "$RELAY_CPU" "$UTURN" --config "$work/u.toml" --realm lab --user alice:secret --allow-peer 127.0.0.0/8 \
-        --listen "127.0.0.1:$(free_port)" --listen-dtls "127.0.0.1:$port" --relay-ip 127.0.0.1 \
+        --listen "127.0.0.1:$(free_udp_port)" --listen-dtls "127.0.0.1:$port" --relay-ip 127.0.0.1 \
         --metrics "127.0.0.1:$mport" \
         --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --workers 1 \
         >"$work/out" 2>"$work/err" &
@@ -67,7 +59,7 @@ start() { # system port
     coturn)
       taskset -c "$RELAY_CPU" turnserver -n --no-cli --relay-threads 1 --no-tcp --no-tls \
         --lt-cred-mech --allow-loopback-peers --user alice:secret --realm lab \
-        --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$(free_port)" \
+        --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$(free_udp_port)" \
         --tls-listening-port "$port" --cert "$work/cert.pem" --pkey "$work/key.pem" \
         --min-port 43000 --max-port 43999 --db "$work/coturn.db" --pidfile "$work/coturn.pid" \
         --log-file "$work/coturn.log" --simple-log >/dev/null 2>&1 &
@@ -89,7 +81,7 @@ declare -A rate
 } >"$OUT"
 for r in $(seq "$ROUNDS"); do
   for sys in uturn coturn; do
-    port=$(free_port)
+    port=$(free_udp_port)
     start "$sys" "$port"
     before=$(cpu_secs "$pid")
     t0=$(date +%s.%N)

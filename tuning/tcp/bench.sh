@@ -31,16 +31,8 @@ LOADGEN=$TARGET/release/uturn-loadgen
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-tuning/results/tcp/$stamp.md}
 mkdir -p "$(dirname "$OUT")"
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $work, cleanup on exit (of $pid), free_tcp_port.
+source tuning/lib.sh
 
 start() { # system port
   local sys=$1 port=$2
@@ -86,7 +78,7 @@ declare -A gbit cpu
 for r in $(seq "$ROUNDS"); do
   for dir in $DIRECTIONS; do
     for sys in $SYSTEMS; do
-      port=$(free_port)
+      port=$(free_tcp_port)
       start "$sys" "$port"
       json=$(taskset -c "$GEN_CPU" "$LOADGEN" --json tcp-relay --server "127.0.0.1:$port" \
         --user alice:secret --pipes "$PIPES" --per-allocation "$PIPES" --bytes "$BYTES" \

@@ -22,16 +22,8 @@ PIPES=${PIPES:-32}
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-tuning/results/tcp/$stamp-pipe-start.md}
 mkdir -p "$(dirname "$OUT")"
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $work, cleanup on exit (of $pid), free_tcp_port.
+source tuning/lib.sh
 
 {
   echo "# RFC 6062 pipe start ($stamp)"
@@ -55,7 +47,7 @@ for round in $(seq "$ROUNDS"); do
         syscall) flags=(--io-backend syscall) ;;
         *) echo "unknown backend $backend" >&2; exit 2 ;;
       esac
-      port=$(free_port)
+      port=$(free_tcp_port)
       : >"$work/out"
       "$bin" --realm lab --user alice:secret --allow-peer 127.0.0.0/8 \
         --listen "127.0.0.1:$port" --listen-tcp "127.0.0.1:$port" --relay-ip 127.0.0.1 \
